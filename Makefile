@@ -1,0 +1,30 @@
+# SPDX-License-Identifier: MIT
+# Thin wrapper around CMake/CTest: `make`, `make check`, `make demo`, `make install PREFIX=...`.
+BUILD ?= build
+PREFIX ?= /usr/local
+JOBS ?= $(shell nproc)
+CMAKE_FLAGS ?=
+
+.PHONY: all setup check demo install clean bench
+
+all:
+	@test -f $(BUILD)/CMakeCache.txt || cmake -S . -B $(BUILD) -DCMAKE_INSTALL_PREFIX=$(PREFIX) $(CMAKE_FLAGS)
+	cmake --build $(BUILD) -j $(JOBS)
+
+setup:
+	bash scripts/setup.sh
+
+check: setup
+	bash scripts/check.sh
+
+demo: setup all
+	bash scripts/demo.sh
+
+bench: all
+	$(BUILD)/nearsock bench
+
+install: all
+	cmake --install $(BUILD) --prefix $(PREFIX)
+
+clean:
+	rm -rf $(BUILD) build-asan build-tsan
