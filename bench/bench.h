@@ -20,41 +20,35 @@ enum nsk_bench_mode {
 };
 
 /* Transport as the children see it: "nearsock" is NSK_TR_TCP run under LD_PRELOAD. */
-enum nsk_bench_transport {
-	NSK_TR_TCP,
-	NSK_TR_UNIX,
-	NSK_TR_RING,
-	NSK_TR_NEARSOCK,
-	NSK_TR_COUNT
-};
+enum nsk_bench_transport { NSK_TR_TCP, NSK_TR_UNIX, NSK_TR_RING, NSK_TR_NEARSOCK, NSK_TR_COUNT };
 
 enum nsk_bench_kind { NSK_KIND_STREAM, NSK_KIND_RR, NSK_KIND_CRR };
 
 /* Per-process context of a child (server or client role), filled from the hidden command line. */
 struct nsk_bench_ctx {
-	int server;            /* 1 = server role, 0 = client role */
+	int server; /* 1 = server role, 0 = client role */
 	enum nsk_bench_mode mode;
 	enum nsk_bench_transport transport; /* NSK_TR_TCP, _UNIX or _RING in a child */
-	size_t size;           /* message size in bytes */
-	double duration;       /* seconds of measured traffic (client side) */
-	char addr[64];         /* IPv4 address of the server (tcp) */
-	int port;              /* server port; 0 in the server = pick one */
-	char path[96];         /* abstract AF_UNIX name (without the leading NUL) */
-	int ctl_fd;            /* write end of the control pipe to the parent */
-	int shm_fd;            /* ring segment (memfd), ring transport only */
-	size_t ring_size;      /* data bytes per ring direction */
-	long spin_ns;          /* ring: busy-wait budget before sleeping on the futex */
-	int ring_lazy;         /* ring: batch wake-ups (shared core) */
+	size_t size;                        /* message size in bytes */
+	double duration;                    /* seconds of measured traffic (client side) */
+	char addr[64];                      /* IPv4 address of the server (tcp) */
+	int port;                           /* server port; 0 in the server = pick one */
+	char path[96];                      /* abstract AF_UNIX name (without the leading NUL) */
+	int ctl_fd;                         /* write end of the control pipe to the parent */
+	int shm_fd;                         /* ring segment (memfd), ring transport only */
+	size_t ring_size;                   /* data bytes per ring direction */
+	long spin_ns;  /* ring: busy-wait budget before sleeping on the futex */
+	int ring_lazy; /* ring: batch wake-ups (shared core) */
 };
 
 /* What a child measured; sent to the parent as one "result k=v ..." line. */
 struct nsk_bench_report {
-	uint64_t bytes;        /* payload bytes moved (client: sent; server: received) */
-	uint64_t msgs;         /* messages (stream) or transactions (rr/crr) */
-	double elapsed;        /* seconds of the measured window */
+	uint64_t bytes; /* payload bytes moved (client: sent; server: received) */
+	uint64_t msgs;  /* messages (stream) or transactions (rr/crr) */
+	double elapsed; /* seconds of the measured window */
 	double lat_mean, lat_p50, lat_p99, lat_p999; /* microseconds, rr/crr client only */
-	double cpu;            /* (user+sys) / elapsed, in percent of one CPU */
-	double vcsw, ivcsw;    /* voluntary / involuntary context switches per second */
+	double cpu;         /* (user+sys) / elapsed, in percent of one CPU */
+	double vcsw, ivcsw; /* voluntary / involuntary context switches per second */
 };
 
 /* Resource usage snapshot for the measured window. */

@@ -44,7 +44,8 @@ void nsk_bench_usage_begin(struct nsk_bench_usage *u)
 	u->t_ns = nsk_bench_now_ns();
 }
 
-/* nsk_bench_usage_end — close the window begun by nsk_bench_usage_begin; fills elapsed, cpu, csw. */
+/* nsk_bench_usage_end — close the window begun by nsk_bench_usage_begin; fills elapsed, cpu, csw.
+ */
 void nsk_bench_usage_end(const struct nsk_bench_usage *u, struct nsk_bench_report *rep)
 {
 	struct rusage ru;
@@ -56,7 +57,8 @@ void nsk_bench_usage_end(const struct nsk_bench_usage *u, struct nsk_bench_repor
 	if (secs <= 0)
 		secs = 1e-9;
 	rep->elapsed = secs;
-	rep->cpu = 100.0 * (double)(tv_ns(&ru.ru_utime) + tv_ns(&ru.ru_stime) - u->cpu_ns) / 1e9 / secs;
+	rep->cpu =
+	    100.0 * (double)(tv_ns(&ru.ru_utime) + tv_ns(&ru.ru_stime) - u->cpu_ns) / 1e9 / secs;
 	rep->vcsw = (double)(ru.ru_nvcsw - u->nvcsw) / secs;
 	rep->ivcsw = (double)(ru.ru_nivcsw - u->nivcsw) / secs;
 }
@@ -175,8 +177,8 @@ static int inet_addr_of(const struct nsk_bench_ctx *c, struct sockaddr_in *sin)
 
 /*
  * nsk_bench_listen — create the server socket for c->transport (tcp or unix) and type (SOCK_STREAM:
- * bound and listening; SOCK_DGRAM: bound). A tcp port of 0 is replaced by the port the kernel chose.
- * Returns 0 and the fd in *fd_out, or -errno.
+ * bound and listening; SOCK_DGRAM: bound). A tcp port of 0 is replaced by the port the kernel
+ * chose. Returns 0 and the fd in *fd_out, or -errno.
  */
 int nsk_bench_listen(struct nsk_bench_ctx *c, int type, int *fd_out)
 {
@@ -275,7 +277,8 @@ int nsk_bench_dgram_client(const struct nsk_bench_ctx *c, int *fd_out)
 	fd = socket(AF_UNIX, SOCK_DGRAM, 0);
 	if (fd < 0)
 		return -errno;
-	if (bind(fd, (struct sockaddr *)&me, ml) < 0 || connect(fd, (struct sockaddr *)&srv, sl) < 0) {
+	if (bind(fd, (struct sockaddr *)&me, ml) < 0 ||
+	    connect(fd, (struct sockaddr *)&srv, sl) < 0) {
 		err = -errno;
 		close(fd);
 		return err;
@@ -318,10 +321,10 @@ int nsk_bench_report(const struct nsk_bench_ctx *c, const struct nsk_bench_repor
 	char line[512];
 
 	snprintf(line, sizeof(line),
-		 "result bytes=%llu msgs=%llu elapsed=%.9f mean=%.4f p50=%.4f p99=%.4f p999=%.4f "
-		 "cpu=%.3f vcsw=%.3f ivcsw=%.3f\n",
-		 (unsigned long long)r->bytes, (unsigned long long)r->msgs, r->elapsed, r->lat_mean,
-		 r->lat_p50, r->lat_p99, r->lat_p999, r->cpu, r->vcsw, r->ivcsw);
+	         "result bytes=%llu msgs=%llu elapsed=%.9f mean=%.4f p50=%.4f p99=%.4f p999=%.4f "
+	         "cpu=%.3f vcsw=%.3f ivcsw=%.3f\n",
+	         (unsigned long long)r->bytes, (unsigned long long)r->msgs, r->elapsed, r->lat_mean,
+	         r->lat_p50, r->lat_p99, r->lat_p999, r->cpu, r->vcsw, r->ivcsw);
 	return ctl_line(c, line);
 }
 
@@ -331,7 +334,7 @@ int nsk_bench_fail(const struct nsk_bench_ctx *c, const char *what, int err)
 	char line[256];
 
 	snprintf(line, sizeof(line), "error %s %s: %s\n", c->server ? "server" : "client", what,
-		 err ? strerror(err < 0 ? -err : err) : "failed");
+	         err ? strerror(err < 0 ? -err : err) : "failed");
 	ctl_line(c, line);
 	return err < 0 ? err : -EIO;
 }

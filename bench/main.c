@@ -35,7 +35,7 @@ extern char **environ;
 #define LINE_MAX_ 1024
 
 static const char *const mode_names[NSK_MODE_COUNT] = {"tcp_stream", "tcp_rr", "tcp_crr",
-							"udp_stream", "udp_rr"};
+                                                       "udp_stream", "udp_rr"};
 static const char *const tr_names[NSK_TR_COUNT] = {"tcp", "unix", "ring", "nearsock"};
 enum cpus { CPUS_SEPARATE, CPUS_SHARED, CPUS_ANY, CPUS_COUNT };
 static const char *const cpus_names[CPUS_COUNT] = {"separate", "shared", "any"};
@@ -59,9 +59,9 @@ enum metric {
 	M_COUNT
 };
 static const char *const metric_names[M_COUNT] = {
-	"gbps",        "msgs_s",     "lat_mean_us", "lat_p50_us", "lat_p99_us",
-	"lat_p999_us", "cpu_srv_pct", "cpu_cli_pct", "vcsw_srv_s", "ivcsw_srv_s",
-	"vcsw_cli_s",  "ivcsw_cli_s", "loss_pct",    "gbps_local", "gbps_remote"};
+    "gbps",        "msgs_s",      "lat_mean_us", "lat_p50_us", "lat_p99_us",
+    "lat_p999_us", "cpu_srv_pct", "cpu_cli_pct", "vcsw_srv_s", "ivcsw_srv_s",
+    "vcsw_cli_s",  "ivcsw_cli_s", "loss_pct",    "gbps_local", "gbps_remote"};
 
 enum status { ST_OK, ST_NA, ST_FAIL };
 static const char *const status_names[] = {"ok", "n/a", "fail"};
@@ -230,7 +230,8 @@ static int default_sizes(const struct opts *o, int mode, size_t *out)
 		memcpy(out, o->sizes, (size_t)o->nsizes * sizeof(*out));
 		return o->nsizes;
 	}
-#define PICK(q, f) (o->quick ? (s = q, n = sizeof(q) / sizeof(*q)) : (s = f, n = sizeof(f) / sizeof(*f)))
+#define PICK(q, f)                                                                                 \
+	(o->quick ? (s = q, n = sizeof(q) / sizeof(*q)) : (s = f, n = sizeof(f) / sizeof(*f)))
 	switch (mode) {
 	case NSK_MODE_TCP_STREAM:
 		PICK(stream_quick, stream_full);
@@ -279,12 +280,13 @@ static const char *not_applicable(const struct opts *o, int mode, int tr, size_t
 static int child_main(int argc, char **argv)
 {
 	struct nsk_bench_ctx c = {.ctl_fd = -1, .shm_fd = -1, .ring_size = 256 * 1024};
-	static const struct option lo[] = {
-		{"role", 1, 0, 'R'},   {"mode", 1, 0, 'm'},     {"transport", 1, 0, 't'},
-		{"size", 1, 0, 's'},   {"duration", 1, 0, 'd'}, {"addr", 1, 0, 'a'},
-		{"port", 1, 0, 'p'},   {"path", 1, 0, 'P'},     {"ctl-fd", 1, 0, 'c'},
-		{"shm-fd", 1, 0, 'f'}, {"ring-size", 1, 0, 'r'}, {"spin-ns", 1, 0, 'S'},
-		{"ring-lazy", 1, 0, 'z'}, {0, 0, 0, 0}};
+	static const struct option lo[] = {{"role", 1, 0, 'R'},      {"mode", 1, 0, 'm'},
+	                                   {"transport", 1, 0, 't'}, {"size", 1, 0, 's'},
+	                                   {"duration", 1, 0, 'd'},  {"addr", 1, 0, 'a'},
+	                                   {"port", 1, 0, 'p'},      {"path", 1, 0, 'P'},
+	                                   {"ctl-fd", 1, 0, 'c'},    {"shm-fd", 1, 0, 'f'},
+	                                   {"ring-size", 1, 0, 'r'}, {"spin-ns", 1, 0, 'S'},
+	                                   {"ring-lazy", 1, 0, 'z'}, {0, 0, 0, 0}};
 	int opt, err;
 
 	c.mode = NSK_MODE_COUNT;
@@ -446,11 +448,34 @@ static int spawn(const struct spawn_args *a, struct child *ch)
 	snprintf(rsz, sizeof(rsz), "%zu", a->o->ring_size);
 	snprintf(spin, sizeof(spin), "%ld", spin_ns);
 	snprintf(lazy, sizeof(lazy), "%d", a->p->cpus == CPUS_SHARED);
-	char *argv[] = {(char *)a->o->exe, "--role", a->server ? "server" : "client", "--mode",
-			(char *)mode_names[a->p->mode], "--transport", (char *)tr_names[tr],
-			"--size", size, "--duration", dur, "--addr", (char *)a->addr, "--port", port,
-			"--path", (char *)a->path, "--ctl-fd", ctl, "--shm-fd", shm, "--ring-size",
-			rsz, "--spin-ns", spin, "--ring-lazy", lazy, NULL};
+	char *argv[] = {(char *)a->o->exe,
+	                "--role",
+	                a->server ? "server" : "client",
+	                "--mode",
+	                (char *)mode_names[a->p->mode],
+	                "--transport",
+	                (char *)tr_names[tr],
+	                "--size",
+	                size,
+	                "--duration",
+	                dur,
+	                "--addr",
+	                (char *)a->addr,
+	                "--port",
+	                port,
+	                "--path",
+	                (char *)a->path,
+	                "--ctl-fd",
+	                ctl,
+	                "--shm-fd",
+	                shm,
+	                "--ring-size",
+	                rsz,
+	                "--spin-ns",
+	                spin,
+	                "--ring-lazy",
+	                lazy,
+	                NULL};
 
 	fflush(NULL);
 	pid = fork();
@@ -472,18 +497,21 @@ static int spawn(const struct spawn_args *a, struct child *ch)
 			CPU_ZERO(&set);
 			CPU_SET(a->cpu, &set);
 			if (sched_setaffinity(0, sizeof(set), &set) < 0)
-				err = -errno, snprintf(msg, sizeof(msg), "error sched_setaffinity cpu%d: %s\n",
-						       a->cpu, strerror(-err));
+				err = -errno,
+				snprintf(msg, sizeof(msg), "error sched_setaffinity cpu%d: %s\n",
+				         a->cpu, strerror(-err));
 		}
 		if (!err && a->netns && (err = enter_netns(a->netns)) < 0)
-			snprintf(msg, sizeof(msg), "error setns %s: %s\n", a->netns, strerror(-err));
+			snprintf(msg, sizeof(msg), "error setns %s: %s\n", a->netns,
+			         strerror(-err));
 		if (!err) {
 			fcntl(pfd[1], F_SETFD, 0);
 			if (a->shm_fd >= 0)
 				fcntl(a->shm_fd, F_SETFD, 0);
 			execve(a->o->exe, argv, env);
 			err = -errno;
-			snprintf(msg, sizeof(msg), "error exec %s: %s\n", a->o->exe, strerror(-err));
+			snprintf(msg, sizeof(msg), "error exec %s: %s\n", a->o->exe,
+			         strerror(-err));
 		}
 		if (write(pfd[1], msg, strlen(msg)) < 0)
 			_exit(126);
@@ -570,7 +598,8 @@ static void pump(struct child **list, int n, int (*pred)(const struct child *), 
 			}
 		if (k == 0 || now >= deadline || interrupted)
 			return;
-		if (poll(pf, (nfds_t)k, (int)((deadline - now) / 1000000 + 1)) < 0 && errno != EINTR)
+		if (poll(pf, (nfds_t)k, (int)((deadline - now) / 1000000 + 1)) < 0 &&
+		    errno != EINTR)
 			return;
 		for (int i = 0; i < k; i++)
 			if (pf[i].revents)
@@ -603,10 +632,10 @@ static void reap(struct child *ch, const char *role)
 	} else if (!ch->done && !ch->err[0]) {
 		if (WIFSIGNALED(st))
 			snprintf(ch->err, sizeof(ch->err), "%s killed by signal %d (%s)", role,
-				 WTERMSIG(st), strsignal(WTERMSIG(st)));
+			         WTERMSIG(st), strsignal(WTERMSIG(st)));
 		else
 			snprintf(ch->err, sizeof(ch->err), "%s exited with status %d and no result",
-				 role, WEXITSTATUS(st));
+			         role, WEXITSTATUS(st));
 	}
 	if (ch->fd >= 0)
 		close(ch->fd);
@@ -625,7 +654,7 @@ static int cpu_of(int cpus, int server)
 
 /* run_once — one measurement of point p with o->flows concurrent flows; fills v[] or reason. */
 static int run_once(const struct opts *o, const struct point *p, double *v, char *reason,
-		    size_t rlen)
+                    size_t rlen)
 {
 	static unsigned serial;
 	struct flow fl[MAX_FLOWS];
@@ -646,8 +675,13 @@ static int run_once(const struct opts *o, const struct point *p, double *v, char
 	/* Servers first; each reports the port it bound. */
 	for (int f = 0; f < n && !err; f++) {
 		char path[96];
-		struct spawn_args a = {.o = o, .p = p, .server = 1, .port = 0, .path = path,
-				       .shm_fd = -1, .cpu = cpu_of(p->cpus, 1)};
+		struct spawn_args a = {.o = o,
+		                       .p = p,
+		                       .server = 1,
+		                       .port = 0,
+		                       .path = path,
+		                       .shm_fd = -1,
+		                       .cpu = cpu_of(p->cpus, 1)};
 
 		snprintf(path, sizeof(path), "nsk-bench-%d-%u-%d", (int)getpid(), serial, f);
 		a.addr = fl[f].remote ? o->remote_addr : o->addr;
@@ -668,17 +702,22 @@ static int run_once(const struct opts *o, const struct point *p, double *v, char
 			err = -1;
 		}
 	}
-	deadline = nsk_bench_now_ns() + 10000000000ull;
+	deadline = nsk_bench_now_ns() + 5000000000ull;
 	if (!err)
 		pump(srv, n, is_ready, deadline);
 	for (int f = 0; f < n && !err; f++) {
 		char path[96];
-		struct spawn_args a = {.o = o, .p = p, .server = 0, .port = fl[f].srv.port,
-				       .path = path, .shm_fd = fl[f].shm_fd, .cpu = cpu_of(p->cpus, 0)};
+		struct spawn_args a = {.o = o,
+		                       .p = p,
+		                       .server = 0,
+		                       .port = fl[f].srv.port,
+		                       .path = path,
+		                       .shm_fd = fl[f].shm_fd,
+		                       .cpu = cpu_of(p->cpus, 0)};
 
 		if (!fl[f].srv.ready) {
 			snprintf(reason, rlen, "server not ready: %s",
-				 fl[f].srv.err[0] ? fl[f].srv.err : "timed out");
+			         fl[f].srv.err[0] ? fl[f].srv.err : "timed out");
 			err = -1;
 			break;
 		}
@@ -690,11 +729,12 @@ static int run_once(const struct opts *o, const struct point *p, double *v, char
 		}
 	}
 	serial++;
-	/* Clients end by themselves after the duration; allow generous slack for set-up and ends. */
-	deadline = nsk_bench_now_ns() + (uint64_t)((o->duration * 2 + 15) * 1e9);
+	/* Clients end by themselves after the duration; the slack covers exec, connect and the end
+	 * handshakes (at most 1 s for udp_stream), so a hung transport costs a few seconds only. */
+	deadline = nsk_bench_now_ns() + (uint64_t)((o->duration * 1.5 + 3 + 0.1 * n) * 1e9);
 	if (!err)
 		pump(cli, n, is_done, deadline);
-	deadline = nsk_bench_now_ns() + 3000000000ull;
+	deadline = nsk_bench_now_ns() + 2000000000ull;
 	if (!err)
 		pump(srv, n, is_done, deadline);
 	for (int f = 0; f < n; f++) {
@@ -719,12 +759,14 @@ static int run_once(const struct opts *o, const struct point *p, double *v, char
 		}
 		if (p->mode == NSK_MODE_TCP_STREAM && s->rep.bytes != c->rep.bytes) {
 			snprintf(reason, rlen, "byte count mismatch: sent %llu, received %llu",
-				 (unsigned long long)c->rep.bytes, (unsigned long long)s->rep.bytes);
+			         (unsigned long long)c->rep.bytes,
+			         (unsigned long long)s->rep.bytes);
 			return -1;
 		}
 		if ((kind_of(p->mode) != NSK_KIND_STREAM) && s->rep.msgs != c->rep.msgs) {
-			snprintf(reason, rlen, "transaction count mismatch: client %llu, server %llu",
-				 (unsigned long long)c->rep.msgs, (unsigned long long)s->rep.msgs);
+			snprintf(reason, rlen,
+			         "transaction count mismatch: client %llu, server %llu",
+			         (unsigned long long)c->rep.msgs, (unsigned long long)s->rep.msgs);
 			return -1;
 		}
 	}
@@ -839,18 +881,19 @@ static void print_point(const struct opts *o, const struct point *p)
 		return;
 	}
 	snprintf(t1, sizeof(t1), "%s (%s-%s)", num(p->med[M_GBPS], "%.3f", a, sizeof(a)),
-		 num(p->min[M_GBPS], "%.3f", b, sizeof(b)), num(p->max[M_GBPS], "%.3f", c, sizeof(c)));
+	         num(p->min[M_GBPS], "%.3f", b, sizeof(b)),
+	         num(p->max[M_GBPS], "%.3f", c, sizeof(c)));
 	snprintf(t2, sizeof(t2), "%s (%s-%s)", si(p->med[M_MSGS], d, sizeof(d)),
-		 si(p->min[M_MSGS], e, sizeof(e)), si(p->max[M_MSGS], f, sizeof(f)));
+	         si(p->min[M_MSGS], e, sizeof(e)), si(p->max[M_MSGS], f, sizeof(f)));
 	snprintf(t3, sizeof(t3), "%.0f/%.0f", p->med[M_CPU_S], p->med[M_CPU_C]);
 	snprintf(t4, sizeof(t4), "%s/%s", si(p->med[M_VCS_S], a, sizeof(a)),
-		 si(p->med[M_VCS_C], b, sizeof(b)));
+	         si(p->med[M_VCS_C], b, sizeof(b)));
 	snprintf(t5, sizeof(t5), "%s/%s", si(p->med[M_IVCS_S], c, sizeof(c)),
-		 si(p->med[M_IVCS_C], d, sizeof(d)));
+	         si(p->med[M_IVCS_C], d, sizeof(d)));
 	printf("%21s %21s %8s %8s %8s %8s %11s %15s %15s", t1, t2,
-	       num(p->med[M_LAT_MEAN], "%.2f", e, sizeof(e)), num(p->med[M_P50], "%.2f", f, sizeof(f)),
-	       num(p->med[M_P99], "%.2f", g, sizeof(g)), num(p->med[M_P999], "%.2f", h, sizeof(h)), t3,
-	       t4, t5);
+	       num(p->med[M_LAT_MEAN], "%.2f", e, sizeof(e)),
+	       num(p->med[M_P50], "%.2f", f, sizeof(f)), num(p->med[M_P99], "%.2f", g, sizeof(g)),
+	       num(p->med[M_P999], "%.2f", h, sizeof(h)), t3, t4, t5);
 	if (!isnan(p->med[M_LOSS]))
 		printf("  loss %.2f%%", p->med[M_LOSS]);
 	if (o->flows > 1)
@@ -875,8 +918,8 @@ static void csv_row(FILE *f, const struct opts *o, const struct point *p)
 		if (*c == ',' || *c == '"' || *c == '\n')
 			*c = ';';
 	fprintf(f, "%s,%s,%s,%zu,%d,%d,%s,%s,%d,%g", mode_names[p->mode], tr_names[p->tr],
-		cpus_names[p->cpus], p->size, o->flows, o->local, status_names[p->st], reason,
-		p->nruns, o->duration);
+	        cpus_names[p->cpus], p->size, o->flows, o->local, status_names[p->st], reason,
+	        p->nruns, o->duration);
 	for (int m = 0; m < M_COUNT; m++) {
 		const double *vals[3] = {p->med, p->min, p->max};
 
@@ -891,44 +934,48 @@ static void csv_row(FILE *f, const struct opts *o, const struct point *p)
 	fflush(f);
 }
 
+/* Median msgs/s of a measured point, NaN if the point is missing, n/a, failed or unmeasured. */
+static double msgs_of(const struct point *p)
+{
+	return p && p->st == ST_OK && p->nruns ? p->med[M_MSGS] : NAN;
+}
+
 /* Ratios printed side by side, on messages (or transactions) per second. */
 static void print_ratios(const struct opts *o, struct point *pts, int npts)
 {
+	/* numerator, denominator of each ratio column */
+	static const int ratio[4][2] = {{NSK_TR_NEARSOCK, NSK_TR_TCP},
+	                                {NSK_TR_NEARSOCK, NSK_TR_UNIX},
+	                                {NSK_TR_NEARSOCK, NSK_TR_RING},
+	                                {NSK_TR_RING, NSK_TR_TCP}};
 	int printed = 0;
 
 	for (int i = 0; i < npts; i++) {
 		struct point *row[NSK_TR_COUNT] = {0};
 		char sz[32], buf[NSK_TR_COUNT][32], r[4][16];
-		double ns;
 
 		if (i > 0 && pts[i].mode == pts[i - 1].mode && pts[i].cpus == pts[i - 1].cpus &&
 		    pts[i].size == pts[i - 1].size)
 			continue;
 		for (int j = i; j < npts && pts[j].mode == pts[i].mode &&
-				pts[j].cpus == pts[i].cpus && pts[j].size == pts[i].size;
+		                pts[j].cpus == pts[i].cpus && pts[j].size == pts[i].size;
 		     j++)
 			row[pts[j].tr] = &pts[j];
 		if (!printed++) {
-			printf("\nRatios of msgs/s (transactions/s for rr, crr), medians of this run:\n");
-			printf("%-10s %-8s %5s %9s %9s %9s %9s %8s %8s %8s %8s\n", "mode", "cpus", "size",
-			       "tcp", "unix", "ring", "nearsock", "ns/tcp", "ns/unix", "ns/ring",
-			       "ring/tcp");
+			printf("\nRatios of msgs/s (transactions/s for rr, crr), medians of this "
+			       "run:\n");
+			printf("%-10s %-8s %5s %9s %9s %9s %9s %8s %8s %8s %8s\n", "mode", "cpus",
+			       "size", "tcp", "unix", "ring", "nearsock", "ns/tcp", "ns/unix",
+			       "ns/ring", "ring/tcp");
 		}
 		for (int t = 0; t < NSK_TR_COUNT; t++) {
-			if (row[t] && row[t]->st == ST_OK)
-				si(row[t]->med[M_MSGS], buf[t], sizeof(buf[t]));
+			if (!isnan(msgs_of(row[t])))
+				si(msgs_of(row[t]), buf[t], sizeof(buf[t]));
 			else
 				snprintf(buf[t], sizeof(buf[t]), row[t] ? "n/a" : "-");
 		}
-		ns = row[NSK_TR_NEARSOCK] && row[NSK_TR_NEARSOCK]->st == ST_OK
-			     ? row[NSK_TR_NEARSOCK]->med[M_MSGS]
-			     : NAN;
 		for (int k = 0; k < 4; k++) {
-			int num_tr = k == 3 ? NSK_TR_RING : NSK_TR_NEARSOCK;
-			int den_tr = k == 0 ? NSK_TR_TCP : k == 1 ? NSK_TR_UNIX : k == 2 ? NSK_TR_RING : NSK_TR_TCP;
-			double a = num_tr == NSK_TR_NEARSOCK ? ns
-				   : (row[num_tr] && row[num_tr]->st == ST_OK ? row[num_tr]->med[M_MSGS] : NAN);
-			double b = row[den_tr] && row[den_tr]->st == ST_OK ? row[den_tr]->med[M_MSGS] : NAN;
+			double a = msgs_of(row[ratio[k][0]]), b = msgs_of(row[ratio[k][1]]);
 
 			if (isnan(a) || isnan(b) || b <= 0)
 				snprintf(r[k], sizeof(r[k]), "n/a");
@@ -937,8 +984,8 @@ static void print_ratios(const struct opts *o, struct point *pts, int npts)
 		}
 		fmt_size(pts[i].size, sz, sizeof(sz));
 		printf("%-10s %-8s %5s %9s %9s %9s %9s %8s %8s %8s %8s\n", mode_names[pts[i].mode],
-		       cpus_names[pts[i].cpus], sz, buf[NSK_TR_TCP], buf[NSK_TR_UNIX], buf[NSK_TR_RING],
-		       buf[NSK_TR_NEARSOCK], r[0], r[1], r[2], r[3]);
+		       cpus_names[pts[i].cpus], sz, buf[NSK_TR_TCP], buf[NSK_TR_UNIX],
+		       buf[NSK_TR_RING], buf[NSK_TR_NEARSOCK], r[0], r[1], r[2], r[3]);
 	}
 	if (o->lib_missing[0])
 		printf("\nnearsock: n/a (%s)\n", o->lib_missing);
@@ -948,26 +995,29 @@ static void print_ratios(const struct opts *o, struct point *pts, int npts)
 
 static void usage(FILE *f)
 {
-	fprintf(f,
-		"usage: nearsock-bench [options]\n"
-		"  --modes LIST       tcp_stream,tcp_rr,tcp_crr,udp_stream,udp_rr (default all)\n"
-		"  --transports LIST  tcp,unix,ring,nearsock (default all)\n"
-		"  --sizes LIST       message sizes, e.g. 4,64,1K,64K,1M (default per mode)\n"
-		"  --cpus LIST        separate (server cpu0, client cpu1), shared (both cpu0), any\n"
-		"                     (default separate)\n"
-		"  --duration SEC     measured seconds per point and run (default 1; quick 0.2)\n"
-		"  --repeat N         runs per point; medians with min-max (default 3)\n"
-		"  --quick            small sweep, about a minute\n"
-		"  --csv FILE         also write results as CSV\n"
-		"  --addr A           server address for co-resident flows (default 127.0.0.1)\n"
-		"  --flows N          concurrent flows per run, results summed (default 1)\n"
-		"  --local K          of which K go to --addr, the rest to the remote peer (default N)\n"
-		"  --remote-addr A    address of the remote peer\n"
-		"  --remote-netns NS  network namespace (name in /run/netns, or a path) of remote servers\n"
-		"  --lib PATH         libnearsock.so (default: next to this binary)\n"
-		"  --ring-size BYTES  raw ring bytes per direction, power of two (default 256K)\n"
-		"  --spin-us US       ring busy-wait before sleeping (default 50 separate, 0 shared)\n"
-		"  --quiet            no progress line\n");
+	fprintf(
+	    f,
+	    "usage: nearsock-bench [options]\n"
+	    "  --modes LIST       tcp_stream,tcp_rr,tcp_crr,udp_stream,udp_rr (default all)\n"
+	    "  --transports LIST  tcp,unix,ring,nearsock (default all)\n"
+	    "  --sizes LIST       message sizes, e.g. 4,64,1K,64K,1M (default per mode)\n"
+	    "  --cpus LIST        separate (server cpu0, client cpu1), shared (both cpu0), any\n"
+	    "                     (default separate; --quick: separate,shared)\n"
+	    "  --duration SEC     measured seconds per point and run (default 1; quick 0.2)\n"
+	    "  --repeat N         runs per point; medians with min-max (default 3)\n"
+	    "  --quick            small sweep (fewer sizes, 0.2 s runs), under a minute\n"
+	    "  --csv FILE         also write results as CSV\n"
+	    "  --addr A           server address for co-resident flows (default 127.0.0.1)\n"
+	    "  --flows N          concurrent flows per run, results summed (default 1)\n"
+	    "  --local K          of which K go to --addr, the rest to the remote peer (default "
+	    "N)\n"
+	    "  --remote-addr A    address of the remote peer\n"
+	    "  --remote-netns NS  network namespace (name in /run/netns, or a path) of remote "
+	    "servers\n"
+	    "  --lib PATH         libnearsock.so (default: next to this binary)\n"
+	    "  --ring-size BYTES  raw ring bytes per direction, power of two (default 256K)\n"
+	    "  --spin-us US       ring busy-wait before sleeping (default 50 separate, 0 shared)\n"
+	    "  --quiet            no progress line\n");
 }
 
 static void find_lib(struct opts *o, const char *given)
@@ -982,7 +1032,8 @@ static void find_lib(struct opts *o, const char *given)
 		slash = strrchr(dir, '/');
 		if (slash)
 			*slash = 0;
-		if (snprintf(o->lib, sizeof(o->lib), "%s/libnearsock.so", dir) >= (int)sizeof(o->lib))
+		if (snprintf(o->lib, sizeof(o->lib), "%s/libnearsock.so", dir) >=
+		    (int)sizeof(o->lib))
 			die("path too long: %s", dir);
 		if (stat(o->lib, &st) != 0) {
 			char alt[PATH_MAX + 32];
@@ -998,15 +1049,17 @@ static void find_lib(struct opts *o, const char *given)
 
 static void parse(struct opts *o, int argc, char **argv)
 {
-	static const struct option lo[] = {
-		{"modes", 1, 0, 'm'},       {"mode", 1, 0, 'm'},        {"transports", 1, 0, 't'},
-		{"transport", 1, 0, 't'},   {"sizes", 1, 0, 's'},       {"size", 1, 0, 's'},
-		{"cpus", 1, 0, 'c'},        {"duration", 1, 0, 'd'},    {"repeat", 1, 0, 'r'},
-		{"quick", 0, 0, 'q'},       {"csv", 1, 0, 'C'},         {"addr", 1, 0, 'a'},
-		{"flows", 1, 0, 'F'},       {"local", 1, 0, 'L'},       {"remote-addr", 1, 0, 'A'},
-		{"remote-netns", 1, 0, 'N'}, {"lib", 1, 0, 'l'},        {"ring-size", 1, 0, 'R'},
-		{"spin-us", 1, 0, 'S'},     {"quiet", 0, 0, 'Q'},       {"help", 0, 0, 'h'},
-		{0, 0, 0, 0}};
+	static const struct option lo[] = {{"modes", 1, 0, 'm'},       {"mode", 1, 0, 'm'},
+	                                   {"transports", 1, 0, 't'},  {"transport", 1, 0, 't'},
+	                                   {"sizes", 1, 0, 's'},       {"size", 1, 0, 's'},
+	                                   {"cpus", 1, 0, 'c'},        {"duration", 1, 0, 'd'},
+	                                   {"repeat", 1, 0, 'r'},      {"quick", 0, 0, 'q'},
+	                                   {"csv", 1, 0, 'C'},         {"addr", 1, 0, 'a'},
+	                                   {"flows", 1, 0, 'F'},       {"local", 1, 0, 'L'},
+	                                   {"remote-addr", 1, 0, 'A'}, {"remote-netns", 1, 0, 'N'},
+	                                   {"lib", 1, 0, 'l'},         {"ring-size", 1, 0, 'R'},
+	                                   {"spin-us", 1, 0, 'S'},     {"quiet", 0, 0, 'Q'},
+	                                   {"help", 0, 0, 'h'},        {0, 0, 0, 0}};
 	const char *lib = NULL;
 	int opt, dur_set = 0, local_set = 0;
 	ssize_t n;
@@ -1021,19 +1074,22 @@ static void parse(struct opts *o, int argc, char **argv)
 	while ((opt = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
 		switch (opt) {
 		case 'm':
-			o->nmodes = parse_list(optarg, mode_names, NSK_MODE_COUNT, o->modes, "mode");
+			o->nmodes =
+			    parse_list(optarg, mode_names, NSK_MODE_COUNT, o->modes, "mode");
 			break;
 		case 't':
 			o->ntrs = parse_list(optarg, tr_names, NSK_TR_COUNT, o->trs, "transport");
 			break;
 		case 'c':
-			o->ncpus = parse_list(optarg, cpus_names, CPUS_COUNT, o->cpus, "cpu placement");
+			o->ncpus =
+			    parse_list(optarg, cpus_names, CPUS_COUNT, o->cpus, "cpu placement");
 			break;
 		case 's': {
 			char *copy = strdup(optarg), *save = NULL, *tok;
 
 			o->nsizes = 0;
-			for (tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+			for (tok = strtok_r(copy, ",", &save); tok;
+			     tok = strtok_r(NULL, ",", &save)) {
 				size_t s = parse_size(tok);
 
 				if (!s || o->nsizes == MAX_SIZES)
@@ -1116,8 +1172,11 @@ static void parse(struct opts *o, int argc, char **argv)
 	if (!o->ntrs)
 		for (int i = 0; i < NSK_TR_COUNT; i++)
 			o->trs[o->ntrs++] = i;
-	if (!o->ncpus)
+	if (!o->ncpus) {
 		o->cpus[o->ncpus++] = CPUS_SEPARATE;
+		if (o->quick)
+			o->cpus[o->ncpus++] = CPUS_SHARED;
+	}
 	n = readlink("/proc/self/exe", o->exe, sizeof(o->exe) - 1);
 	if (n <= 0)
 		die("cannot find my own executable: %s", strerror(errno));
@@ -1159,7 +1218,8 @@ int main(int argc, char **argv)
 
 					if (npts == cap) {
 						cap = cap ? cap * 2 : 64;
-						struct point *np = realloc(pts, (size_t)cap * sizeof(*pts));
+						struct point *np =
+						    realloc(pts, (size_t)cap * sizeof(*pts));
 
 						if (!np)
 							die("out of memory");
@@ -1174,7 +1234,8 @@ int main(int argc, char **argv)
 					na = not_applicable(&o, p->mode, p->tr, p->size);
 					if (na) {
 						p->st = ST_NA;
-						snprintf(p->reason, sizeof(p->reason), "%.200s", na);
+						snprintf(p->reason, sizeof(p->reason), "%.200s",
+						         na);
 					} else {
 						total_runs += o.repeat;
 					}
@@ -1186,8 +1247,9 @@ int main(int argc, char **argv)
 			die("cannot write %s: %s", o.csv, strerror(errno));
 		csv_header(csv);
 	}
-	printf("# nearsock-bench: %d points, %d runs of %.2fs (about %.0f s); %d flow(s), %d local\n",
-	       npts, total_runs, o.duration, total_runs * (o.duration + 0.15), o.flows, o.local);
+	printf(
+	    "# nearsock-bench: %d points, %d runs of %.2fs (about %.0f s); %d flow(s), %d local\n",
+	    npts, total_runs, o.duration, total_runs * (o.duration + 0.15), o.flows, o.local);
 	printf("# nearsock library: %s\n", o.lib_missing[0] ? o.lib_missing : o.lib);
 	print_header(&o);
 	fflush(stdout);
@@ -1211,10 +1273,10 @@ int main(int argc, char **argv)
 				fmt_size(p->size, sz, sizeof(sz));
 				if (!o.quiet)
 					fprintf(stderr, "%s[%d/%d %3.0fs] %s %s %s %s run %d/%d%s",
-						tty ? "\r\033[K" : "", ++done_runs, total_runs,
-						(double)(nsk_bench_now_ns() - t_start) / 1e9,
-						mode_names[p->mode], cpus_names[p->cpus], sz,
-						tr_names[p->tr], r + 1, o.repeat, tty ? "" : "\n");
+					        tty ? "\r\033[K" : "", ++done_runs, total_runs,
+					        (double)(nsk_bench_now_ns() - t_start) / 1e9,
+					        mode_names[p->mode], cpus_names[p->cpus], sz,
+					        tr_names[p->tr], r + 1, o.repeat, tty ? "" : "\n");
 				if (run_once(&o, p, p->v[p->nruns], reason, sizeof(reason)) == 0) {
 					p->nruns++;
 				} else {

@@ -5,8 +5,8 @@
  * bytes like a socket, datagram mode moves length-prefixed records. Waiting is spin-then-futex
  * with event suppression, as in the design: the consumer arms before sleeping and the producer
  * wakes only an armed peer; with --cpus shared the wake-ups are also deferred (batched) until half
- * a ring is ready or the waker is about to sleep itself. Indices are free-running 64-bit counters; memory order comments name
- * the partner of every non-relaxed operation.
+ * a ring is ready or the waker is about to sleep itself. Indices are free-running 64-bit counters;
+ * memory order comments name the partner of every non-relaxed operation.
  */
 #include "bench.h"
 
@@ -40,11 +40,11 @@ struct ring {
 	struct ring_hdr *h;
 	char *data;
 	uint64_t cap, mask;
-	uint64_t head, tail;   /* own index (exact) and cached peer index */
+	uint64_t head, tail; /* own index (exact) and cached peer index */
 	long spin_ns;
-	int producer;          /* this process produces (1) or consumes (0) on this ring */
-	int lazy;              /* defer wake-ups to half a ring or until we wait ourselves */
-	int pending;           /* a deferred wake-up is owed to the peer */
+	int producer; /* this process produces (1) or consumes (0) on this ring */
+	int lazy;     /* defer wake-ups to half a ring or until we wait ourselves */
+	int pending;  /* a deferred wake-up is owed to the peer */
 };
 
 /* Rings this process uses: every deferred wake-up is delivered before this process sleeps, so
@@ -78,7 +78,7 @@ size_t nsk_bench_ring_segment_size(size_t ring_size)
 }
 
 static void ring_attach(struct ring *r, char *seg, int dir, const struct nsk_bench_ctx *c,
-			int producer)
+                        int producer)
 {
 	r->h = (struct ring_hdr *)(void *)seg + dir;
 	r->data = seg + HDR_BYTES + (size_t)dir * c->ring_size;
@@ -116,7 +116,8 @@ static void wait_space(struct ring *r, uint64_t need)
 	uint64_t start = 0;
 
 	for (unsigned i = 0;; i++) {
-		/* Pairs with the store_release of tail in pop_done: the consumer finished reading. */
+		/* Pairs with the store_release of tail in pop_done: the consumer finished reading.
+		 */
 		r->tail = atomic_load_explicit(&r->h->tail, memory_order_acquire);
 		if (space(r) >= need)
 			return;

@@ -46,7 +46,8 @@ static int server(struct nsk_bench_ctx *c)
 		}
 		if (n < 0)
 			return nsk_bench_fail(c, "recv", -errno);
-		err = (size_t)n < c->size ? nsk_bench_read_exact(fd, buf + n, c->size - (size_t)n) : 0;
+		err = (size_t)n < c->size ? nsk_bench_read_exact(fd, buf + n, c->size - (size_t)n)
+		                          : 0;
 		if (!err)
 			err = nsk_bench_write_all(fd, buf, c->size);
 		if (err)
