@@ -56,12 +56,14 @@ enum metric {
 	M_LOSS,
 	M_GBPS_LOCAL,
 	M_GBPS_REMOTE,
+	M_OTHER_CPU,
+	M_STEAL,
 	M_COUNT
 };
 static const char *const metric_names[M_COUNT] = {
-    "gbps",        "msgs_s",      "lat_mean_us", "lat_p50_us", "lat_p99_us",
-    "lat_p999_us", "cpu_srv_pct", "cpu_cli_pct", "vcsw_srv_s", "ivcsw_srv_s",
-    "vcsw_cli_s",  "ivcsw_cli_s", "loss_pct",    "gbps_local", "gbps_remote"};
+    "gbps",        "msgs_s",      "lat_mean_us", "lat_p50_us",    "lat_p99_us", "lat_p999_us",
+    "cpu_srv_pct", "cpu_cli_pct", "vcsw_srv_s",  "ivcsw_srv_s",   "vcsw_cli_s", "ivcsw_cli_s",
+    "loss_pct",    "gbps_local",  "gbps_remote", "other_cpu_pct", "steal_pct"};
 
 enum status { ST_OK, ST_NA, ST_FAIL };
 static const char *const status_names[] = {"ok", "n/a", "fail"};
@@ -652,6 +654,29 @@ static int cpu_of(int cpus, int server)
 	return server ? 0 : 1;
 }
 
+/* System-wide CPU ticks: busy (user, nice, system, irq, softirq), steal, and all. */
+struct cpu_ticks {
+	unsigned long long busy, steal, total;
+};
+
+static void read_ticks(struct cpu_ticks *t)
+{
+	unsigned long long v[8] = {0};
+	FILE *f = fopen("/proc/stat", "r");
+
+	memset(t, 0, sizeof(*t));
+	if (!f)
+		return;
+	if (fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+	           &v[4], &v[5], &v[6], &v[7]) == 8) {
+		t->busy = v[0] + v[1] + v[2] + v[5] + v[6];
+		t->steal = v[7];
+		for (int i = 0; i < 8; i++)
+			t->total += v[i];
+	}
+	fclose(f);
+}
+
 /* run_once — one measurement of point p with o->flows concurrent flows; fills v[] or reason. */
 static int run_once(const struct opts *o, const struct point *p, double *v, char *reason,
                     size_t rlen)
@@ -660,6 +685,7 @@ static int run_once(const struct opts *o, const struct point *p, double *v, char
 	struct flow fl[MAX_FLOWS];
 	struct child *srv[MAX_FLOWS], *cli[MAX_FLOWS];
 	int n = o->flows, err = 0;
+	struct cpu_ticks t0, t1;
 	uint64_t deadline;
 
 	memset(fl, 0, sizeof(fl));
@@ -732,8 +758,10 @@ static int run_once(const struct opts *o, const struct point *p, double *v, char
 	/* Clients end by themselves after the duration; the slack covers exec, connect and the end
 	 * handshakes (at most 1 s for udp_stream), so a hung transport costs a few seconds only. */
 	deadline = nsk_bench_now_ns() + (uint64_t)((o->duration * 1.5 + 3 + 0.1 * n) * 1e9);
+	read_ticks(&t0);
 	if (!err)
 		pump(cli, n, is_done, deadline);
+	read_ticks(&t1);
 	deadline = nsk_bench_now_ns() + 2000000000ull;
 	if (!err)
 		pump(srv, n, is_done, deadline);
@@ -803,6 +831,16 @@ static int run_once(const struct opts *o, const struct point *p, double *v, char
 		v[M_LOSS] = NAN;
 	if (n == 1)
 		v[M_GBPS_LOCAL] = v[M_GBPS_REMOTE] = NAN;
+	/* What else ran on the machine meanwhile: all CPUs' busy time (in % of one CPU) less ours,
+	 * and the hypervisor's steal. Both make a point noisy; the table shows the first. */
+	if (t1.total > t0.total) {
+		double scale =
+		    100.0 * (double)sysconf(_SC_NPROCESSORS_ONLN) / (double)(t1.total - t0.total);
+		double other = scale * (double)(t1.busy - t0.busy) - v[M_CPU_S] - v[M_CPU_C];
+
+		v[M_OTHER_CPU] = other > 0 ? other : 0;
+		v[M_STEAL] = scale * (double)(t1.steal - t0.steal);
+	}
 	return 0;
 }
 
@@ -862,9 +900,9 @@ static const char *num(double v, const char *fmt, char *buf, size_t n)
 
 static void print_header(const struct opts *o)
 {
-	printf("%-10s %-8s %5s %-9s %21s %21s %8s %8s %8s %8s %11s %15s %15s%s\n", "mode", "cpus",
-	       "size", "transport", "Gbit/s (min-max)", "msgs/s (min-max)", "mean_us", "p50_us",
-	       "p99_us", "p999_us", "cpu% s/c", "vcsw/s s/c", "ivcsw/s s/c",
+	printf("%-10s %-8s %5s %-9s %21s %21s %8s %8s %8s %8s %11s %15s %15s %6s%s\n", "mode",
+	       "cpus", "size", "transport", "Gbit/s (min-max)", "msgs/s (min-max)", "mean_us",
+	       "p50_us", "p99_us", "p999_us", "cpu% s/c", "vcsw/s s/c", "ivcsw/s s/c", "other%",
 	       o->flows > 1 ? "   local/remote Gbit/s" : "");
 }
 
@@ -894,6 +932,7 @@ static void print_point(const struct opts *o, const struct point *p)
 	       num(p->med[M_LAT_MEAN], "%.2f", e, sizeof(e)),
 	       num(p->med[M_P50], "%.2f", f, sizeof(f)), num(p->med[M_P99], "%.2f", g, sizeof(g)),
 	       num(p->med[M_P999], "%.2f", h, sizeof(h)), t3, t4, t5);
+	printf(" %6s", num(p->med[M_OTHER_CPU], "%.0f", a, sizeof(a)));
 	if (!isnan(p->med[M_LOSS]))
 		printf("  loss %.2f%%", p->med[M_LOSS]);
 	if (o->flows > 1)

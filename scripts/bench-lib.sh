@@ -111,7 +111,7 @@ nskb_gnuplot() {
 		echo "$0: gnuplot not installed (scripts/setup.sh installs gnuplot-nox); CSV only" >&2
 		return 0
 	fi
-	gnuplot <<GP
+	gnuplot 2> >(grep -v "no valid points" >&2) <<GP
 set datafile separator ","
 set datafile columnheaders
 set datafile missing NaN
