@@ -19,6 +19,8 @@ nskb_meta matrix "$NSKB_BIN ${args[*]}"
 "$NSKB_BIN" "${args[@]}" --csv "$csv" | tee "$txt" ||
 	echo "warning: some points failed (see $txt)" >&2
 
+dat=$(mktemp -d)
+trap 'rm -rf "$dat"' EXIT
 # Pivot to one whitespace table per mode: index size tcp unix ring nearsock (msgs/s; NaN where a
 # transport has no number, which the bar plot skips).
 for m in tcp_stream udp_stream tcp_rr udp_rr; do
@@ -35,7 +37,7 @@ for m in tcp_stream udp_stream tcp_rr udp_rr; do
 			for (j = 1; j <= 4; j++) printf " %s", ((s[i], t[j]) in v ? v[s[i], t[j]] : "NaN")
 			printf "\n"
 		}
-	}' "$csv" >"$NSKB_OUT/matrix-$m.dat"
+	}' "$csv" >"$dat/matrix-$m.dat"
 done
 
 nskb_gnuplot matrix '
@@ -53,7 +55,7 @@ set xrange [-0.5:*]
 names = "tcp unix ring nearsock"
 do for [m in "tcp_stream udp_stream tcp_rr udp_rr"] {
 	set title m
-	f = sprintf("'"$NSKB_OUT"'/matrix-%s.dat", m)
+	f = sprintf("'"$dat"'/matrix-%s.dat", m)
 	plot f using 1:(1/0):xtic(2) notitle, \
 		for [j=1:4] f using ($1 - 0.3 + 0.2 * (j - 1)):(column(j + 2)) with boxes \
 		title (j == 1 ? (m[1:3] eq "udp" ? "kernel udp" : "kernel tcp") : word(names, j))
