@@ -1,0 +1,40 @@
+/* SPDX-License-Identifier: MIT */
+/* nearsock.h — the public interface of libnearsock.so beyond the socket API it interposes:
+ * per-connection statistics, so that a program (or a test) can tell which path its bytes
+ * took. Programs should look the symbol up with dlsym(RTLD_DEFAULT, "nearsock_fd_stats"):
+ * it exists only when the library is preloaded. */
+#ifndef NEARSOCK_H
+#define NEARSOCK_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum nearsock_mode {
+	NEARSOCK_MODE_TCP = 0,     /* plain TCP so far; may still move to shared memory */
+	NEARSOCK_MODE_OFFERED = 1, /* shared memory offered, not yet claimed */
+	NEARSOCK_MODE_SHM = 2,     /* the connection moved to shared-memory rings */
+	NEARSOCK_MODE_PLAIN = 3,   /* TCP for good (no co-resident nearsock peer) */
+	NEARSOCK_MODE_BROKEN = 4,  /* the peer broke the protocol; the connection was reset */
+};
+
+struct nearsock_conn_stats {
+	uint32_t mode; /* enum nearsock_mode */
+	uint32_t reserved;
+	uint64_t tx_shm_bytes, rx_shm_bytes; /* application bytes through the rings */
+	uint64_t tx_tcp_bytes, rx_tcp_bytes; /* application bytes through TCP before the switch */
+	uint64_t tx_shm_msgs, rx_shm_msgs;   /* calls that moved ring bytes */
+	uint64_t wakeups_sent;               /* control bytes sent to wake the peer */
+};
+
+/* nearsock_fd_stats - statistics of TCP socket @fd. Returns 0, or -1 with errno ENOTSOCK
+ * when @fd is not a socket nearsock tracks. */
+int nearsock_fd_stats(int fd, struct nearsock_conn_stats *st);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,53 @@
+/* SPDX-License-Identifier: MIT */
+/* domain.h — what co-resident endpoints share on one host: a directory (default
+ * /dev/shm/nearsock-UID, mode 0700; NEARSOCK_DIR overrides) holding the registry file, one
+ * connection-table file per process, and the processes' rendezvous sockets. The directory's
+ * permissions decide who may take part. */
+#ifndef NSK_DOMAIN_H
+#define NSK_DOMAIN_H
+
+#include <limits.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "core/layout.h"
+#include "core/registry.h"
+
+struct nsk_domain {
+	char dir[PATH_MAX];
+	struct nsk_registry reg;
+	void *reg_base;
+};
+
+/* nsk_domain_default_dir - NEARSOCK_DIR or /dev/shm/nearsock-UID into @buf. */
+void nsk_domain_default_dir(char *buf, size_t len);
+/* nsk_domain_open - create (if needed) and check the directory, then map its registry
+ * (creating and formatting it under an flock if new). @dir NULL means the default.
+ * Returns 0 or -errno: -EACCES/-EPERM for a directory we must not trust (wrong owner,
+ * group/world access), -EPROTO for a malformed registry, -ENOSPC when /dev/shm is full. */
+int nsk_domain_open(struct nsk_domain *d, const char *dir, int create);
+void nsk_domain_close(struct nsk_domain *d);
+
+/* Per-process connection table (struct nsk_proc_hdr + slots). */
+struct nsk_proctab {
+	struct nsk_proc_hdr *hdr;
+	struct nsk_conn *conns;
+	char path[PATH_MAX];
+};
+/* nsk_proctab_create - create and map DIR/proc-PID for this process. 0 or -errno. */
+int nsk_proctab_create(struct nsk_proctab *t, const struct nsk_domain *d);
+/* nsk_proctab_map - map an existing table read-only (status tool). 0 or -errno. */
+int nsk_proctab_map(struct nsk_proctab *t, const char *path);
+void nsk_proctab_unmap(struct nsk_proctab *t);
+/* nsk_proctab_alloc - take a free slot (thread- and fork-safe) for @pid; backing memory is
+ * allocated first so that a full /dev/shm yields NULL, never SIGBUS. */
+struct nsk_conn *nsk_proctab_alloc(struct nsk_proctab *t, pid_t pid);
+void nsk_proctab_free(struct nsk_proctab *t, struct nsk_conn *c);
+/* nsk_proctab_in_use - slots owned by live processes other than @self. */
+int nsk_proctab_in_use(struct nsk_proctab *t, pid_t self);
+
+/* nsk_rv_path - full path of rendezvous socket @name into @buf; -ENAMETOOLONG if it does not
+ * fit a sockaddr_un. */
+int nsk_rv_path(const struct nsk_domain *d, const char *name, char *buf, size_t len);
+
+#endif

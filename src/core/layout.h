@@ -1,0 +1,220 @@
+/* SPDX-License-Identifier: MIT */
+/* layout.h — every shared-memory layout nearsock maps: the channel segment (two endpoints),
+ * the domain registry (all processes of a domain) and the per-process connection table (the
+ * process, its forked children and `nearsock status`). Other processes and other builds map
+ * these, so fields have explicit widths, each layout has a magic and a version, and sizes and
+ * offsets are pinned by _Static_assert. Nothing read from here is trusted without a bounds check. */
+#ifndef NSK_LAYOUT_H
+#define NSK_LAYOUT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define NSK_CACHELINE 64
+
+/* ---------------------------------------------------------------- channel segment ---- */
+#define NSK_CHAN_MAGIC 0x43534b4eu /* "NKSC" */
+#define NSK_CHAN_VERSION 1u
+#define NSK_CHAN_DATA_OFF 4096u /* rings start on their own page */
+#define NSK_RING_MIN (4u << 10)
+#define NSK_RING_MAX (64u << 20)
+
+enum nsk_chan_state {
+	NSK_CH_OFFERED = 1,   /* client posted the offer; nobody mapped it on the other side yet */
+	NSK_CH_CLAIMED = 2,   /* server claimed it: both rings may be used after the switch points */
+	NSK_CH_WITHDRAWN = 3, /* client gave up before a claim: the connection stays TCP */
+};
+
+/* Side 0 is the connecting (client) end, side 1 the accepting (server) end.
+ * Ring 0 carries client→server bytes, ring 1 server→client. */
+enum { NSK_SIDE_CLIENT = 0, NSK_SIDE_SERVER = 1 };
+
+/* Wake-up request bits, set by a side that is about to sleep. */
+#define NSK_ARM_FUTEX 1u /* a thread sleeps in futex_wait on the sequence word */
+#define NSK_ARM_FD 2u    /* a thread sleeps in poll/select/epoll on the kernel fd */
+
+/* One direction's control block: each line is written by one party only. */
+struct nsk_ring_ctl {
+	/* line 0 — producer */
+	uint64_t tail; /* bytes ever produced (free-running) */
+	uint32_t fin;  /* producer shut down writing after byte `tail` */
+	uint32_t pad0[13];
+	/* line 1 — consumer */
+	uint64_t head; /* bytes ever consumed (free-running) */
+	uint32_t pad1[14];
+	/* line 2 — consumer's wake-up request (set by the consumer, taken by the producer) */
+	uint32_t cons_armed;
+	uint32_t data_seq; /* futex word the consumer sleeps on */
+	uint32_t pad2[14];
+	/* line 3 — producer's wake-up request for free space */
+	uint32_t prod_armed;
+	uint32_t space_seq; /* futex word the producer sleeps on */
+	uint32_t pad3[14];
+};
+_Static_assert(sizeof(struct nsk_ring_ctl) == 4 * NSK_CACHELINE, "ring ctl is four lines");
+_Static_assert(offsetof(struct nsk_ring_ctl, head) == NSK_CACHELINE, "head on its own line");
+_Static_assert(offsetof(struct nsk_ring_ctl, cons_armed) == 2 * NSK_CACHELINE, "arm line");
+_Static_assert(offsetof(struct nsk_ring_ctl, prod_armed) == 3 * NSK_CACHELINE, "arm line");
+
+/* What one side publishes about its sending direction. */
+struct nsk_chan_side {
+	uint32_t switched;  /* 1 once switch_at is valid (store-release) */
+	uint32_t pid;       /* informational */
+	uint64_t switch_at; /* bytes this side sent over TCP before it started using the ring */
+	uint32_t pad[12];
+};
+_Static_assert(sizeof(struct nsk_chan_side) == NSK_CACHELINE, "side is one line");
+
+struct nsk_chan_hdr {
+	uint32_t magic;
+	uint32_t version;
+	uint64_t nonce;    /* matches the offer message */
+	uint64_t seg_size; /* bytes of the whole segment */
+	uint32_t state;    /* enum nsk_chan_state, changed by CAS only */
+	uint32_t hdr_size;
+	uint64_t ring_off[2];
+	uint64_t ring_size[2];
+	uint8_t pad[64];
+	struct nsk_chan_side side[2];
+	struct nsk_ring_ctl ring[2];
+};
+_Static_assert(offsetof(struct nsk_chan_hdr, side) == 2 * NSK_CACHELINE, "sides at line 2");
+_Static_assert(offsetof(struct nsk_chan_hdr, ring) == 4 * NSK_CACHELINE, "rings at line 4");
+_Static_assert(sizeof(struct nsk_chan_hdr) <= NSK_CHAN_DATA_OFF, "header fits its page");
+
+/* The offer datagram sent to a listener's rendezvous socket, with the segment's memfd. */
+#define NSK_OFFER_MAGIC 0x4f534b4eu /* "NKSO" */
+struct nsk_offer {
+	uint32_t magic;
+	uint32_t version;
+	uint64_t nonce;
+	uint64_t seg_size;
+	uint16_t family;   /* AF_INET or AF_INET6 (v4-mapped addresses are sent as AF_INET) */
+	uint16_t cport;    /* client's local port (host order) */
+	uint16_t sport;    /* server's port as the client connected to it */
+	uint16_t pad;
+	uint8_t caddr[16]; /* client's local address */
+	uint8_t saddr[16]; /* address the client connected to */
+	uint32_t pid;
+	uint32_t pad2;
+};
+_Static_assert(sizeof(struct nsk_offer) == 72, "offer wire size");
+
+/* ---------------------------------------------------------------- registry ------------ */
+#define NSK_REG_MAGIC 0x47534b4eu /* "NKSG" */
+#define NSK_REG_VERSION 1u
+#define NSK_REG_SLOTS 4096u
+
+enum nsk_reg_kind { NSK_RE_EMPTY = 0, NSK_RE_BUSY = 1, NSK_RE_VALID = 2, NSK_RE_DEAD = 3 };
+#define NSK_RE_KIND(s) ((s)&3u)
+#define NSK_RE_GEN(s) ((s) >> 2)
+
+#define NSK_RE_V6ONLY 1u
+
+struct nsk_reg_entry {
+	uint32_t state; /* generation << 2 | kind; readers re-check it after copying the entry */
+	uint32_t pad0;  /* keeps the state word alone in the first 8 bytes */
+	uint16_t family;
+	uint16_t port; /* host order */
+	uint32_t flags; /* NSK_RE_* */
+	uint8_t addr[16]; /* all zero: wildcard */
+	uint64_t netns;
+	uint32_t pid;
+	uint32_t pad1;
+	uint64_t start_time;
+	uint64_t offer_seq; /* bumped by clients after posting an offer (the owner polls it) */
+	uint64_t accepted;  /* statistics, written by the owner */
+	uint64_t upgraded;
+	char rv[40]; /* rendezvous socket file name inside the domain directory */
+	uint64_t pad2;
+};
+_Static_assert(sizeof(struct nsk_reg_entry) == 128, "registry entry size");
+
+struct nsk_reg_hdr {
+	uint32_t magic;
+	uint32_t version;
+	uint32_t nslots;
+	uint32_t entry_size;
+	uint8_t pad[48];
+};
+_Static_assert(sizeof(struct nsk_reg_hdr) == NSK_CACHELINE, "registry header size");
+#define NSK_REG_FILE_SIZE (sizeof(struct nsk_reg_hdr) + NSK_REG_SLOTS * sizeof(struct nsk_reg_entry))
+
+/* ---------------------------------------------------------------- connection table ---- */
+/* One file per process (shared with its forked children): the local state of every tracked
+ * socket (locks and byte counts that must stay consistent across fork) and its statistics. */
+#define NSK_PROC_MAGIC 0x50534b4eu /* "NKSP" */
+#define NSK_PROC_VERSION 1u
+#define NSK_PROC_SLOTS 65536u
+
+enum nsk_conn_kind { NSK_CK_NONE = 0, NSK_CK_LISTENER, NSK_CK_CLIENT, NSK_CK_SERVER };
+enum nsk_conn_mode {
+	NSK_MODE_TCP = 0,   /* plain TCP, may still upgrade */
+	NSK_MODE_OFFERED,   /* client posted an offer / server waits for one */
+	NSK_MODE_SHM,       /* claimed: switching or switched to the rings */
+	NSK_MODE_PLAIN,     /* TCP for good (no local peer, refused, expired) */
+	NSK_MODE_BROKEN,    /* the peer broke the protocol: ECONNRESET */
+};
+
+struct nsk_conn {
+	uint32_t owner_pid; /* 0: free slot */
+	uint32_t kind;      /* enum nsk_conn_kind */
+	uint32_t mode;      /* enum nsk_conn_mode */
+	uint32_t fd;        /* the fd at creation (informational) */
+	uint32_t txlock;    /* futex mutexes serialising senders / receivers */
+	uint32_t rxlock;
+	uint16_t family;
+	uint16_t lport, rport;
+	uint16_t pad0;
+	uint8_t laddr[16], raddr[16];
+	/* application bytes carried by TCP before the switch points */
+	uint64_t tx_tcp, rx_tcp;
+	/* receive-side state */
+	uint32_t rx_crossed; /* all TCP data before the peer's switch point was delivered */
+	uint32_t tcp_eof;    /* the kernel socket reported EOF / reset */
+	uint32_t rx_shut;    /* SHUT_RD */
+	uint32_t tx_shut;    /* SHUT_WR */
+	/* statistics */
+	uint64_t tx_shm_bytes, rx_shm_bytes, tx_shm_msgs, rx_shm_msgs;
+	uint64_t tx_tcp_msgs, rx_tcp_msgs;
+	uint64_t wakes_sent, ctl_bytes;
+	uint64_t nonce;
+	uint64_t created_ns;
+	uint32_t tx_switched; /* our switch point is published: we send through the ring */
+	uint32_t peer_gone;   /* the peer's socket is closed for good: sends fail with EPIPE */
+	uint8_t pad2[72];
+};
+_Static_assert(sizeof(struct nsk_conn) == 256, "connection slot size");
+
+struct nsk_proc_hdr {
+	uint32_t magic;
+	uint32_t version;
+	uint32_t pid;
+	uint32_t nslots;
+	uint64_t start_time;
+	uint64_t hint;   /* next slot to try */
+	uint64_t high;   /* slots [0, high) have been handed out at least once */
+	uint64_t counters[16]; /* enum nsk_pcounter */
+	uint8_t pad[88];
+};
+_Static_assert(sizeof(struct nsk_proc_hdr) == 256, "proc header size");
+
+enum nsk_pcounter {
+	NSK_PC_OFFERS_SENT,
+	NSK_PC_OFFERS_FAILED,
+	NSK_PC_CLAIMS,
+	NSK_PC_OFFERS_EXPIRED,
+	NSK_PC_FALLBACKS, /* resources exhausted: stayed TCP */
+	NSK_PC_BROKEN,    /* protocol violations by a peer */
+	/* byte totals of connections already closed (live ones are in their slots) */
+	NSK_PC_CLOSED_SHM_TX,
+	NSK_PC_CLOSED_SHM_RX,
+	NSK_PC_CLOSED_TCP_TX,
+	NSK_PC_CLOSED_TCP_RX,
+	NSK_PC_NR
+};
+_Static_assert(NSK_PC_NR <= 16, "process counters");
+
+#define NSK_PROC_FILE_SIZE (sizeof(struct nsk_proc_hdr) + (uint64_t)NSK_PROC_SLOTS * sizeof(struct nsk_conn))
+
+#endif

@@ -1,0 +1,163 @@
+/* SPDX-License-Identifier: MIT */
+/* ring.c — SPSC byte ring (see ring.h). */
+#include "core/ring.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <string.h>
+
+#include "core/atomics.h"
+#include "platform/linux.h"
+
+void nsk_iovcur_init(struct nsk_iovcur *c, const struct iovec *iov, int cnt)
+{
+	c->iov = iov;
+	c->cnt = cnt;
+	c->off = 0;
+	while (c->cnt > 0 && c->iov->iov_len == 0) {
+		c->iov++;
+		c->cnt--;
+	}
+}
+
+size_t nsk_iov_total(const struct iovec *iov, int cnt)
+{
+	size_t t = 0;
+	for (int i = 0; i < cnt; i++)
+		t += iov[i].iov_len;
+	return t;
+}
+
+/* Copy between the ring span [p, p+n) and the cursor; to_ring selects the direction. */
+static size_t iov_copy(struct nsk_iovcur *c, uint8_t *p, size_t n, int to_ring)
+{
+	size_t done = 0;
+	while (done < n && c->cnt > 0) {
+		size_t chunk = c->iov->iov_len - c->off;
+		if (chunk > n - done)
+			chunk = n - done;
+		uint8_t *u = (uint8_t *)c->iov->iov_base + c->off;
+		if (to_ring)
+			memcpy(p + done, u, chunk);
+		else
+			memcpy(u, p + done, chunk);
+		done += chunk;
+		c->off += chunk;
+		if (c->off == c->iov->iov_len) {
+			c->iov++;
+			c->cnt--;
+			c->off = 0;
+		}
+	}
+	return done;
+}
+
+int nsk_ring_init(struct nsk_ring *r, struct nsk_ring_ctl *ctl, uint8_t *data, uint64_t size)
+{
+	if (size < NSK_RING_MIN || size > NSK_RING_MAX || (size & (size - 1)))
+		return -EINVAL;
+	r->ctl = ctl;
+	r->data = data;
+	r->size = size;
+	return 0;
+}
+
+void nsk_ring_format(struct nsk_ring_ctl *ctl)
+{
+	memset(ctl, 0, sizeof(*ctl));
+}
+
+int64_t nsk_ring_used(const struct nsk_ring *r)
+{
+	/* Acquire pairs with the producer's store-release of tail in nsk_ring_write: bytes up to
+	 * tail are visible once we see tail. */
+	uint64_t tail = nsk_load64_acquire(&r->ctl->tail);
+	uint64_t head = nsk_load64(&r->ctl->head);
+	uint64_t used = tail - head;
+	if (used > r->size)
+		return -EPROTO;
+	return (int64_t)used;
+}
+
+int64_t nsk_ring_free(const struct nsk_ring *r)
+{
+	/* Acquire pairs with the consumer's store-release of head in nsk_ring_read: the consumer
+	 * finished copying those bytes out before we overwrite them. */
+	uint64_t head = nsk_load64_acquire(&r->ctl->head);
+	uint64_t tail = nsk_load64(&r->ctl->tail);
+	uint64_t used = tail - head;
+	if (used > r->size)
+		return -EPROTO;
+	return (int64_t)(r->size - used);
+}
+
+ssize_t nsk_ring_write(struct nsk_ring *r, struct nsk_iovcur *cur, size_t max)
+{
+	int64_t space = nsk_ring_free(r);
+	if (space < 0)
+		return space;
+	size_t n = (size_t)space < max ? (size_t)space : max;
+	if (n == 0)
+		return 0;
+	uint64_t tail = nsk_load64(&r->ctl->tail);
+	uint64_t pos = tail & (r->size - 1);
+	size_t first = r->size - pos < n ? (size_t)(r->size - pos) : n;
+	size_t done = iov_copy(cur, r->data + pos, first, 1);
+	if (done == first && n > first)
+		done += iov_copy(cur, r->data, n - first, 1);
+	/* Release pairs with the consumer's acquire of tail in nsk_ring_used: the bytes copied
+	 * above are visible before the new tail. */
+	nsk_store64_release(&r->ctl->tail, tail + done);
+	return (ssize_t)done;
+}
+
+ssize_t nsk_ring_read(struct nsk_ring *r, struct nsk_iovcur *cur, size_t max, int peek)
+{
+	int64_t used = nsk_ring_used(r);
+	if (used < 0)
+		return used;
+	size_t n = (size_t)used < max ? (size_t)used : max;
+	if (n == 0)
+		return 0;
+	uint64_t head = nsk_load64(&r->ctl->head);
+	uint64_t pos = head & (r->size - 1);
+	size_t first = r->size - pos < n ? (size_t)(r->size - pos) : n;
+	size_t done = iov_copy(cur, r->data + pos, first, 0);
+	if (done == first && n > first)
+		done += iov_copy(cur, r->data, n - first, 0);
+	if (!peek) {
+		/* Release pairs with the producer's acquire of head in nsk_ring_free: we are done
+		 * reading these bytes before the producer may reuse their space. */
+		nsk_store64_release(&r->ctl->head, head + done);
+	}
+	return (ssize_t)done;
+}
+
+void nsk_arm(uint32_t *armed, uint32_t bits)
+{
+	atomic_fetch_or_explicit(NSK_A32(armed), bits, memory_order_seq_cst);
+	/* Full fence pairs with the one in nsk_take: either the publisher sees our request, or
+	 * our re-check after this call sees its published index (no lost wake-up). */
+	nsk_fence();
+}
+
+void nsk_disarm(uint32_t *armed, uint32_t bits)
+{
+	atomic_fetch_and_explicit(NSK_A32(armed), ~bits, memory_order_relaxed);
+}
+
+uint32_t nsk_take(uint32_t *armed)
+{
+	/* Full fence pairs with nsk_arm's: orders our index publication before reading the
+	 * request word. */
+	nsk_fence();
+	if (nsk_load32(armed) == 0)
+		return 0;
+	return atomic_exchange_explicit(NSK_A32(armed), 0, memory_order_acq_rel);
+}
+
+void nsk_futex_bump(uint32_t *seq)
+{
+	atomic_fetch_add_explicit(NSK_A32(seq), 1, memory_order_release);
+	nsk_futex_wake(seq, INT_MAX);
+}

@@ -1,0 +1,144 @@
+/* SPDX-License-Identifier: MIT */
+/* linux.c — memfd, futex, /proc and namespace helpers (see linux.h). */
+#include "platform/linux.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+int nsk_memfd_create(const char *name, uint64_t size)
+{
+	int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (fd < 0)
+		return -errno;
+	if (ftruncate(fd, (off_t)size) < 0) {
+		int e = errno;
+		close(fd);
+		return -e;
+	}
+	return fd;
+}
+
+int nsk_memfd_seal(int fd)
+{
+	if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0)
+		return -errno;
+	return 0;
+}
+
+int nsk_memfd_check_sealed(int fd, uint64_t size)
+{
+	struct stat st;
+	int seals = fcntl(fd, F_GET_SEALS);
+	if (seals < 0 || !(seals & F_SEAL_SHRINK))
+		return -EPERM;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size < size)
+		return -EINVAL;
+	return 0;
+}
+
+int nsk_futex_wait(uint32_t *addr, uint32_t val, int64_t timeout_ns)
+{
+	struct timespec ts, *tsp = NULL;
+	if (timeout_ns >= 0) {
+		ts.tv_sec = timeout_ns / 1000000000;
+		ts.tv_nsec = timeout_ns % 1000000000;
+		tsp = &ts;
+	}
+	long r = syscall(SYS_futex, addr, FUTEX_WAIT, val, tsp, NULL, 0);
+	if (r == 0)
+		return 0;
+	if (errno == EAGAIN)
+		return 0;
+	return -errno;
+}
+
+void nsk_futex_wake(uint32_t *addr, int n)
+{
+	syscall(SYS_futex, addr, FUTEX_WAKE, n, NULL, NULL, 0);
+}
+
+uint64_t nsk_proc_start_time(pid_t pid)
+{
+	char path[64], buf[1024];
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = 0;
+	/* comm may contain spaces and parentheses: fields restart after the last ')'. */
+	char *p = strrchr(buf, ')');
+	if (!p)
+		return 0;
+	p++;
+	unsigned long long start = 0;
+	int field = 2;
+	for (char *tok = strtok(p, " "); tok; tok = strtok(NULL, " ")) {
+		field++;
+		if (field == 22) {
+			start = strtoull(tok, NULL, 10);
+			break;
+		}
+	}
+	return start;
+}
+
+int nsk_proc_alive(pid_t pid, uint64_t start)
+{
+	if (pid <= 0)
+		return 0;
+	if (kill(pid, 0) < 0 && errno == ESRCH)
+		return 0;
+	uint64_t s = nsk_proc_start_time(pid);
+	return s != 0 && s == start;
+}
+
+uint64_t nsk_netns_id(void)
+{
+	struct stat st;
+	if (stat("/proc/self/ns/net", &st) < 0)
+		return 0;
+	return (uint64_t)st.st_ino;
+}
+
+int nsk_cpus_allowed(void)
+{
+	cpu_set_t set;
+	if (sched_getaffinity(0, sizeof(set), &set) < 0)
+		return 1;
+	return CPU_COUNT(&set);
+}
+
+uint64_t nsk_now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t nsk_random64(void)
+{
+	uint64_t v;
+	if (getrandom(&v, sizeof(v), GRND_NONBLOCK) == (ssize_t)sizeof(v))
+		return v;
+	v = nsk_now_ns() ^ ((uint64_t)getpid() << 32);
+	v ^= v >> 33;
+	v *= 0xff51afd7ed558ccdull;
+	v ^= v >> 33;
+	return v;
+}

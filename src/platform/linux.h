@@ -1,0 +1,38 @@
+/* SPDX-License-Identifier: MIT */
+/* linux.h — the Linux-only services nearsock needs: memfd, futex, process identity,
+ * network-namespace identity, clocks. The one place for Linux specifics. */
+#ifndef NSK_PLATFORM_LINUX_H
+#define NSK_PLATFORM_LINUX_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+/* nsk_memfd_sealed - a sealable anonymous file of @size bytes. Returns fd or -errno. */
+int nsk_memfd_create(const char *name, uint64_t size);
+/* nsk_memfd_seal - forbid shrinking/growing @fd (the peer must not SIGBUS us). 0 or -errno. */
+int nsk_memfd_seal(int fd);
+/* nsk_memfd_check_sealed - 0 if @fd cannot shrink and is at least @size bytes, else -EPERM/-EINVAL. */
+int nsk_memfd_check_sealed(int fd, uint64_t size);
+
+/* Futex on a 32-bit word in MAP_SHARED memory (never FUTEX_PRIVATE). */
+/* nsk_futex_wait - sleep while *@addr == @val for at most @timeout_ns (<0: forever).
+ * Returns 0 (woken or value changed), -ETIMEDOUT or -EINTR (a signal whose handler did not ask
+ * for SA_RESTART). */
+int nsk_futex_wait(uint32_t *addr, uint32_t val, int64_t timeout_ns);
+void nsk_futex_wake(uint32_t *addr, int n);
+
+/* nsk_proc_start_time - start time of @pid in clock ticks since boot (field 22 of
+ * /proc/PID/stat), or 0 if the process does not exist. */
+uint64_t nsk_proc_start_time(pid_t pid);
+/* nsk_proc_alive - whether (@pid, @start) names a live process. */
+int nsk_proc_alive(pid_t pid, uint64_t start);
+/* nsk_netns_id - inode of this process's network namespace (0 if unknown). */
+uint64_t nsk_netns_id(void);
+/* nsk_cpus_allowed - number of CPUs this thread may run on. */
+int nsk_cpus_allowed(void);
+/* nsk_now_ns - CLOCK_MONOTONIC in nanoseconds. */
+uint64_t nsk_now_ns(void);
+/* nsk_random64 - a random 64-bit value (getrandom, falling back to clock mixing). */
+uint64_t nsk_random64(void);
+
+#endif

@@ -1,0 +1,297 @@
+/* SPDX-License-Identifier: MIT */
+/* io.c — the send/receive family: send, recv, sendto, recvfrom, sendmsg, recvmsg,
+ * sendmmsg, recvmmsg, read, write, readv, writev, sendfile and the _FORTIFY_SOURCE
+ * variants. Untracked fds and plain-TCP sockets go straight to libc. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "core/atomics.h"
+#include "preload/real.h"
+#include "preload/sock.h"
+
+extern void __chk_fail(void) __attribute__((noreturn));
+
+/* Socket whose data path we handle, pinned; NULL: call libc. */
+static struct nsk_sock *data_sock(int fd)
+{
+	struct nsk_sock *s = nsk_sock_enter(fd);
+	if (!s)
+		return NULL;
+	uint32_t mode = nsk_load32(&s->conn->mode);
+	if (s->kind == NSK_CK_NONE || s->kind == NSK_CK_LISTENER || mode == NSK_MODE_PLAIN) {
+		nsk_sock_leave(s);
+		return NULL;
+	}
+	nsk_sock_refresh(s);
+	return s;
+}
+
+static ssize_t do_recv(struct nsk_sock *s, const struct iovec *iov, int cnt, int flags)
+{
+	int saved = errno;
+	ssize_t r = nsk_sock_recv(s, iov, cnt, flags);
+	nsk_sock_leave(s);
+	if (r < 0) {
+		errno = (int)-r;
+		return -1;
+	}
+	errno = saved;
+	return r;
+}
+
+static ssize_t do_send(struct nsk_sock *s, const struct iovec *iov, int cnt, int flags)
+{
+	int saved = errno;
+	ssize_t r = nsk_sock_send(s, iov, cnt, flags);
+	nsk_sock_leave(s);
+	if (r < 0) {
+		errno = (int)-r;
+		return -1;
+	}
+	errno = saved;
+	return r;
+}
+
+ssize_t recv(int fd, void *buf, size_t len, int flags)
+{
+	struct nsk_sock *s = data_sock(fd);
+	if (!s)
+		return REAL(recv)(fd, buf, len, flags);
+	struct iovec iov = {buf, len};
+	return do_recv(s, &iov, 1, flags);
+}
+
+ssize_t send(int fd, const void *buf, size_t len, int flags)
+{
+	struct nsk_sock *s = data_sock(fd);
+	if (!s)
+		return REAL(send)(fd, buf, len, flags);
+	struct iovec iov = {(void *)buf, len};
+	return do_send(s, &iov, 1, flags);
+}
+
+ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *src, socklen_t *alen)
+{
+	struct nsk_sock *s = data_sock(fd);
+	if (!s)
+		return REAL(recvfrom)(fd, buf, len, flags, src, alen);
+	struct iovec iov = {buf, len};
+	ssize_t r = do_recv(s, &iov, 1, flags);
+	if (r >= 0 && src && alen)
+		*alen = 0; /* TCP reports no source address, as the kernel does */
+	return r;
+}
+
+ssize_t sendto(int fd, const void *buf, size_t len, int flags, const struct sockaddr *dst,
+	       socklen_t dlen)
+{
+	struct nsk_sock *s = data_sock(fd);
+	if (!s)
+		return REAL(sendto)(fd, buf, len, flags, dst, dlen);
+	struct iovec iov = {(void *)buf, len};
+	return do_send(s, &iov, 1, flags);
+}
+
+ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
+{
+	struct nsk_sock *s = data_sock(fd);
+	if (!s)
+		return REAL(recvmsg)(fd, msg, flags);
+	if (msg->msg_iovlen > IOV_MAX) {
+		nsk_sock_leave(s);
+		errno = EMSGSIZE;
+		return -1;
+	}
+	ssize_t r = do_recv(s, msg->msg_iov, (int)msg->msg_iovlen, flags);
+	if (r >= 0) {
+		msg->msg_namelen = 0;
+		msg->msg_controllen = 0;
+		msg->msg_flags = 0;
+	}
+	return r;
+}
+
+ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
+{
+	struct nsk_sock *s = data_sock(fd);
+	if (!s)
+		return REAL(sendmsg)(fd, msg, flags);
+	if (msg->msg_iovlen > IOV_MAX) {
+		nsk_sock_leave(s);
+		errno = EMSGSIZE;
+		return -1;
+	}
+	return do_send(s, msg->msg_iov, (int)msg->msg_iovlen, flags);
+}
+
+int recvmmsg(int fd, struct mmsghdr *vec, unsigned int n, int flags, struct timespec *tmo)
+{
+	struct nsk_sock *s = data_sock(fd);
+	if (!s)
+		return REAL(recvmmsg)(fd, vec, n, flags, tmo);
+	nsk_sock_leave(s);
+	/* A stream socket: each message is one recvmsg; after the first, never block. */
+	unsigned int i;
+	for (i = 0; i < n; i++) {
+		ssize_t r = recvmsg(fd, &vec[i].msg_hdr, i ? flags | MSG_DONTWAIT : flags);
+		if (r < 0) {
+			if (i)
+				break;
+			return -1;
+		}
+		vec[i].msg_len = (unsigned int)r;
+		if (r == 0)
+			{ i++; break; }
+		if (flags & MSG_WAITFORONE)
+			flags |= MSG_DONTWAIT;
+	}
+	return (int)i;
+}
+
+int sendmmsg(int fd, struct mmsghdr *vec, unsigned int n, int flags)
+{
+	struct nsk_sock *s = data_sock(fd);
+	if (!s)
+		return REAL(sendmmsg)(fd, vec, n, flags);
+	nsk_sock_leave(s);
+	unsigned int i;
+	for (i = 0; i < n; i++) {
+		ssize_t r = sendmsg(fd, &vec[i].msg_hdr, flags);
+		if (r < 0) {
+			if (i)
+				break;
+			return -1;
+		}
+		vec[i].msg_len = (unsigned int)r;
+	}
+	return (int)i;
+}
+
+ssize_t read(int fd, void *buf, size_t len)
+{
+	struct nsk_sock *s = data_sock(fd);
+	if (!s)
+		return REAL(read)(fd, buf, len);
+	struct iovec iov = {buf, len};
+	return do_recv(s, &iov, 1, 0);
+}
+
+ssize_t write(int fd, const void *buf, size_t len)
+{
+	struct nsk_sock *s = data_sock(fd);
+	if (!s)
+		return REAL(write)(fd, buf, len);
+	struct iovec iov = {(void *)buf, len};
+	return do_send(s, &iov, 1, 0);
+}
+
+ssize_t readv(int fd, const struct iovec *iov, int cnt)
+{
+	struct nsk_sock *s = data_sock(fd);
+	if (!s)
+		return REAL(readv)(fd, iov, cnt);
+	if (cnt < 0 || cnt > IOV_MAX) {
+		nsk_sock_leave(s);
+		errno = EINVAL;
+		return -1;
+	}
+	return do_recv(s, iov, cnt, 0);
+}
+
+ssize_t writev(int fd, const struct iovec *iov, int cnt)
+{
+	struct nsk_sock *s = data_sock(fd);
+	if (!s)
+		return REAL(writev)(fd, iov, cnt);
+	if (cnt < 0 || cnt > IOV_MAX) {
+		nsk_sock_leave(s);
+		errno = EINVAL;
+		return -1;
+	}
+	return do_send(s, iov, cnt, 0);
+}
+
+ssize_t __read_chk(int fd, void *buf, size_t len, size_t buflen)
+{
+	if (len > buflen)
+		__chk_fail();
+	return read(fd, buf, len);
+}
+
+ssize_t __recv_chk(int fd, void *buf, size_t len, size_t buflen, int flags)
+{
+	if (len > buflen)
+		__chk_fail();
+	return recv(fd, buf, len, flags);
+}
+
+ssize_t __recvfrom_chk(int fd, void *buf, size_t len, size_t buflen, int flags,
+		       struct sockaddr *src, socklen_t *alen)
+{
+	if (len > buflen)
+		__chk_fail();
+	return recvfrom(fd, buf, len, flags, src, alen);
+}
+
+/* sendfile to an accelerated socket: read the file and send through the socket's path,
+ * with sendfile's offset semantics (explicit offset: file position untouched). */
+static ssize_t sendfile_emul(struct nsk_sock *s, int in_fd, off_t *off, size_t count)
+{
+	char buf[64 * 1024];
+	size_t done = 0;
+	int saved = errno;
+	ssize_t err = 0;
+	while (done < count) {
+		size_t want = count - done < sizeof(buf) ? count - done : sizeof(buf);
+		ssize_t n = off ? pread(in_fd, buf, want, *off) : REAL(read)(in_fd, buf, want);
+		if (n < 0) {
+			err = -errno;
+			break;
+		}
+		if (n == 0)
+			break;
+		struct iovec iov = {buf, (size_t)n};
+		ssize_t w = nsk_sock_send(s, &iov, 1, done ? MSG_DONTWAIT : 0);
+		if (w < 0) {
+			if (!off)
+				lseek(in_fd, -n, SEEK_CUR); /* give back what was not sent */
+			err = w;
+			break;
+		}
+		if (off)
+			*off += w;
+		else if (w < n)
+			lseek(in_fd, w - n, SEEK_CUR);
+		done += (size_t)w;
+		if (w < n)
+			break;
+	}
+	nsk_sock_leave(s);
+	if (done == 0 && err < 0) {
+		errno = (int)-err;
+		return -1;
+	}
+	errno = saved;
+	return (ssize_t)done;
+}
+
+ssize_t sendfile(int out_fd, int in_fd, off_t *off, size_t count)
+{
+	struct nsk_sock *s = data_sock(out_fd);
+	if (!s)
+		return REAL(sendfile)(out_fd, in_fd, off, count);
+	return sendfile_emul(s, in_fd, off, count);
+}
+
+ssize_t sendfile64(int out_fd, int in_fd, off_t *off, size_t count)
+{
+	struct nsk_sock *s = data_sock(out_fd);
+	if (!s)
+		return REAL(sendfile64)(out_fd, in_fd, off, count);
+	return sendfile_emul(s, in_fd, off, count);
+}

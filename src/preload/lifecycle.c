@@ -1,0 +1,444 @@
+/* SPDX-License-Identifier: MIT */
+/* lifecycle.c — socket life: socket, listen, connect, accept/accept4, close/close_range,
+ * shutdown, dup/dup2/dup3, fcntl, ioctl, getsockopt/setsockopt, fork bookkeeping, and the
+ * library's constructor/destructor. */
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <dlfcn.h>
+#include <limits.h>
+#include <linux/close_range.h>
+#include <unistd.h>
+
+#include "core/atomics.h"
+#include "platform/linux.h"
+#include "preload/fdtab.h"
+#include "preload/real.h"
+#include "preload/sock.h"
+
+/* Listening sockets of this process, withdrawn from the registry at exit. */
+static pthread_mutex_t listeners_lock = PTHREAD_MUTEX_INITIALIZER;
+#define MAX_LISTENERS 256
+static struct nsk_sock *listeners[MAX_LISTENERS];
+
+static void listeners_add(struct nsk_sock *s)
+{
+	pthread_mutex_lock(&listeners_lock);
+	for (int i = 0; i < MAX_LISTENERS; i++)
+		if (!listeners[i]) {
+			listeners[i] = s;
+			break;
+		}
+	pthread_mutex_unlock(&listeners_lock);
+}
+
+static void listeners_del(struct nsk_sock *s)
+{
+	pthread_mutex_lock(&listeners_lock);
+	for (int i = 0; i < MAX_LISTENERS; i++)
+		if (listeners[i] == s)
+			listeners[i] = NULL;
+	pthread_mutex_unlock(&listeners_lock);
+}
+
+/* Replace whatever @fd tracked with @s (NULL: untrack), dropping the old reference. */
+static void track(int fd, struct nsk_sock *s)
+{
+	struct nsk_sock *old = nsk_fd_set(fd, s);
+	if (old) {
+		if (old->kind == NSK_CK_LISTENER && atomic_load(&old->refs) == 1)
+			listeners_del(old);
+		nsk_sock_put(old);
+	}
+}
+
+int socket(int domain, int type, int protocol)
+{
+	int fd = REAL(socket)(domain, type, protocol);
+	if (fd < 0 || nsk_g.disabled)
+		return fd;
+	if ((domain == AF_INET || domain == AF_INET6) && (type & 0xf) == SOCK_STREAM &&
+	    (protocol == 0 || protocol == IPPROTO_TCP)) {
+		int saved = errno;
+		struct nsk_sock *s = nsk_sock_new(fd, domain, NSK_CK_NONE);
+		if (s)
+			s->nonblock = !!(type & SOCK_NONBLOCK);
+		track(fd, s);
+		errno = saved;
+	} else {
+		track(fd, NULL); /* a stale entry of an fd closed behind our back */
+	}
+	return fd;
+}
+
+int bind(int fd, const struct sockaddr *sa, socklen_t len)
+{
+	return REAL(bind)(fd, sa, len);
+}
+
+int listen(int fd, int backlog)
+{
+	int r = REAL(listen)(fd, backlog);
+	if (r < 0)
+		return r;
+	int saved = errno;
+	struct nsk_sock *s = nsk_sock_enter(fd);
+	if (s) {
+		if (s->kind == NSK_CK_NONE) {
+			s->kind = NSK_CK_LISTENER;
+			s->conn->kind = NSK_CK_LISTENER;
+			nsk_sock_listen(s);
+			listeners_add(s);
+		}
+		nsk_sock_leave(s);
+	}
+	errno = saved;
+	return r;
+}
+
+int connect(int fd, const struct sockaddr *sa, socklen_t len)
+{
+	struct nsk_sock *s = nsk_sock_enter(fd);
+	if (!s)
+		return REAL(connect)(fd, sa, len);
+	int r = REAL(connect)(fd, sa, len);
+	int e = errno;
+	if (s->kind == NSK_CK_NONE) {
+		if (r == 0) {
+			s->kind = NSK_CK_CLIENT;
+			s->conn->kind = NSK_CK_CLIENT;
+			nsk_sock_connected(s);
+		} else if (e == EINPROGRESS || e == EINTR) {
+			s->kind = NSK_CK_CLIENT;
+			s->conn->kind = NSK_CK_CLIENT;
+			s->connecting = 1;
+		}
+	}
+	nsk_sock_leave(s);
+	errno = e;
+	return r;
+}
+
+static int do_accept(int fd, struct sockaddr *sa, socklen_t *len, int flags)
+{
+	struct nsk_sock *ls = nsk_sock_enter(fd);
+	int nfd = REAL(accept4)(fd, sa, len, flags);
+	if (!ls)
+		return nfd;
+	int e = errno;
+	if (nfd >= 0 && ls->kind == NSK_CK_LISTENER) {
+		struct nsk_sock *s = nsk_sock_new(nfd, ls->family, NSK_CK_SERVER);
+		if (s) {
+			s->nonblock = !!(flags & SOCK_NONBLOCK);
+			track(nfd, s);
+			nsk_sock_accepted(s, ls->reg_slot);
+		} else {
+			track(nfd, NULL);
+		}
+	}
+	nsk_sock_leave(ls);
+	errno = e;
+	return nfd;
+}
+
+int accept(int fd, struct sockaddr *sa, socklen_t *len)
+{
+	return do_accept(fd, sa, len, 0);
+}
+
+int accept4(int fd, struct sockaddr *sa, socklen_t *len, int flags)
+{
+	return do_accept(fd, sa, len, flags);
+}
+
+int close(int fd)
+{
+	nsk_epoll_forget(fd);
+	if (nsk_sock_is_internal_fd(fd))
+		nsk_sock_internal_fd_lost(fd);
+	struct nsk_sock *s = nsk_fd_get(fd);
+	if (s) {
+		int saved = errno;
+		track(fd, NULL);
+		errno = saved;
+	}
+	return REAL(close)(fd);
+}
+
+int close_range(unsigned int first, unsigned int last, int flags);
+int close_range(unsigned int first, unsigned int last, int flags)
+{
+	static int (*real_close_range)(unsigned int, unsigned int, int);
+	if (!real_close_range)
+		*(void **)&real_close_range = dlsym(RTLD_NEXT, "close_range");
+	int r = real_close_range ? real_close_range(first, last, flags) : (errno = ENOSYS, -1);
+	if (r == 0 && !(flags & CLOSE_RANGE_CLOEXEC)) {
+		int saved = errno;
+		for (unsigned int fd = first; fd <= last && fd < (1u << 20); fd++) {
+			if (nsk_sock_is_internal_fd((int)fd))
+				nsk_sock_internal_fd_lost((int)fd);
+			if (nsk_fd_get((int)fd))
+				track((int)fd, NULL);
+			if (fd == last)
+				break;
+		}
+		errno = saved;
+	}
+	return r;
+}
+
+int shutdown(int fd, int how)
+{
+	struct nsk_sock *s = nsk_sock_enter(fd);
+	if (!s)
+		return REAL(shutdown)(fd, how);
+	if (s->kind != NSK_CK_CLIENT && s->kind != NSK_CK_SERVER) {
+		nsk_sock_leave(s);
+		return REAL(shutdown)(fd, how);
+	}
+	nsk_sock_refresh(s);
+	int saved = errno;
+	int r = nsk_sock_shutdown(s, how);
+	nsk_sock_leave(s);
+	if (r < 0) {
+		errno = -r;
+		return -1;
+	}
+	errno = saved;
+	return 0;
+}
+
+/* After a successful dup of @oldfd onto @newfd: the copy shares the socket object. */
+static void dup_track(int oldfd, int newfd)
+{
+	int saved = errno;
+	struct nsk_sock *s = nsk_sock_enter(oldfd);
+	if (s)
+		atomic_fetch_add(&s->refs, 1);
+	if (nsk_sock_is_internal_fd(newfd))
+		nsk_sock_internal_fd_lost(newfd);
+	if (newfd != oldfd)
+		nsk_epoll_forget(newfd);
+	track(newfd, s);
+	if (s)
+		nsk_sock_leave(s);
+	errno = saved;
+}
+
+int dup(int fd)
+{
+	int r = REAL(dup)(fd);
+	if (r >= 0)
+		dup_track(fd, r);
+	return r;
+}
+
+int dup2(int oldfd, int newfd)
+{
+	int r = REAL(dup2)(oldfd, newfd);
+	if (r >= 0 && oldfd != newfd)
+		dup_track(oldfd, r);
+	return r;
+}
+
+int dup3(int oldfd, int newfd, int flags)
+{
+	int r = REAL(dup3)(oldfd, newfd, flags);
+	if (r >= 0)
+		dup_track(oldfd, r);
+	return r;
+}
+
+static int do_fcntl(int (*fn)(int, int, ...), int fd, int cmd, va_list ap)
+{
+	void *arg = va_arg(ap, void *);
+	int r = fn(fd, cmd, arg);
+	if (r < 0)
+		return r;
+	switch (cmd) {
+	case F_DUPFD:
+	case F_DUPFD_CLOEXEC:
+		dup_track(fd, r);
+		break;
+	case F_SETFL: {
+		struct nsk_sock *s = nsk_sock_enter(fd);
+		if (s) {
+			s->nonblock = !!((long)arg & O_NONBLOCK);
+			nsk_sock_leave(s);
+		}
+		break;
+	}
+	default:
+		break;
+	}
+	return r;
+}
+
+int fcntl(int fd, int cmd, ...)
+{
+	va_list ap;
+	va_start(ap, cmd);
+	int r = do_fcntl(REAL(fcntl), fd, cmd, ap);
+	va_end(ap);
+	return r;
+}
+
+int fcntl64(int fd, int cmd, ...)
+{
+	static int (*real_fcntl64)(int, int, ...);
+	if (!real_fcntl64)
+		*(void **)&real_fcntl64 = dlsym(RTLD_NEXT, "fcntl64");
+	va_list ap;
+	va_start(ap, cmd);
+	int r = do_fcntl(real_fcntl64 ? real_fcntl64 : REAL(fcntl), fd, cmd, ap);
+	va_end(ap);
+	return r;
+}
+
+int ioctl(int fd, unsigned long req, ...)
+{
+	va_list ap;
+	va_start(ap, req);
+	void *arg = va_arg(ap, void *);
+	va_end(ap);
+	struct nsk_sock *s = nsk_sock_enter(fd);
+	if (!s)
+		return REAL(ioctl)(fd, req, arg);
+	int r;
+	if (req == FIONREAD && (s->kind == NSK_CK_CLIENT || s->kind == NSK_CK_SERVER) &&
+	    nsk_load32(&s->conn->mode) != NSK_MODE_PLAIN) {
+		nsk_sock_refresh(s);
+		int saved = errno;
+		int n = nsk_sock_fionread(s);
+		if (n < 0) {
+			errno = -n;
+			r = -1;
+		} else {
+			*(int *)arg = n;
+			errno = saved;
+			r = 0;
+		}
+	} else {
+		r = REAL(ioctl)(fd, req, arg);
+		if (r == 0 && req == FIONBIO)
+			s->nonblock = !!*(int *)arg;
+	}
+	nsk_sock_leave(s);
+	return r;
+}
+
+int getsockopt(int fd, int level, int name, void *val, socklen_t *len)
+{
+	struct nsk_sock *s = nsk_sock_enter(fd);
+	if (!s)
+		return REAL(getsockopt)(fd, level, name, val, len);
+	int r = REAL(getsockopt)(fd, level, name, val, len);
+	if (r == 0 && level == IPPROTO_TCP && name == TCP_NODELAY && *len >= sizeof(int) &&
+	    s->conn->tx_switched)
+		*(int *)val = s->app_nodelay; /* we force it on for control bytes */
+	if (r == 0 && level == SOL_SOCKET && name == SO_ERROR && *(int *)val == 0 &&
+	    nsk_load32(&s->conn->mode) == NSK_MODE_BROKEN)
+		*(int *)val = ECONNRESET;
+	if (r == 0 && level == SOL_SOCKET && name == SO_ERROR && s->connecting)
+		nsk_sock_refresh(s); /* a non-blocking connect is being checked: offer now */
+	nsk_sock_leave(s);
+	return r;
+}
+
+static uint64_t tv_ns(const void *val, socklen_t len)
+{
+	if (len < sizeof(struct timeval))
+		return 0;
+	const struct timeval *tv = val;
+	return (uint64_t)tv->tv_sec * 1000000000ull + (uint64_t)tv->tv_usec * 1000ull;
+}
+
+int setsockopt(int fd, int level, int name, const void *val, socklen_t len)
+{
+	if (level == IPPROTO_TCP && name == TCP_NODELAY && len >= sizeof(int)) {
+		struct nsk_sock *s = nsk_sock_enter(fd);
+		if (s) {
+			int r = 0;
+			s->app_nodelay = !!*(const int *)val;
+			if (!s->conn->tx_switched)
+				r = REAL(setsockopt)(fd, level, name, val, len);
+			nsk_sock_leave(s);
+			return r;
+		}
+	}
+	int r = REAL(setsockopt)(fd, level, name, val, len);
+	if (r < 0 || level != SOL_SOCKET || (name != SO_RCVTIMEO && name != SO_SNDTIMEO))
+		return r;
+	struct nsk_sock *s = nsk_sock_enter(fd);
+	if (s) {
+		if (name == SO_RCVTIMEO)
+			s->rcvtimeo_ns = tv_ns(val, len);
+		else
+			s->sndtimeo_ns = tv_ns(val, len);
+		nsk_sock_leave(s);
+	}
+	return r;
+}
+
+/* ---------------------------------------------------------------- process life -------- */
+
+static void after_fork_child(void)
+{
+	nsk_g.pid = getpid();
+}
+
+__attribute__((constructor)) static void nsk_ctor(void)
+{
+	nsk_global_init();
+	pthread_atfork(NULL, NULL, after_fork_child);
+}
+
+__attribute__((destructor)) static void nsk_dtor(void)
+{
+	if (nsk_g.domain_state <= 0 || getpid() != (pid_t)nsk_g.tab.hdr->pid)
+		return;
+	pthread_mutex_lock(&listeners_lock);
+	for (int i = 0; i < MAX_LISTENERS; i++)
+		if (listeners[i])
+			nsk_sock_unlisten(listeners[i]);
+	pthread_mutex_unlock(&listeners_lock);
+	if (nsk_g.rv_fd >= 0) {
+		char path[PATH_MAX];
+		if (nsk_rv_path(&nsk_g.dom, nsk_g.rv_name, path, sizeof(path)) == 0)
+			unlink(path);
+	}
+	if (nsk_proctab_in_use(&nsk_g.tab, getpid()) == 0)
+		unlink(nsk_g.tab.path);
+}
+
+/* ---------------------------------------------------------------- public API ---------- */
+
+#include "nearsock/nearsock.h"
+
+int nearsock_fd_stats(int fd, struct nearsock_conn_stats *st)
+{
+	struct nsk_sock *s = nsk_sock_enter(fd);
+	if (!s) {
+		errno = ENOTSOCK;
+		return -1;
+	}
+	struct nsk_conn *c = s->conn;
+	memset(st, 0, sizeof(*st));
+	st->mode = nsk_load32(&c->mode);
+	st->tx_shm_bytes = c->tx_shm_bytes;
+	st->rx_shm_bytes = c->rx_shm_bytes;
+	st->tx_tcp_bytes = c->tx_tcp;
+	st->rx_tcp_bytes = c->rx_tcp;
+	st->tx_shm_msgs = c->tx_shm_msgs;
+	st->rx_shm_msgs = c->rx_shm_msgs;
+	st->wakeups_sent = c->wakes_sent;
+	nsk_sock_leave(s);
+	return 0;
+}

@@ -1,0 +1,1388 @@
+/* SPDX-License-Identifier: MIT */
+/* sock.c — per-socket upgrade state machine and exact data path (see sock.h).
+ *
+ * Switching is exact and out of band. Each side publishes, in the channel header, how many
+ * application bytes it sent over TCP before it started using its ring (its switch point),
+ * then sends one marker byte on TCP. A receiver delivers TCP bytes up to the peer's switch
+ * point, then ring bytes; every TCP byte past a switch point is a control byte (marker or
+ * wake-up) and never reaches the application. The sender publishes its switch point before
+ * any byte past it is sent, so a receiver that re-reads the switch point after a TCP read
+ * always knows where data stops. */
+#include "preload/sock.h"
+
+#include <arpa/inet.h>
+#include <netinet/tcp.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "core/atomics.h"
+#include "platform/linux.h"
+#include "preload/fdtab.h"
+#include "preload/real.h"
+
+struct nsk_global nsk_g = {
+	.lock = PTHREAD_MUTEX_INITIALIZER,
+	.rv_fd = -1,
+	.offer_fd = -1,
+	.log_level = NSK_LOG_WARN,
+};
+
+static const char ctl_byte = 'N'; /* content of control bytes is never interpreted */
+
+/* ---------------------------------------------------------------- logging & config ---- */
+
+void nsk_log(int level, const char *fmt, ...)
+{
+	if (level < nsk_g.log_level)
+		return;
+	char buf[512];
+	static const char *names[] = {"debug", "info", "warn"};
+	int n = snprintf(buf, sizeof(buf), "nearsock[%d] %s: ", (int)getpid(),
+			 names[level < 3 ? level : 2]);
+	va_list ap;
+	va_start(ap, fmt);
+	n += vsnprintf(buf + n, sizeof(buf) - (size_t)n - 1, fmt, ap);
+	va_end(ap);
+	if (n > (int)sizeof(buf) - 2)
+		n = (int)sizeof(buf) - 2;
+	buf[n++] = '\n';
+	int saved = errno;
+	(void)!syscall(SYS_write, 2, buf, (size_t)n);
+	errno = saved;
+}
+
+static uint64_t env_u64(const char *name, uint64_t def)
+{
+	const char *v = getenv(name);
+	if (!v || !*v)
+		return def;
+	char *end;
+	unsigned long long x = strtoull(v, &end, 0);
+	if (*end == 'k' || *end == 'K')
+		x <<= 10;
+	else if (*end == 'm' || *end == 'M')
+		x <<= 20;
+	return x;
+}
+
+void nsk_global_init(void)
+{
+	nsk_real_init();
+	const char *v = getenv("NEARSOCK_DISABLE");
+	nsk_g.disabled = v && *v && strcmp(v, "0") != 0;
+	v = getenv("NEARSOCK_LOG");
+	if (v) {
+		if (!strcmp(v, "debug"))
+			nsk_g.log_level = NSK_LOG_DEBUG;
+		else if (!strcmp(v, "info"))
+			nsk_g.log_level = NSK_LOG_INFO;
+		else if (!strcmp(v, "off") || !strcmp(v, "none"))
+			nsk_g.log_level = NSK_LOG_OFF;
+	}
+	uint64_t rs = env_u64("NEARSOCK_RING_SIZE", 512u << 10);
+	if (rs < NSK_RING_MIN || rs > NSK_RING_MAX || (rs & (rs - 1))) {
+		nsk_log(NSK_LOG_WARN, "NEARSOCK_RING_SIZE=%llu is not a power of two in [4K, 64M]; "
+				      "using 512K", (unsigned long long)rs);
+		rs = 512u << 10;
+	}
+	nsk_g.ring_size = rs;
+	nsk_g.spin_ns = env_u64("NEARSOCK_SPIN_US", 50) * 1000;
+	nsk_g.offer_timeout_ns = env_u64("NEARSOCK_OFFER_TIMEOUT_MS", 2000) * 1000000ull;
+	nsk_g.pid = getpid();
+}
+
+int nsk_domain_ready(void)
+{
+	int st = __atomic_load_n(&nsk_g.domain_state, __ATOMIC_ACQUIRE);
+	if (st)
+		return st > 0;
+	if (nsk_g.disabled)
+		return 0;
+	pthread_mutex_lock(&nsk_g.lock);
+	if (nsk_g.domain_state == 0) {
+		int r = nsk_domain_open(&nsk_g.dom, NULL, 1);
+		if (r == 0) {
+			r = nsk_proctab_create(&nsk_g.tab, &nsk_g.dom);
+			if (r < 0)
+				nsk_domain_close(&nsk_g.dom);
+		}
+		if (r < 0) {
+			char dir[PATH_MAX];
+			nsk_domain_default_dir(dir, sizeof(dir));
+			nsk_log(NSK_LOG_WARN, "domain %s unusable (%s): running unaccelerated", dir,
+				strerror(-r));
+		} else {
+			nsk_g.netns = nsk_netns_id();
+			nsk_g.start_time = nsk_g.tab.hdr->start_time;
+			nsk_log(NSK_LOG_INFO, "domain %s ready", nsk_g.dom.dir);
+		}
+		__atomic_store_n(&nsk_g.domain_state, r == 0 ? 1 : -1, __ATOMIC_RELEASE);
+	}
+	pthread_mutex_unlock(&nsk_g.lock);
+	return nsk_g.domain_state > 0;
+}
+
+static void pcount(int which)
+{
+	if (nsk_g.tab.hdr)
+		nsk_add64(&nsk_g.tab.hdr->counters[which], 1);
+}
+
+int nsk_errno_ret(ssize_t r)
+{
+	if (r < 0) {
+		errno = (int)-r;
+		return -1;
+	}
+	return (int)r;
+}
+
+/* ---------------------------------------------------------------- futex mutex ---------- */
+/* Locks live in the connection table so that forked children share them. */
+
+static void xlock(uint32_t *l)
+{
+	uint32_t c = 0;
+	if (atomic_compare_exchange_strong_explicit(NSK_A32(l), &c, 1, memory_order_acquire,
+						    memory_order_relaxed))
+		return;
+	if (c != 2)
+		c = atomic_exchange_explicit(NSK_A32(l), 2, memory_order_acquire);
+	while (c != 0) {
+		nsk_futex_wait(l, 2, -1);
+		c = atomic_exchange_explicit(NSK_A32(l), 2, memory_order_acquire);
+	}
+}
+
+static int xtrylock(uint32_t *l)
+{
+	uint32_t c = 0;
+	return atomic_compare_exchange_strong_explicit(NSK_A32(l), &c, 1, memory_order_acquire,
+						       memory_order_relaxed);
+}
+
+static void xunlock(uint32_t *l)
+{
+	/* Release pairs with the acquire in xlock/xtrylock of the next owner. */
+	if (atomic_fetch_sub_explicit(NSK_A32(l), 1, memory_order_release) != 1) {
+		nsk_store32_release(l, 0);
+		nsk_futex_wake(l, 1);
+	}
+}
+
+/* ---------------------------------------------------------------- objects -------------- */
+
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct nsk_sock *pool_free;
+
+struct nsk_sock *nsk_sock_new(int fd, int family, int kind)
+{
+	if (!nsk_domain_ready())
+		return NULL;
+	struct nsk_conn *c = nsk_proctab_alloc(&nsk_g.tab, getpid());
+	if (!c) {
+		pcount(NSK_PC_FALLBACKS);
+		nsk_log(NSK_LOG_INFO, "fd %d: connection table full: not tracked", fd);
+		return NULL;
+	}
+	pthread_mutex_lock(&pool_lock);
+	struct nsk_sock *s = pool_free;
+	if (s)
+		pool_free = s->next_free;
+	pthread_mutex_unlock(&pool_lock);
+	if (!s) {
+		/* Objects are never returned to malloc: a racing lookup may still hold one. */
+		s = calloc(1, sizeof(*s));
+		if (!s) {
+			nsk_proctab_free(&nsk_g.tab, c);
+			return NULL;
+		}
+	}
+	memset((char *)s + offsetof(struct nsk_sock, fd), 0,
+	       sizeof(*s) - offsetof(struct nsk_sock, fd));
+	static atomic_uint_fast64_t ids;
+	s->id = atomic_fetch_add(&ids, 1) + 1;
+	s->fd = fd;
+	s->family = family;
+	s->kind = kind;
+	s->conn = c;
+	s->offer_memfd = -1;
+	s->reg_slot = -1;
+	pthread_mutex_init(&s->lock, NULL);
+	s->spin_ns = nsk_cpus_allowed() > 1 ? nsk_g.spin_ns : 0;
+	c->kind = (uint32_t)kind;
+	c->fd = (uint32_t)fd;
+	c->family = (uint16_t)family;
+	c->mode = NSK_MODE_TCP;
+	atomic_store(&s->refs, 1);
+	/* The +1 is the "open" reference, dropped by the last nsk_sock_put. */
+	atomic_store_explicit(&s->busy, 1, memory_order_release);
+	return s;
+}
+
+/* Last user gone: unmap, free the slot, recycle the object. */
+static void finalize(struct nsk_sock *s)
+{
+	struct nsk_conn *c = s->conn;
+	uint64_t *k = nsk_g.tab.hdr->counters;
+	nsk_add64(&k[NSK_PC_CLOSED_SHM_TX], c->tx_shm_bytes);
+	nsk_add64(&k[NSK_PC_CLOSED_SHM_RX], c->rx_shm_bytes);
+	nsk_add64(&k[NSK_PC_CLOSED_TCP_TX], c->tx_tcp);
+	nsk_add64(&k[NSK_PC_CLOSED_TCP_RX], c->rx_tcp);
+	nsk_chan_unmap(&s->chan);
+	if (s->offer_memfd >= 0) {
+		REAL(close)(s->offer_memfd);
+		s->offer_memfd = -1;
+	}
+	nsk_proctab_free(&nsk_g.tab, s->conn);
+	s->conn = NULL;
+	pthread_mutex_destroy(&s->lock);
+	pthread_mutex_lock(&pool_lock);
+	s->next_free = pool_free;
+	pool_free = s;
+	pthread_mutex_unlock(&pool_lock);
+}
+
+struct nsk_sock *nsk_sock_enter(int fd)
+{
+	for (;;) {
+		struct nsk_sock *s = nsk_fd_get(fd);
+		if (!s)
+			return NULL;
+		int b = atomic_load_explicit(&s->busy, memory_order_acquire);
+		do {
+			if (b <= 0)
+				break; /* being finalised: the fd is closed or reused */
+		} while (!atomic_compare_exchange_weak_explicit(&s->busy, &b, b + 1,
+								memory_order_acquire,
+								memory_order_acquire));
+		if (b <= 0) {
+			if (nsk_fd_get(fd) == s)
+				return NULL;
+			continue;
+		}
+		if (nsk_fd_get(fd) == s)
+			return s;
+		nsk_sock_leave(s);
+	}
+}
+
+void nsk_sock_leave(struct nsk_sock *s)
+{
+	if (atomic_fetch_sub_explicit(&s->busy, 1, memory_order_acq_rel) == 1)
+		finalize(s);
+}
+
+void nsk_sock_put(struct nsk_sock *s)
+{
+	if (atomic_fetch_sub(&s->refs, 1) != 1)
+		return;
+	if (s->kind == NSK_CK_LISTENER)
+		nsk_sock_unlisten(s);
+	if (s->chan.base) {
+		/* Wake both of the peer's possible sleepers: it re-checks and sees our FIN soon. */
+		struct nsk_ring_ctl *tx = s->chan.tx.ctl, *rx = s->chan.rx.ctl;
+		if (nsk_take(&tx->cons_armed) & NSK_ARM_FUTEX)
+			nsk_futex_bump(&tx->data_seq);
+		if (nsk_take(&rx->prod_armed) & NSK_ARM_FUTEX)
+			nsk_futex_bump(&rx->space_seq);
+	}
+	nsk_sock_leave(s);
+}
+
+/* ---------------------------------------------------------------- addresses ----------- */
+
+/* Normalise @sa into (family, 16-byte address, host-order port); v4-mapped → AF_INET. */
+static int norm_addr(const struct sockaddr *sa, uint16_t *family, uint8_t addr[16], uint16_t *port)
+{
+	memset(addr, 0, 16);
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *in = (const void *)sa;
+		*family = AF_INET;
+		memcpy(addr, &in->sin_addr, 4);
+		*port = ntohs(in->sin_port);
+		return 0;
+	}
+	if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const void *)sa;
+		*port = ntohs(in6->sin6_port);
+		if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) {
+			*family = AF_INET;
+			memcpy(addr, &in6->sin6_addr.s6_addr[12], 4);
+		} else {
+			*family = AF_INET6;
+			memcpy(addr, &in6->sin6_addr, 16);
+		}
+		return 0;
+	}
+	return -EAFNOSUPPORT;
+}
+
+static int is_loopback(uint16_t family, const uint8_t addr[16])
+{
+	if (family == AF_INET)
+		return addr[0] == 127;
+	static const uint8_t lo6[16] = {[15] = 1};
+	return memcmp(addr, lo6, 16) == 0;
+}
+
+/* Fill the connection slot's local/remote addresses from the kernel socket. */
+static int fill_tuple(struct nsk_sock *s)
+{
+	struct sockaddr_storage la, ra;
+	socklen_t ll = sizeof(la), rl = sizeof(ra);
+	if (getsockname(s->fd, (struct sockaddr *)&la, &ll) < 0 ||
+	    getpeername(s->fd, (struct sockaddr *)&ra, &rl) < 0)
+		return -errno;
+	uint16_t f1, f2;
+	if (norm_addr((struct sockaddr *)&la, &f1, s->conn->laddr, &s->conn->lport) < 0 ||
+	    norm_addr((struct sockaddr *)&ra, &f2, s->conn->raddr, &s->conn->rport) < 0)
+		return -EAFNOSUPPORT;
+	s->conn->family = f1;
+	return 0;
+}
+
+/* ---------------------------------------------------------------- listeners ----------- */
+
+static int rendezvous_open_locked(void)
+{
+	if (nsk_g.rv_fd >= 0)
+		return 0;
+	snprintf(nsk_g.rv_name, sizeof(nsk_g.rv_name), "rv-%d-%08x", (int)getpid(),
+		 (unsigned)nsk_random64());
+	struct sockaddr_un sun;
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	int r = nsk_rv_path(&nsk_g.dom, nsk_g.rv_name, sun.sun_path, sizeof(sun.sun_path));
+	if (r < 0)
+		return r;
+	int fd = REAL(socket)(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	unlink(sun.sun_path);
+	if (REAL(bind)(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+		r = -errno;
+		REAL(close)(fd);
+		return r;
+	}
+	nsk_g.rv_fd = fd;
+	return 0;
+}
+
+void nsk_sock_listen(struct nsk_sock *s)
+{
+	if (s->reg_slot >= 0 || !nsk_domain_ready())
+		return;
+	struct sockaddr_storage la;
+	socklen_t ll = sizeof(la);
+	if (getsockname(s->fd, (struct sockaddr *)&la, &ll) < 0)
+		return;
+	struct nsk_reg_key k;
+	memset(&k, 0, sizeof(k));
+	if (norm_addr((struct sockaddr *)&la, &k.family, k.addr, &k.port) < 0)
+		return;
+	if (la.ss_family == AF_INET6) {
+		int v6only = 0;
+		socklen_t ol = sizeof(v6only);
+		if (REAL(getsockopt)(s->fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, &ol) == 0 && v6only)
+			k.flags |= NSK_RE_V6ONLY;
+	}
+	k.netns = nsk_g.netns;
+	pthread_mutex_lock(&nsk_g.lock);
+	int r = rendezvous_open_locked();
+	pthread_mutex_unlock(&nsk_g.lock);
+	if (r < 0) {
+		pcount(NSK_PC_FALLBACKS);
+		nsk_log(NSK_LOG_WARN, "listener fd %d: no rendezvous socket (%s)", s->fd,
+			strerror(-r));
+		return;
+	}
+	r = nsk_registry_insert(&nsk_g.dom.reg, &k, getpid(), nsk_g.start_time, nsk_g.rv_name);
+	if (r < 0) {
+		pcount(NSK_PC_FALLBACKS);
+		nsk_log(NSK_LOG_WARN, "listener fd %d port %u: registry full", s->fd, k.port);
+		return;
+	}
+	s->reg_slot = r;
+	s->seen_seq = nsk_load64(&nsk_g.dom.reg.e[r].offer_seq);
+	s->conn->family = k.family;
+	memcpy(s->conn->laddr, k.addr, 16);
+	s->conn->lport = k.port;
+	nsk_log(NSK_LOG_DEBUG, "listener fd %d port %u registered in slot %d", s->fd, k.port, r);
+}
+
+void nsk_sock_unlisten(struct nsk_sock *s)
+{
+	if (s->reg_slot < 0)
+		return;
+	nsk_registry_remove(&nsk_g.dom.reg, s->reg_slot, getpid());
+	s->reg_slot = -1;
+}
+
+/* ---------------------------------------------------------------- offers (server) ----- */
+
+#define PENDING_MAX 512
+struct pending {
+	struct nsk_offer o;
+	int memfd;
+	uint64_t t;
+};
+static struct pending pend[PENDING_MAX];
+static int npend;
+
+/* Pull every queued offer into the pending table. Caller holds nsk_g.lock. */
+static void drain_offers_locked(void)
+{
+	uint64_t now = nsk_now_ns();
+	/* expire old ones first */
+	for (int i = 0; i < npend;) {
+		if (now - pend[i].t > 2 * nsk_g.offer_timeout_ns) {
+			REAL(close)(pend[i].memfd);
+			pend[i] = pend[--npend];
+			pcount(NSK_PC_OFFERS_EXPIRED);
+		} else {
+			i++;
+		}
+	}
+	if (nsk_g.rv_fd < 0)
+		return;
+	for (;;) {
+		struct nsk_offer o;
+		int memfd;
+		int r = nsk_offer_recv(nsk_g.rv_fd, &o, &memfd);
+		if (r == -EAGAIN)
+			break;
+		if (r < 0) {
+			if (r == -EPROTO) {
+				pcount(NSK_PC_BROKEN);
+				nsk_log(NSK_LOG_WARN, "malformed offer discarded");
+				continue;
+			}
+			break;
+		}
+		if (npend == PENDING_MAX) {
+			REAL(close)(pend[0].memfd);
+			pend[0] = pend[--npend];
+			pcount(NSK_PC_OFFERS_EXPIRED);
+		}
+		pend[npend].o = o;
+		pend[npend].memfd = memfd;
+		pend[npend].t = now;
+		npend++;
+	}
+}
+
+/* Find and remove the offer for @s's 4-tuple. Caller holds nsk_g.lock. */
+static int take_offer_locked(struct nsk_sock *s, struct nsk_offer *o)
+{
+	struct nsk_conn *c = s->conn;
+	for (int i = 0; i < npend; i++) {
+		struct nsk_offer *p = &pend[i].o;
+		if (p->family == c->family && p->cport == c->rport && p->sport == c->lport &&
+		    !memcmp(p->caddr, c->raddr, 16) && !memcmp(p->saddr, c->laddr, 16)) {
+			*o = *p;
+			int fd = pend[i].memfd;
+			pend[i] = pend[--npend];
+			return fd;
+		}
+	}
+	return -1;
+}
+
+int nsk_sock_is_internal_fd(int fd)
+{
+	if (fd < 0)
+		return 0;
+	if (fd == nsk_g.rv_fd || fd == nsk_g.offer_fd)
+		return 1;
+	for (int i = 0; i < npend; i++)
+		if (pend[i].memfd == fd)
+			return 1;
+	return 0;
+}
+
+/* The application closed (or dup2'd over) one of our internal descriptors: forget it. */
+void nsk_sock_internal_fd_lost(int fd)
+{
+	pthread_mutex_lock(&nsk_g.lock);
+	if (fd == nsk_g.rv_fd)
+		nsk_g.rv_fd = -1;
+	if (fd == nsk_g.offer_fd)
+		nsk_g.offer_fd = -1;
+	for (int i = 0; i < npend; i++)
+		if (pend[i].memfd == fd) {
+			pend[i] = pend[--npend];
+			break;
+		}
+	pthread_mutex_unlock(&nsk_g.lock);
+}
+
+/* From the switch on, TCP carries only 1-byte control segments: they must not wait for
+ * Nagle (the application's own TCP_NODELAY is remembered and reported by getsockopt). */
+static void ctl_nodelay(struct nsk_sock *s)
+{
+	int one = 1;
+	REAL(setsockopt)(s->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+static void send_ctl(struct nsk_sock *s)
+{
+	/* Only ever called once our switch point is published: the byte lands past it. */
+	if (REAL(send)(s->fd, &ctl_byte, 1, MSG_DONTWAIT | MSG_NOSIGNAL) == 1)
+		nsk_add64(&s->conn->wakes_sent, 1);
+}
+
+/* Publish our switch point: from now on our application bytes go through the ring.
+ * Caller holds txlock. */
+static void switch_tx_locked(struct nsk_sock *s)
+{
+	struct nsk_conn *c = s->conn;
+	if (c->tx_switched || !s->chan.base)
+		return;
+	if (nsk_load32(&c->mode) == NSK_MODE_OFFERED && nsk_chan_state(&s->chan) == NSK_CH_CLAIMED)
+		nsk_store32(&c->mode, NSK_MODE_SHM); /* the server claimed: we may switch */
+	if (nsk_load32(&c->mode) != NSK_MODE_SHM)
+		return;
+	struct nsk_chan_side *me = &s->chan.hdr->side[s->chan.side];
+	me->switch_at = c->tx_tcp;
+	/* Release pairs with the peer's acquire of `switched` in peer_switch(): switch_at is
+	 * visible first. The marker byte below is sent after, so the peer sees the switch point
+	 * before any byte past it. */
+	nsk_store32_release(&me->switched, 1);
+	nsk_store32(&c->tx_switched, 1);
+	ctl_nodelay(s);
+	REAL(send)(s->fd, &ctl_byte, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+	nsk_log(NSK_LOG_DEBUG, "fd %d: tx switched to shm after %llu TCP bytes", s->fd,
+		(unsigned long long)c->tx_tcp);
+}
+
+static void try_claim(struct nsk_sock *s)
+{
+	struct nsk_conn *c = s->conn;
+	if (nsk_now_ns() > s->deadline_ns) {
+		nsk_store32(&c->mode, NSK_MODE_PLAIN);
+		return;
+	}
+	if (s->reg_slot < 0)
+		return;
+	/* Nothing new was posted to the listener since we last looked: no syscall, no lock. */
+	uint64_t seq = nsk_load64_acquire(&nsk_g.dom.reg.e[s->reg_slot].offer_seq);
+	if (seq == s->seen_seq)
+		return;
+	s->seen_seq = seq;
+	struct nsk_offer o;
+	pthread_mutex_lock(&nsk_g.lock);
+	drain_offers_locked();
+	int memfd = take_offer_locked(s, &o);
+	pthread_mutex_unlock(&nsk_g.lock);
+	if (memfd < 0)
+		return;
+	int r = nsk_chan_attach(&s->chan, memfd, &o);
+	REAL(close)(memfd);
+	if (r < 0) {
+		pcount(r == -EPROTO ? NSK_PC_BROKEN : NSK_PC_FALLBACKS);
+		nsk_log(NSK_LOG_WARN, "fd %d: offer rejected (%s): staying on TCP", s->fd,
+			strerror(-r));
+		nsk_store32(&c->mode, NSK_MODE_PLAIN);
+		return;
+	}
+	xlock(&c->txlock);
+	if (nsk_chan_claim(&s->chan) < 0) {
+		xunlock(&c->txlock);
+		nsk_chan_unmap(&s->chan);
+		nsk_store32(&c->mode, NSK_MODE_PLAIN);
+		return;
+	}
+	/* Claimed: publish our switch point while holding txlock (no TCP send can slip in). */
+	struct nsk_chan_side *me = &s->chan.hdr->side[NSK_SIDE_SERVER];
+	me->switch_at = c->tx_tcp;
+	nsk_store32_release(&me->switched, 1); /* pairs with peer_switch() on the client */
+	c->nonce = o.nonce;
+	nsk_store32(&c->mode, NSK_MODE_SHM);
+	nsk_store32(&c->tx_switched, 1);
+	ctl_nodelay(s);
+	REAL(send)(s->fd, &ctl_byte, 1, MSG_DONTWAIT | MSG_NOSIGNAL); /* marker */
+	xunlock(&c->txlock);
+	pcount(NSK_PC_CLAIMS);
+	if (s->reg_slot >= 0)
+		nsk_add64(&nsk_g.dom.reg.e[s->reg_slot].upgraded, 1);
+	nsk_log(NSK_LOG_DEBUG, "fd %d: claimed channel (server sent %llu TCP bytes)", s->fd,
+		(unsigned long long)me->switch_at);
+}
+
+void nsk_sock_accepted(struct nsk_sock *s, int reg_slot)
+{
+	s->reg_slot = reg_slot;
+	if (reg_slot < 0 || fill_tuple(s) < 0) {
+		nsk_store32(&s->conn->mode, NSK_MODE_PLAIN);
+		return;
+	}
+	nsk_add64(&nsk_g.dom.reg.e[reg_slot].accepted, 1);
+	s->seen_seq = (uint64_t)-1; /* force one drain */
+	s->deadline_ns = nsk_now_ns() + nsk_g.offer_timeout_ns;
+	nsk_store32(&s->conn->mode, NSK_MODE_OFFERED);
+	pthread_mutex_lock(&s->lock);
+	try_claim(s);
+	pthread_mutex_unlock(&s->lock);
+}
+
+/* ---------------------------------------------------------------- offers (client) ----- */
+
+static void deliver_offer(struct nsk_sock *s)
+{
+	pthread_mutex_lock(&nsk_g.lock);
+	if (nsk_g.offer_fd < 0)
+		nsk_g.offer_fd = REAL(socket)(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	int ofd = nsk_g.offer_fd;
+	int r = ofd < 0 ? -errno : nsk_offer_send(ofd, s->offer_path, &s->offer, s->offer_memfd);
+	pthread_mutex_unlock(&nsk_g.lock);
+	if (r == -EAGAIN || r == -ENOBUFS)
+		return; /* the listener's queue is full: retry on a later call */
+	REAL(close)(s->offer_memfd);
+	s->offer_memfd = -1;
+	s->offer_pending = 0;
+	if (r < 0) {
+		pcount(NSK_PC_OFFERS_FAILED);
+		nsk_log(NSK_LOG_DEBUG, "fd %d: offer to %s failed (%s): TCP", s->fd, s->offer_path,
+			strerror(-r));
+		if (r == -ECONNREFUSED || r == -ENOENT) {
+			/* The listener's process is gone: retire its stale entry. */
+			struct nsk_reg_entry e;
+			if (nsk_registry_read(&nsk_g.dom.reg, s->reg_slot, &e) &&
+			    !nsk_proc_alive((pid_t)e.pid, e.start_time))
+				nsk_registry_mark_dead(&nsk_g.dom.reg, s->reg_slot, e.state);
+		}
+		nsk_chan_unmap(&s->chan);
+		nsk_store32(&s->conn->mode, NSK_MODE_PLAIN);
+		return;
+	}
+	pcount(NSK_PC_OFFERS_SENT);
+	/* Tell the owner something is queued (it polls this word instead of the socket). */
+	nsk_add64(&nsk_g.dom.reg.e[s->reg_slot].offer_seq, 1);
+}
+
+void nsk_sock_connected(struct nsk_sock *s)
+{
+	struct nsk_conn *c = s->conn;
+	if (nsk_load32(&c->mode) != NSK_MODE_TCP || !nsk_domain_ready()) {
+		nsk_store32(&c->mode, NSK_MODE_PLAIN);
+		return;
+	}
+	if (fill_tuple(s) < 0) {
+		nsk_store32(&c->mode, NSK_MODE_PLAIN);
+		return;
+	}
+	struct nsk_reg_key k;
+	memset(&k, 0, sizeof(k));
+	k.family = c->family;
+	memcpy(k.addr, c->raddr, 16);
+	k.port = c->rport;
+	k.netns = nsk_g.netns;
+	int dst_local = is_loopback(k.family, k.addr) || !memcmp(c->raddr, c->laddr, 16);
+	struct nsk_reg_entry e;
+	int slot = nsk_registry_lookup(&nsk_g.dom.reg, &k, dst_local, &e);
+	if (slot < 0 || nsk_rv_path(&nsk_g.dom, e.rv, s->offer_path, sizeof(s->offer_path)) < 0) {
+		nsk_store32(&c->mode, NSK_MODE_PLAIN);
+		return;
+	}
+	int memfd = nsk_chan_create(&s->chan, nsk_g.ring_size);
+	if (memfd < 0) {
+		pcount(NSK_PC_FALLBACKS);
+		nsk_log(NSK_LOG_INFO, "fd %d: no channel (%s): TCP", s->fd, strerror(-memfd));
+		nsk_store32(&c->mode, NSK_MODE_PLAIN);
+		return;
+	}
+	struct nsk_offer *o = &s->offer;
+	memset(o, 0, sizeof(*o));
+	o->magic = NSK_OFFER_MAGIC;
+	o->version = NSK_CHAN_VERSION;
+	o->nonce = s->chan.nonce;
+	o->seg_size = s->chan.size;
+	o->family = c->family;
+	o->cport = c->lport;
+	o->sport = c->rport;
+	memcpy(o->caddr, c->laddr, 16);
+	memcpy(o->saddr, c->raddr, 16);
+	o->pid = (uint32_t)getpid();
+	c->nonce = o->nonce;
+	s->reg_slot = slot;
+	s->offer_memfd = memfd;
+	s->offer_pending = 1;
+	s->deadline_ns = nsk_now_ns() + nsk_g.offer_timeout_ns;
+	nsk_store32(&c->mode, NSK_MODE_OFFERED);
+	deliver_offer(s);
+}
+
+static void client_refresh(struct nsk_sock *s)
+{
+	struct nsk_conn *c = s->conn;
+	if (s->offer_pending)
+		deliver_offer(s);
+	if (nsk_load32(&c->mode) != NSK_MODE_OFFERED)
+		return;
+	uint32_t st = nsk_chan_state(&s->chan);
+	if (st == NSK_CH_OFFERED && nsk_now_ns() > s->deadline_ns &&
+	    nsk_chan_withdraw(&s->chan) == 0) {
+		pcount(NSK_PC_OFFERS_EXPIRED);
+		nsk_log(NSK_LOG_DEBUG, "fd %d: offer not claimed in time: TCP", s->fd);
+		if (s->offer_memfd >= 0) {
+			REAL(close)(s->offer_memfd);
+			s->offer_memfd = -1;
+			s->offer_pending = 0;
+		}
+		nsk_chan_unmap(&s->chan);
+		nsk_store32(&c->mode, NSK_MODE_PLAIN);
+		return;
+	}
+	if (nsk_chan_state(&s->chan) == NSK_CH_CLAIMED)
+		nsk_store32(&c->mode, NSK_MODE_SHM);
+}
+
+/* A non-blocking connect finished? Gives up (PLAIN) once it failed. */
+static int connecting_done(struct nsk_sock *s)
+{
+	struct sockaddr_storage ra;
+	socklen_t rl = sizeof(ra);
+	if (getpeername(s->fd, (struct sockaddr *)&ra, &rl) == 0)
+		return 1;
+	struct pollfd p = {.fd = s->fd, .events = POLLOUT};
+	if (REAL(poll)(&p, 1, 0) == 1 && (p.revents & (POLLERR | POLLHUP)))
+		nsk_store32(&s->conn->mode, NSK_MODE_PLAIN);
+	return 0;
+}
+
+void nsk_sock_refresh(struct nsk_sock *s)
+{
+	struct nsk_conn *c = s->conn;
+	uint32_t mode = nsk_load32(&c->mode);
+	if (mode == NSK_MODE_PLAIN || mode == NSK_MODE_BROKEN || c->tx_switched)
+		return;
+	if (!s->chan.base && mode == NSK_MODE_SHM)
+		return; /* inherited across fork after the upgrade: nothing to do here */
+	pthread_mutex_lock(&s->lock);
+	mode = nsk_load32(&c->mode);
+	if (s->kind == NSK_CK_CLIENT) {
+		if (mode == NSK_MODE_TCP && s->connecting && connecting_done(s))
+			nsk_sock_connected(s);
+		else
+			client_refresh(s);
+	} else if (s->kind == NSK_CK_SERVER && mode == NSK_MODE_OFFERED) {
+		try_claim(s);
+	}
+	if (nsk_load32(&c->mode) == NSK_MODE_SHM && !c->tx_switched && xtrylock(&c->txlock)) {
+		switch_tx_locked(s);
+		xunlock(&c->txlock);
+	}
+	pthread_mutex_unlock(&s->lock);
+}
+
+/* ---------------------------------------------------------------- data path ----------- */
+
+/* The peer's switch point for the direction we receive, if published. */
+static int peer_switch(struct nsk_sock *s, uint64_t *at)
+{
+	/* Judge from the shared header, not our local mode: the peer may have claimed (and
+	 * switched) before this side noticed. */
+	if (!s->chan.base || nsk_chan_state(&s->chan) != NSK_CH_CLAIMED)
+		return 0;
+	struct nsk_chan_side *peer = &s->chan.hdr->side[1 - s->chan.side];
+	/* Acquire pairs with the release in switch_tx_locked()/try_claim() on the peer. */
+	if (!nsk_load32_acquire(&peer->switched))
+		return 0;
+	*at = peer->switch_at;
+	return 1;
+}
+
+static void mark_broken(struct nsk_sock *s, const char *what)
+{
+	if (nsk_load32(&s->conn->mode) != NSK_MODE_BROKEN) {
+		pcount(NSK_PC_BROKEN);
+		nsk_log(NSK_LOG_WARN, "fd %d: peer broke the channel (%s): connection reset", s->fd,
+			what);
+		nsk_store32(&s->conn->mode, NSK_MODE_BROKEN);
+		REAL(shutdown)(s->fd, SHUT_RDWR);
+	}
+}
+
+/* Has the receiver crossed the peer's switch point? Updates rx_crossed. */
+static int rx_crossed(struct nsk_sock *s)
+{
+	struct nsk_conn *c = s->conn;
+	if (nsk_load32(&c->rx_crossed))
+		return 1;
+	uint64_t at;
+	if (!peer_switch(s, &at))
+		return 0;
+	if (c->rx_tcp > at) {
+		mark_broken(s, "switch point behind delivered bytes");
+		return 0;
+	}
+	if (c->rx_tcp == at) {
+		nsk_store32(&c->rx_crossed, 1);
+		return 1;
+	}
+	return 0;
+}
+
+/* Consume control bytes that wait on the kernel socket (only past the peer's switch point).
+ * Records EOF / reset. Returns 1 if something changed. */
+static int drain_ctl(struct nsk_sock *s)
+{
+	char buf[256];
+	int changed = 0;
+	for (;;) {
+		ssize_t n = REAL(recv)(s->fd, buf, sizeof(buf), MSG_DONTWAIT);
+		if (n > 0) {
+			nsk_add64(&s->conn->ctl_bytes, (uint64_t)n);
+			changed = 1;
+			if (n < (ssize_t)sizeof(buf))
+				return changed;
+			continue;
+		}
+		if (n == 0) {
+			if (!s->conn->tcp_eof)
+				nsk_store32(&s->conn->tcp_eof, 1);
+			return 1;
+		}
+		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+			return changed;
+		if (!s->conn->tcp_eof)
+			nsk_store32(&s->conn->tcp_eof, errno == ECONNRESET ? 2 : 1);
+		return 1;
+	}
+}
+
+static int is_nonblocking(struct nsk_sock *s, int flags)
+{
+	if (flags & MSG_DONTWAIT)
+		return 1;
+	if (s->nonblock)
+		return 1;
+	/* We are about to sleep: ask the kernel (another process may have set it). */
+	int fl = REAL(fcntl)(s->fd, F_GETFL);
+	return fl >= 0 && (fl & O_NONBLOCK);
+}
+
+static void wake_after_read(struct nsk_sock *s)
+{
+	uint32_t w = nsk_take(&s->chan.rx.ctl->prod_armed);
+	if (!w)
+		return;
+	if (w & NSK_ARM_FUTEX)
+		nsk_futex_bump(&s->chan.rx.ctl->space_seq);
+	if (w & NSK_ARM_FD) {
+		struct nsk_conn *c = s->conn;
+		if (!c->tx_switched) {
+			xlock(&c->txlock);
+			switch_tx_locked(s);
+			xunlock(&c->txlock);
+		}
+		/* A control byte before our switch point would be taken for data. */
+		if (c->tx_switched)
+			send_ctl(s);
+	}
+}
+
+static void wake_after_write(struct nsk_sock *s)
+{
+	uint32_t w = nsk_take(&s->chan.tx.ctl->cons_armed);
+	if (!w)
+		return;
+	if (w & NSK_ARM_FUTEX)
+		nsk_futex_bump(&s->chan.tx.ctl->data_seq);
+	if (w & NSK_ARM_FD)
+		send_ctl(s);
+}
+
+#define SLICE_NS (100ull * 1000000ull) /* liveness re-check period while sleeping */
+
+static int ring_ready(struct nsk_sock *s, int tx)
+{
+	if (tx)
+		return nsk_ring_free(&s->chan.tx) != 0;
+	return nsk_ring_used(&s->chan.rx) != 0 || nsk_load32(&s->chan.rx.ctl->fin);
+}
+
+/* Spin (no syscalls) up to the socket's budget until direction @tx (0: data to read,
+ * 1: space to write) is ready. Returns 1 if it became ready. Caller holds no lock. */
+static int spin_ring(struct nsk_sock *s, int tx)
+{
+	if (!s->spin_ns)
+		return 0;
+	uint64_t t0 = nsk_now_ns();
+	for (int i = 0;; i++) {
+		if (ring_ready(s, tx))
+			return 1;
+		nsk_cpu_relax();
+		if ((i & 63) == 63 && nsk_now_ns() - t0 > s->spin_ns)
+			return 0;
+	}
+}
+
+/* Sleep on the futex of direction @tx until the peer wakes us, a liveness slice ends, or
+ * @deadline (0: none) passes. 0, -EINTR (signal without SA_RESTART) or -ETIMEDOUT.
+ * Caller holds no lock and re-checks everything afterwards. */
+static int sleep_ring(struct nsk_sock *s, int tx, uint64_t deadline)
+{
+	struct nsk_ring *r = tx ? &s->chan.tx : &s->chan.rx;
+	uint32_t *armed = tx ? &r->ctl->prod_armed : &r->ctl->cons_armed;
+	uint32_t *seqw = tx ? &r->ctl->space_seq : &r->ctl->data_seq;
+	/* Acquire pairs with nsk_futex_bump's release by the waker. */
+	uint32_t seq = nsk_load32_acquire(seqw);
+	nsk_arm(armed, NSK_ARM_FUTEX);
+	if (ring_ready(s, tx)) {
+		nsk_disarm(armed, NSK_ARM_FUTEX);
+		return 0;
+	}
+	int64_t t = (int64_t)SLICE_NS;
+	if (deadline) {
+		uint64_t now = nsk_now_ns();
+		if (now >= deadline) {
+			nsk_disarm(armed, NSK_ARM_FUTEX);
+			return -ETIMEDOUT;
+		}
+		if (deadline - now < (uint64_t)t)
+			t = (int64_t)(deadline - now);
+	}
+	int ret = nsk_futex_wait(seqw, seq, t);
+	nsk_disarm(armed, NSK_ARM_FUTEX);
+	return ret;
+}
+
+ssize_t nsk_sock_recv(struct nsk_sock *s, const struct iovec *iov, int iovcnt, int flags)
+{
+	struct nsk_conn *c = s->conn;
+	size_t total = nsk_iov_total(iov, iovcnt);
+	int peek = flags & MSG_PEEK;
+	int waitall = (flags & MSG_WAITALL) && !peek;
+	uint64_t deadline = s->rcvtimeo_ns ? nsk_now_ns() + s->rcvtimeo_ns : 0;
+	struct nsk_iovcur cur;
+	nsk_iovcur_init(&cur, iov, iovcnt);
+	size_t got = 0;
+	ssize_t ret;
+	int spun = 0;
+	if (total == 0)
+		return REAL(recv)(s->fd, NULL, 0, flags) < 0 ? -errno : 0;
+
+	xlock(&c->rxlock);
+	for (;;) {
+		uint32_t mode = nsk_load32(&c->mode);
+		if (mode == NSK_MODE_BROKEN) {
+			ret = got ? (ssize_t)got : -ECONNRESET;
+			break;
+		}
+		if (c->rx_shut && (mode != NSK_MODE_SHM || nsk_load32(&c->rx_crossed))) {
+			ret = (ssize_t)got;
+			break;
+		}
+		if (!rx_crossed(s)) {
+			/* TCP part of the stream: at most up to the peer's switch point. */
+			uint64_t at = 0;
+			int known = peer_switch(s, &at);
+			size_t lim = total - got;
+			if (known && at - c->rx_tcp < lim)
+				lim = (size_t)(at - c->rx_tcp);
+			/* Build an iovec view of the remaining buffer limited to lim bytes. */
+			struct iovec view[64];
+			int nv = 0;
+			size_t left = lim, off = cur.off;
+			for (int i = 0; i < cur.cnt && left && nv < 64; i++) {
+				size_t len = cur.iov[i].iov_len - off;
+				if (len > left)
+					len = left;
+				view[nv].iov_base = (char *)cur.iov[i].iov_base + off;
+				view[nv].iov_len = len;
+				nv++;
+				left -= len;
+				off = 0;
+			}
+			int kflags = (flags & (MSG_PEEK | MSG_OOB | MSG_TRUNC | MSG_CMSG_CLOEXEC)) |
+				     ((got || (flags & MSG_DONTWAIT)) ? MSG_DONTWAIT : 0);
+			struct msghdr mh = {.msg_iov = view, .msg_iovlen = (size_t)nv};
+			/* A blocking kernel read may sleep here holding rxlock: only other readers of
+			 * this socket wait for it, as they would in the kernel. */
+			ssize_t n = REAL(recvmsg)(s->fd, &mh, kflags);
+			if (n < 0) {
+				int e = errno;
+				if (got) {
+					ret = (ssize_t)got;
+					break;
+				}
+				if ((e == EAGAIN || e == EWOULDBLOCK) && rx_crossed(s))
+					continue; /* crossed meanwhile: continue on the ring */
+				ret = -e;
+				break;
+			}
+			if (n == 0) {
+				/* EOF before the switch point: plain TCP end (or the peer switched and
+				 * closed: the ring may still hold data). */
+				if (peer_switch(s, &at) && at == c->rx_tcp) {
+					nsk_store32(&c->tcp_eof, 1);
+					continue;
+				}
+				ret = (ssize_t)got;
+				break;
+			}
+			/* Bytes past a switch point published meanwhile are control bytes. */
+			if (peer_switch(s, &at) && c->rx_tcp + (uint64_t)n > at)
+				n = (ssize_t)(at - c->rx_tcp);
+			if (n > 0) {
+				struct nsk_iovcur skip = cur;
+				/* advance the cursor by n */
+				size_t adv = (size_t)n;
+				while (adv && skip.cnt) {
+					size_t l = skip.iov->iov_len - skip.off;
+					if (l > adv)
+						l = adv;
+					skip.off += l;
+					adv -= l;
+					if (skip.off == skip.iov->iov_len) {
+						skip.iov++;
+						skip.cnt--;
+						skip.off = 0;
+					}
+				}
+				cur = skip;
+				got += (size_t)n;
+				if (!peek) {
+					c->rx_tcp += (uint64_t)n;
+					c->rx_tcp_msgs++;
+				}
+			}
+			if (peek && got) {
+				ret = (ssize_t)got;
+				break;
+			}
+			if (got == total || (got && !waitall)) {
+				ret = (ssize_t)got;
+				break;
+			}
+			continue;
+		}
+		/* Ring part of the stream. */
+		ssize_t n = nsk_ring_read(&s->chan.rx, &cur, total - got, peek);
+		if (n < 0) {
+			mark_broken(s, "receive ring indices");
+			ret = got ? (ssize_t)got : -ECONNRESET;
+			break;
+		}
+		if (n > 0) {
+			got += (size_t)n;
+			if (!peek) {
+				c->rx_shm_bytes += (uint64_t)n;
+				c->rx_shm_msgs++;
+				wake_after_read(s);
+			}
+			if (got == total || !waitall) {
+				ret = (ssize_t)got;
+				break;
+			}
+			continue;
+		}
+		/* Ring empty: end of stream? */
+		if (nsk_load32_acquire(&s->chan.rx.ctl->fin) || c->tcp_eof) {
+			if (nsk_ring_used(&s->chan.rx) != 0)
+				continue; /* data raced in before the FIN */
+			if (c->tcp_eof == 2 && !got) {
+				nsk_store32(&c->tcp_eof, 1);
+				ret = -ECONNRESET;
+				break;
+			}
+			ret = (ssize_t)got;
+			break;
+		}
+		if (got && !waitall) {
+			ret = (ssize_t)got;
+			break;
+		}
+		if ((flags & MSG_DONTWAIT) || s->nonblock) {
+			/* Poll/epoll users learn EOF from the kernel fd; a busy-polling reader still
+			 * notices it within a millisecond. */
+			uint64_t now = nsk_now_ns();
+			if (now - s->last_drain_ns > 1000000) {
+				s->last_drain_ns = now;
+				if (drain_ctl(s))
+					continue;
+			}
+			ret = got ? (ssize_t)got : -EAGAIN;
+			break;
+		}
+		if (!spun) {
+			xunlock(&c->rxlock);
+			spin_ring(s, 0);
+			xlock(&c->rxlock);
+			spun = 1;
+			continue;
+		}
+		if (drain_ctl(s))
+			continue;
+		if (is_nonblocking(s, flags)) {
+			ret = got ? (ssize_t)got : -EAGAIN;
+			break;
+		}
+		xunlock(&c->rxlock);
+		int w = sleep_ring(s, 0, deadline);
+		xlock(&c->rxlock);
+		spun = 0;
+		if (w == -EINTR || (w == -ETIMEDOUT && deadline && nsk_now_ns() >= deadline)) {
+			ret = got ? (ssize_t)got : (w == -EINTR ? -EINTR : -EAGAIN);
+			break;
+		}
+	}
+	xunlock(&c->rxlock);
+	return ret;
+}
+
+/* Is the peer's socket gone for good? Probe with a control byte: after the peer closed,
+ * the kernel answers the first byte with a reset and fails the next send (EPIPE). */
+static int peer_gone(struct nsk_sock *s)
+{
+	struct nsk_conn *c = s->conn;
+	if (c->peer_gone)
+		return 1;
+	struct pollfd p = {.fd = s->fd, .events = POLLRDHUP};
+	if (REAL(poll)(&p, 1, 0) <= 0 || !(p.revents & (POLLRDHUP | POLLHUP | POLLERR)))
+		return 0;
+	if (!(p.revents & (POLLHUP | POLLERR))) {
+		/* Half-closed or closed: the probe tells. */
+		if (REAL(send)(s->fd, &ctl_byte, 1, MSG_DONTWAIT | MSG_NOSIGNAL) == 1)
+			return 0;
+		if (errno != EPIPE && errno != ECONNRESET)
+			return 0;
+	}
+	nsk_store32(&c->peer_gone, 1);
+	return 1;
+}
+
+static ssize_t epipe(int flags)
+{
+	if (!(flags & MSG_NOSIGNAL))
+		raise(SIGPIPE);
+	return -EPIPE;
+}
+
+ssize_t nsk_sock_send(struct nsk_sock *s, const struct iovec *iov, int iovcnt, int flags)
+{
+	struct nsk_conn *c = s->conn;
+	size_t total = nsk_iov_total(iov, iovcnt);
+	uint64_t deadline = s->sndtimeo_ns ? nsk_now_ns() + s->sndtimeo_ns : 0;
+	ssize_t ret;
+	xlock(&c->txlock);
+	if (!c->tx_switched && s->chan.base)
+		switch_tx_locked(s);
+	if (!c->tx_switched) {
+		struct msghdr mh = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
+		ret = REAL(sendmsg)(s->fd, &mh, flags);
+		if (ret < 0)
+			ret = -errno;
+		else {
+			c->tx_tcp += (uint64_t)ret;
+			c->tx_tcp_msgs++;
+		}
+		xunlock(&c->txlock);
+		return ret;
+	}
+	if (nsk_load32(&c->mode) == NSK_MODE_BROKEN) {
+		xunlock(&c->txlock);
+		return -ECONNRESET;
+	}
+	if (c->tx_shut || c->peer_gone || (c->tcp_eof && peer_gone(s))) {
+		xunlock(&c->txlock);
+		return epipe(flags);
+	}
+	if (total == 0) {
+		xunlock(&c->txlock);
+		return 0;
+	}
+	struct nsk_iovcur cur;
+	nsk_iovcur_init(&cur, iov, iovcnt);
+	size_t sent = 0;
+	int spun = 0;
+	for (;;) {
+		ssize_t n = nsk_ring_write(&s->chan.tx, &cur, total - sent);
+		if (n < 0) {
+			mark_broken(s, "send ring indices");
+			ret = sent ? (ssize_t)sent : -ECONNRESET;
+			break;
+		}
+		if (n > 0) {
+			sent += (size_t)n;
+			c->tx_shm_bytes += (uint64_t)n;
+			c->tx_shm_msgs++;
+			wake_after_write(s);
+			if (sent == total) {
+				ret = (ssize_t)sent;
+				break;
+			}
+		}
+		/* Ring full. */
+		if ((flags & MSG_DONTWAIT) || s->nonblock) {
+			ret = sent ? (ssize_t)sent : -EAGAIN;
+			break;
+		}
+		if (!spun) {
+			xunlock(&c->txlock);
+			spin_ring(s, 1);
+			xlock(&c->txlock);
+			spun = 1;
+			continue;
+		}
+		if (peer_gone(s)) {
+			ret = sent ? (ssize_t)sent : epipe(flags);
+			break;
+		}
+		if (is_nonblocking(s, flags)) {
+			ret = sent ? (ssize_t)sent : -EAGAIN;
+			break;
+		}
+		xunlock(&c->txlock);
+		int w = sleep_ring(s, 1, deadline);
+		xlock(&c->txlock);
+		spun = 0;
+		if (w == -EINTR || (w == -ETIMEDOUT && deadline && nsk_now_ns() >= deadline)) {
+			ret = sent ? (ssize_t)sent : (w == -EINTR ? -EINTR : -EAGAIN);
+			break;
+		}
+	}
+	xunlock(&c->txlock);
+	return ret;
+}
+
+int nsk_sock_shutdown(struct nsk_sock *s, int how)
+{
+	struct nsk_conn *c = s->conn;
+	if (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR)
+		return -EINVAL;
+	if (how != SHUT_RD) {
+		xlock(&c->txlock);
+		if (c->tx_switched && s->chan.base) {
+			/* Release pairs with the consumer's acquire of fin: all ring data first. */
+			nsk_store32_release(&s->chan.tx.ctl->fin, 1);
+			wake_after_write(s);
+		}
+		nsk_store32(&c->tx_shut, 1);
+		xunlock(&c->txlock);
+	}
+	if (how != SHUT_WR)
+		nsk_store32(&c->rx_shut, 1);
+	if (REAL(shutdown)(s->fd, how) < 0)
+		return -errno;
+	if (how != SHUT_WR && s->chan.base) {
+		/* Wake our own sleepers: their recv returns 0 now. */
+		nsk_futex_bump(&s->chan.rx.ctl->data_seq);
+	}
+	return 0;
+}
+
+int nsk_sock_fionread(struct nsk_sock *s)
+{
+	int k = 0;
+	struct nsk_conn *c = s->conn;
+	if (!rx_crossed(s)) {
+		if (REAL(ioctl)(s->fd, FIONREAD, &k) < 0)
+			return -errno;
+		uint64_t at;
+		if (peer_switch(s, &at) && c->rx_tcp + (uint64_t)k > at)
+			k = (int)(at - c->rx_tcp);
+		return k;
+	}
+	int64_t used = nsk_ring_used(&s->chan.rx);
+	if (used < 0)
+		return -ECONNRESET;
+	return used > INT_MAX ? INT_MAX : (int)used;
+}
+
+/* ---------------------------------------------------------------- readiness ----------- */
+
+int nsk_sock_is_shm(struct nsk_sock *s)
+{
+	return s->chan.base && nsk_load32(&s->conn->mode) == NSK_MODE_SHM && s->conn->tx_switched;
+}
+
+int nsk_sock_ready(struct nsk_sock *s, int want, int *kernel_ev, int arm)
+{
+	struct nsk_conn *c = s->conn;
+	int ready = 0, kev = 0;
+	if (nsk_load32(&c->mode) == NSK_MODE_BROKEN) {
+		*kernel_ev = 0;
+		return (want & (POLLIN | POLLOUT | POLLRDHUP)) | POLLERR | POLLHUP;
+	}
+	if (want & (POLLIN | POLLRDHUP)) {
+		if (!rx_crossed(s)) {
+			kev |= want & (POLLIN | POLLRDHUP | POLLPRI);
+		} else {
+			int64_t used = nsk_ring_used(&s->chan.rx);
+			if (used < 0) {
+				mark_broken(s, "receive ring indices");
+				*kernel_ev = 0;
+				return (want & POLLIN) | POLLERR | POLLHUP;
+			}
+			int fin = nsk_load32_acquire(&s->chan.rx.ctl->fin) || c->tcp_eof;
+			if (used > 0 || fin || c->rx_shut)
+				ready |= want & POLLIN;
+			if ((fin || c->rx_shut) && used == 0)
+				ready |= want & POLLRDHUP;
+			if (!(ready & POLLIN)) {
+				kev |= POLLIN;
+				if (arm)
+					nsk_arm(&s->chan.rx.ctl->cons_armed, NSK_ARM_FD);
+				/* re-check after arming (pairs with the producer's nsk_take) */
+				if (nsk_ring_used(&s->chan.rx) != 0 || nsk_load32(&s->chan.rx.ctl->fin))
+					ready |= want & POLLIN;
+			}
+		}
+	}
+	if (want & POLLOUT) {
+		if (!c->tx_switched) {
+			kev |= POLLOUT;
+		} else if (c->tx_shut || c->peer_gone) {
+			ready |= POLLOUT;
+		} else {
+			int64_t fr = nsk_ring_free(&s->chan.tx);
+			if (fr < 0) {
+				mark_broken(s, "send ring indices");
+				*kernel_ev = 0;
+				return POLLOUT | POLLERR | POLLHUP;
+			}
+			if ((uint64_t)fr >= s->chan.tx.size / 4) {
+				ready |= POLLOUT;
+			} else {
+				/* The peer's space wake-up arrives as a control byte on our rx side. */
+				kev |= POLLIN;
+				if (arm) {
+					nsk_arm(&s->chan.tx.ctl->prod_armed, NSK_ARM_FD);
+					if ((uint64_t)nsk_ring_free(&s->chan.tx) >= s->chan.tx.size / 4)
+						ready |= POLLOUT;
+				}
+			}
+		}
+	}
+	*kernel_ev = kev;
+	return ready;
+}
+
+void nsk_sock_disarm(struct nsk_sock *s)
+{
+	if (!s->chan.base)
+		return;
+	nsk_disarm(&s->chan.rx.ctl->cons_armed, NSK_ARM_FD);
+	nsk_disarm(&s->chan.tx.ctl->prod_armed, NSK_ARM_FD);
+}
+
+void nsk_sock_kernel_event(struct nsk_sock *s, int revents)
+{
+	if ((revents & (POLLIN | POLLHUP | POLLERR | POLLRDHUP)) && s->chan.base && rx_crossed(s))
+		drain_ctl(s);
+}

@@ -1,0 +1,130 @@
+/* SPDX-License-Identifier: MIT */
+/* sock.h — what the preload library knows about one TCP socket, and the operations the
+ * wrappers build on: the upgrade state machine (offer, claim, switch points), the exact
+ * TCP/ring receive and send paths, readiness for poll/select/epoll, and waiting.
+ * A socket object is shared by every fd (dup) of one open file in this process; its
+ * cross-fork state (locks, byte counts, mode) lives in the process's connection table. */
+#ifndef NSK_SOCK_H
+#define NSK_SOCK_H
+
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include "core/chan.h"
+#include "core/domain.h"
+#include "core/layout.h"
+
+enum nsk_log_level { NSK_LOG_DEBUG = 0, NSK_LOG_INFO, NSK_LOG_WARN, NSK_LOG_OFF };
+
+/* Process-wide configuration and state. */
+struct nsk_global {
+	int disabled;   /* NEARSOCK_DISABLE=1 or the domain could not be used */
+	int log_level;
+	uint64_t ring_size;
+	uint64_t spin_ns;
+	uint64_t offer_timeout_ns;
+	pthread_mutex_t lock; /* domain set-up, rendezvous and pending offers */
+	int domain_state;     /* 0 untried, 1 ready, -1 failed */
+	struct nsk_domain dom;
+	struct nsk_proctab tab;
+	uint64_t netns;
+	uint64_t start_time;
+	pid_t pid;
+	int rv_fd;         /* our rendezvous socket (listeners) or -1 */
+	char rv_name[40];
+	int offer_fd;      /* unbound datagram socket offers are sent from, or -1 */
+};
+extern struct nsk_global nsk_g;
+
+struct nsk_sock {
+	atomic_int refs;  /* fds of this process referring to the socket */
+	atomic_int busy;  /* calls in progress that may touch the channel mapping */
+	int fd;           /* first fd (for logs and control bytes: any dup works) */
+	int family;
+	int kind;         /* enum nsk_conn_kind */
+	int nonblock;     /* O_NONBLOCK as last set through our wrappers */
+	int app_nodelay;  /* TCP_NODELAY as the application last set it */
+	struct nsk_conn *conn; /* slot in the connection table (never NULL for tracked sockets) */
+	struct nsk_chan chan;  /* mapped while mode is OFFERED (client) or SHM */
+	pthread_mutex_t lock;  /* upgrade transitions of this object */
+	uint64_t deadline_ns;  /* offer expiry (client) / claim window (server) */
+	int offer_pending;     /* client: offer built but not yet delivered (queue full) */
+	int offer_memfd;       /* client: memfd kept until the offer is delivered */
+	char offer_path[108];
+	struct nsk_offer offer;
+	int reg_slot;          /* listener: our registry slot; accepted: the listener's */
+	uint64_t seen_seq;     /* listener/accepted: last offer_seq drained */
+	uint64_t rcvtimeo_ns, sndtimeo_ns; /* SO_RCVTIMEO / SO_SNDTIMEO (0: none) */
+	uint64_t spin_ns;      /* spin budget before sleeping (0 on a single allowed CPU) */
+	uint64_t last_drain_ns; /* non-blocking readers: last look at the kernel socket */
+	int connecting;        /* client: non-blocking connect in progress */
+	uint64_t id;           /* unique per socket object incarnation */
+	struct nsk_sock *next_free;
+};
+
+/* Logging to stderr, rate-limited by level. */
+void nsk_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* nsk_global_init - read the environment (constructor; idempotent). */
+void nsk_global_init(void);
+/* nsk_domain_ready - open the domain and connection table on first use. 1 if usable. */
+int nsk_domain_ready(void);
+
+/* Socket objects. */
+struct nsk_sock *nsk_sock_new(int fd, int family, int kind);
+/* nsk_sock_put - drop one fd reference; the last one releases the channel and slot once
+ * no call is using it any more. */
+void nsk_sock_put(struct nsk_sock *s);
+/* nsk_sock_enter - the object tracking @fd, pinned for the duration of one call, or NULL
+ * (untracked fd: the wrapper calls libc). Pair with nsk_sock_leave. */
+struct nsk_sock *nsk_sock_enter(int fd);
+void nsk_sock_leave(struct nsk_sock *s);
+/* Internal descriptors (rendezvous socket, pending memfds) the application may close. */
+int nsk_sock_is_internal_fd(int fd);
+void nsk_sock_internal_fd_lost(int fd);
+
+/* Upgrade state machine. */
+/* nsk_sock_connected - a client socket finished connecting: look the destination up and
+ * offer a channel if a local listener owns it. */
+void nsk_sock_connected(struct nsk_sock *s);
+/* nsk_sock_accepted - a server socket came out of accept() on listener slot @reg_slot. */
+void nsk_sock_accepted(struct nsk_sock *s, int reg_slot);
+/* nsk_sock_refresh - advance the state machine without blocking (claim, observe a claim,
+ * retry an offer, expire). Called at the top of every wrapped call. */
+void nsk_sock_refresh(struct nsk_sock *s);
+/* nsk_sock_listen - register a listening socket in the domain. */
+void nsk_sock_listen(struct nsk_sock *s);
+void nsk_sock_unlisten(struct nsk_sock *s);
+
+/* Data path. Both return bytes or -errno and follow recv/send semantics exactly. */
+ssize_t nsk_sock_recv(struct nsk_sock *s, const struct iovec *iov, int iovcnt, int flags);
+ssize_t nsk_sock_send(struct nsk_sock *s, const struct iovec *iov, int iovcnt, int flags);
+/* nsk_sock_shutdown - shutdown(2) with ring semantics. 0 or -errno. */
+int nsk_sock_shutdown(struct nsk_sock *s, int how);
+/* nsk_sock_fionread - bytes readable now (FIONREAD), or -errno. */
+int nsk_sock_fionread(struct nsk_sock *s);
+
+/* Readiness for poll/select/epoll. */
+/* nsk_sock_ready - events of @want (POLL* bits) ready in user space right now; sets
+ * *@kernel_ev to what the kernel fd must be asked for instead, when something is not ready
+ * yet (and arms wake-ups if @arm). */
+int nsk_sock_ready(struct nsk_sock *s, int want, int *kernel_ev, int arm);
+/* nsk_sock_disarm - undo the arming done by nsk_sock_ready(…, arm=1). */
+void nsk_sock_disarm(struct nsk_sock *s);
+/* nsk_sock_kernel_event - the kernel fd reported @revents: consume control bytes. */
+void nsk_sock_kernel_event(struct nsk_sock *s, int revents);
+/* nsk_sock_is_shm - whether readiness must be computed in user space (not pass-through). */
+int nsk_sock_is_shm(struct nsk_sock *s);
+
+/* nsk_epoll_forget - @fd (an epoll set) is being closed. */
+void nsk_epoll_forget(int fd);
+
+/* Helpers for wrappers. */
+int nsk_errno_ret(ssize_t r); /* -errno → -1 with errno set; else r */
+
+#endif

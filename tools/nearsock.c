@@ -1,0 +1,154 @@
+/* SPDX-License-Identifier: MIT */
+/* nearsock — the command line: run a program with the preload library, show the domain's
+ * status, clean up after dead processes, and reach the benchmark and dimensioning tools. */
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "status.h"
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: nearsock run [--dir DIR] [--disable] -- PROGRAM [ARGS...]\n"
+		"       nearsock status [--dir DIR] [--json]\n"
+		"       nearsock gc [--dir DIR]\n"
+		"       nearsock bench [ARGS...]       (see nearsock bench --help)\n"
+		"       nearsock dimension [ARGS...]   (see nearsock dimension --help)\n"
+		"environment: NEARSOCK_DIR, NEARSOCK_DISABLE=1, NEARSOCK_LOG=debug|info|warn,\n"
+		"             NEARSOCK_RING_SIZE, NEARSOCK_SPIN_US, NEARSOCK_OFFER_TIMEOUT_MS\n");
+}
+
+/* Directory of this executable. */
+static int self_dir(char *buf, size_t len)
+{
+	ssize_t n = readlink("/proc/self/exe", buf, len - 1);
+	if (n <= 0)
+		return -1;
+	buf[n] = 0;
+	char *slash = strrchr(buf, '/');
+	if (!slash)
+		return -1;
+	*slash = 0;
+	return 0;
+}
+
+/* The preload library: next to the binary (build tree) or in PREFIX/lib/nearsock. */
+static int find_library(char *out, size_t len)
+{
+	char dir[PATH_MAX];
+	if (self_dir(dir, sizeof(dir)) < 0)
+		return -1;
+	const char *cands[] = {"%s/libnearsock.so", "%s/../lib/nearsock/libnearsock.so"};
+	for (size_t i = 0; i < sizeof(cands) / sizeof(cands[0]); i++) {
+		char p[PATH_MAX];
+		if (snprintf(p, sizeof(p), cands[i], dir) >= (int)sizeof(p))
+			continue;
+		if (access(p, R_OK) == 0 && realpath(p, out)) {
+			(void)len;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+static int cmd_run(int argc, char **argv)
+{
+	int i = 0;
+	for (; i < argc; i++) {
+		if (!strcmp(argv[i], "--")) {
+			i++;
+			break;
+		} else if (!strcmp(argv[i], "--dir") && i + 1 < argc) {
+			setenv("NEARSOCK_DIR", argv[++i], 1);
+		} else if (!strcmp(argv[i], "--disable")) {
+			setenv("NEARSOCK_DISABLE", "1", 1);
+		} else if (argv[i][0] == '-') {
+			fprintf(stderr, "nearsock run: unknown option %s\n", argv[i]);
+			return 2;
+		} else {
+			break;
+		}
+	}
+	if (i >= argc) {
+		fprintf(stderr, "nearsock run: no program given\n");
+		usage(stderr);
+		return 2;
+	}
+	char lib[PATH_MAX];
+	if (find_library(lib, sizeof(lib)) < 0) {
+		fprintf(stderr, "nearsock run: libnearsock.so not found next to this binary or in "
+				"../lib/nearsock\n");
+		return 1;
+	}
+	const char *old = getenv("LD_PRELOAD");
+	if (old && *old) {
+		char *v;
+		if (asprintf(&v, "%s:%s", lib, old) < 0)
+			return 1;
+		setenv("LD_PRELOAD", v, 1);
+	} else {
+		setenv("LD_PRELOAD", lib, 1);
+	}
+	execvp(argv[i], argv + i);
+	fprintf(stderr, "nearsock run: cannot execute %s: %s\n", argv[i], strerror(errno));
+	return 127;
+}
+
+static int exec_sibling(const char *name, int argc, char **argv)
+{
+	char dir[PATH_MAX], path[PATH_MAX];
+	if (self_dir(dir, sizeof(dir)) < 0)
+		return 1;
+	if (snprintf(path, sizeof(path), "%s/%s", dir, name) >= (int)sizeof(path))
+		return 1;
+	char **args = calloc((size_t)argc + 2, sizeof(char *));
+	if (!args)
+		return 1;
+	args[0] = path;
+	for (int i = 0; i < argc; i++)
+		args[i + 1] = argv[i];
+	execv(path, args);
+	fprintf(stderr, "nearsock: cannot execute %s: %s\n", path, strerror(errno));
+	return 127;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stderr);
+		return 2;
+	}
+	const char *cmd = argv[1];
+	if (!strcmp(cmd, "run"))
+		return cmd_run(argc - 2, argv + 2);
+	if (!strcmp(cmd, "status") || !strcmp(cmd, "gc")) {
+		const char *dir = NULL;
+		int json = 0;
+		for (int i = 2; i < argc; i++) {
+			if (!strcmp(argv[i], "--json"))
+				json = 1;
+			else if (!strcmp(argv[i], "--dir") && i + 1 < argc)
+				dir = argv[++i];
+			else {
+				fprintf(stderr, "nearsock %s: unknown argument %s\n", cmd, argv[i]);
+				return 2;
+			}
+		}
+		return !strcmp(cmd, "gc") ? nsk_cli_gc(dir) : nsk_cli_status(dir, json);
+	}
+	if (!strcmp(cmd, "bench"))
+		return exec_sibling("nearsock-bench", argc - 2, argv + 2);
+	if (!strcmp(cmd, "dimension"))
+		return exec_sibling("nearsock-dimension", argc - 2, argv + 2);
+	if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
+		usage(stdout);
+		return 0;
+	}
+	fprintf(stderr, "nearsock: unknown command %s\n", cmd);
+	usage(stderr);
+	return 2;
+}
