@@ -244,7 +244,8 @@ static uint64_t ring_sig(struct nsk_sock *s)
 
 /* Readiness of accelerated member @fd (caller holds e->lock). Converts the kernel
  * registration on first sight. Returns epoll events to report (after ET/ONESHOT). */
-static uint32_t member_ready(struct ep *e, int epfd, int fd, int arm, int *armed_out)
+static uint32_t member_ready(struct ep *e, int epfd, int fd, int arm, int *armed_out,
+			     uint32_t kernel_events)
 {
 	struct member *m = &e->m[fd];
 	if (!m->used || m->disabled)
@@ -271,7 +272,10 @@ static uint32_t member_ready(struct ep *e, int epfd, int fd, int arm, int *armed
 	int ev = nsk_sock_ready(s, want, &kev, arm);
 	if (arm)
 		*armed_out = 1;
-	out = poll_to_ep(ev) & (m->app_events | EPOLLERR | EPOLLHUP);
+	/* What the kernel still decides: the TCP part of the stream before the peer's switch
+	 * point, and errors. */
+	uint32_t kdecides = poll_to_ep(kev) | EPOLLERR | EPOLLHUP;
+	out = (poll_to_ep(ev) | (kernel_events & kdecides)) & (m->app_events | EPOLLERR | EPOLLHUP);
 	if (out && (m->app_events & EPOLLET) && nsk_load32(&s->conn->rx_crossed)) {
 		uint64_t sig = ring_sig(s);
 		if (sig == m->last_sig)
@@ -303,7 +307,7 @@ static int scan(struct ep *e, int epfd, struct epoll_event *out, int max, int ar
 	int n = 0;
 	for (int i = 0; i < e->ncand && n < max; i++) {
 		int fd = e->cand[i];
-		uint32_t ev = member_ready(e, epfd, fd, arm, armed);
+		uint32_t ev = member_ready(e, epfd, fd, arm, armed, 0);
 		if (ev) {
 			out[n].events = ev;
 			out[n].data = e->m[fd].app_data;
@@ -341,7 +345,7 @@ static int translate(struct ep *e, int epfd, struct epoll_event *k, int nk, stru
 			if (dup || n >= max)
 				continue;
 			int unused;
-			uint32_t ev = member_ready(e, epfd, fd, 0, &unused);
+			uint32_t ev = member_ready(e, epfd, fd, 0, &unused, k[i].events);
 			if (ev) {
 				out[n].events = ev;
 				out[n].data = m->app_data;
