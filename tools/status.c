@@ -145,20 +145,36 @@ static void print_counters(struct nsk_proctab *t, void *arg)
 {
 	struct out *o = arg;
 	const uint64_t *k = t->hdr->counters;
+	/* bytes of closed connections plus those of live ones */
+	unsigned long long stx = k[NSK_PC_CLOSED_SHM_TX], srx = k[NSK_PC_CLOSED_SHM_RX];
+	unsigned long long ttx = k[NSK_PC_CLOSED_TCP_TX], trx = k[NSK_PC_CLOSED_TCP_RX];
+	uint64_t high = nsk_load64(&t->hdr->high);
+	for (uint64_t i = 0; i < high && i < NSK_PROC_SLOTS; i++) {
+		const struct nsk_conn *c = &t->conns[i];
+		if (!nsk_load32(&c->owner_pid))
+			continue;
+		stx += c->tx_shm_bytes;
+		srx += c->rx_shm_bytes;
+		ttx += c->tx_tcp;
+		trx += c->rx_tcp;
+	}
 	if (o->json)
 		printf("%s\n    {\"pid\": %u, \"offers_sent\": %llu, \"offers_failed\": %llu, "
 		       "\"claims\": %llu, \"offers_expired\": %llu, \"fallbacks\": %llu, "
-		       "\"broken\": %llu}",
+		       "\"broken\": %llu, \"shm_tx_bytes\": %llu, \"shm_rx_bytes\": %llu, "
+		       "\"tcp_tx_bytes\": %llu, \"tcp_rx_bytes\": %llu}",
 		       o->first ? "" : ",", t->hdr->pid, (unsigned long long)k[NSK_PC_OFFERS_SENT],
 		       (unsigned long long)k[NSK_PC_OFFERS_FAILED], (unsigned long long)k[NSK_PC_CLAIMS],
 		       (unsigned long long)k[NSK_PC_OFFERS_EXPIRED],
-		       (unsigned long long)k[NSK_PC_FALLBACKS], (unsigned long long)k[NSK_PC_BROKEN]);
+		       (unsigned long long)k[NSK_PC_FALLBACKS], (unsigned long long)k[NSK_PC_BROKEN],
+		       stx, srx, ttx, trx);
 	else
-		printf("%-7u %8llu %8llu %8llu %8llu %9llu %8llu\n", t->hdr->pid,
-		       (unsigned long long)k[NSK_PC_OFFERS_SENT],
+		printf("%-7u %8llu %8llu %8llu %8llu %9llu %8llu %14llu %14llu %12llu %12llu\n",
+		       t->hdr->pid, (unsigned long long)k[NSK_PC_OFFERS_SENT],
 		       (unsigned long long)k[NSK_PC_OFFERS_FAILED], (unsigned long long)k[NSK_PC_CLAIMS],
 		       (unsigned long long)k[NSK_PC_OFFERS_EXPIRED],
-		       (unsigned long long)k[NSK_PC_FALLBACKS], (unsigned long long)k[NSK_PC_BROKEN]);
+		       (unsigned long long)k[NSK_PC_FALLBACKS], (unsigned long long)k[NSK_PC_BROKEN],
+		       stx, srx, ttx, trx);
 	o->first = 0;
 }
 
@@ -202,8 +218,9 @@ int nsk_cli_status(const char *dir, int json)
 	if (json)
 		printf("\n  ],\n  \"processes\": [");
 	else
-		printf("\nprocesses\n%-7s %8s %8s %8s %8s %9s %8s\n", "pid", "offers", "failed",
-		       "claims", "expired", "fallback", "broken");
+		printf("\nprocesses\n%-7s %8s %8s %8s %8s %9s %8s %14s %14s %12s %12s\n", "pid",
+		       "offers", "failed", "claims", "expired", "fallback", "broken", "shm-tx-B",
+		       "shm-rx-B", "tcp-tx-B", "tcp-rx-B");
 	each_table(d.dir, print_counters, &o, 0);
 	if (json)
 		printf("\n  ]\n}\n");

@@ -267,14 +267,14 @@ static uint32_t member_ready(struct ep *e, int epfd, int fd, int arm, int *armed
 	}
 	if (!m->converted)
 		goto done;
-	int kev;
+	int kev, kdec;
 	int want = ep_to_poll(m->app_events);
-	int ev = nsk_sock_ready(s, want, &kev, arm);
+	int ev = nsk_sock_ready(s, want, &kev, &kdec, arm);
 	if (arm)
 		*armed_out = 1;
 	/* What the kernel still decides: the TCP part of the stream before the peer's switch
 	 * point, and errors. */
-	uint32_t kdecides = poll_to_ep(kev) | EPOLLERR | EPOLLHUP;
+	uint32_t kdecides = poll_to_ep(kdec) | EPOLLERR | EPOLLHUP;
 	out = (poll_to_ep(ev) | (kernel_events & kdecides)) & (m->app_events | EPOLLERR | EPOLLHUP);
 	if (out && (m->app_events & EPOLLET) && nsk_load32(&s->conn->rx_crossed)) {
 		uint64_t sig = ring_sig(s);
@@ -422,9 +422,9 @@ static int wait_common(int epfd, struct epoll_event *out, int max, int timeout,
 					struct nsk_sock *s = nsk_sock_enter(fd);
 					if (!s)
 						continue;
-					int kev;
+					int kev, kdec;
 					if (s->id == m->sock_id && nsk_sock_is_shm(s) &&
-					    nsk_sock_ready(s, ep_to_poll(m->app_events), &kev, 0))
+					    nsk_sock_ready(s, ep_to_poll(m->app_events), &kev, &kdec, 0))
 						hit = 1;
 					nsk_sock_leave(s);
 				}

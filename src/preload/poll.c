@@ -84,8 +84,8 @@ static int poll_common(struct pollfd *fds, nfds_t n, int64_t timeout_ns, const s
 			k[i].revents = 0;
 			if (!socks[i])
 				continue;
-			int kev;
-			int ev = nsk_sock_ready(socks[i], fds[i].events, &kev, 0);
+			int kev, kdec;
+			int ev = nsk_sock_ready(socks[i], fds[i].events, &kev, &kdec, 0);
 			fds[i].revents = (short)ev;
 			user |= ev != 0;
 			k[i].events = (short)kev;
@@ -104,8 +104,9 @@ static int poll_common(struct pollfd *fds, nfds_t n, int64_t timeout_ns, const s
 			int hit = 0;
 			while (budget && !hit && nsk_now_ns() - t0 < budget) {
 				for (nfds_t i = 0; i < n && !hit; i++) {
-					int kev;
-					if (socks[i] && nsk_sock_ready(socks[i], fds[i].events, &kev, 0))
+					int kev, kdec;
+					if (socks[i] &&
+					    nsk_sock_ready(socks[i], fds[i].events, &kev, &kdec, 0))
 						hit = 1;
 				}
 			}
@@ -118,8 +119,8 @@ static int poll_common(struct pollfd *fds, nfds_t n, int64_t timeout_ns, const s
 			for (nfds_t i = 0; i < n; i++) {
 				if (!socks[i])
 					continue;
-				int kev;
-				int ev = nsk_sock_ready(socks[i], fds[i].events, &kev, 1);
+				int kev, kdec;
+				int ev = nsk_sock_ready(socks[i], fds[i].events, &kev, &kdec, 1);
 				fds[i].revents = (short)ev;
 				user |= ev != 0;
 				k[i].events = (short)kev;
@@ -160,10 +161,11 @@ static int poll_common(struct pollfd *fds, nfds_t n, int64_t timeout_ns, const s
 				short kr = k[i].revents;
 				if (kr)
 					nsk_sock_kernel_event(socks[i], kr);
-				int kev;
-				int ev = nsk_sock_ready(socks[i], fds[i].events, &kev, 0);
-				/* what the kernel still decides (TCP part of the stream, errors) */
-				ev |= kr & (kev | POLLERR | POLLHUP | POLLNVAL);
+				int kev, kdec;
+				int ev = nsk_sock_ready(socks[i], fds[i].events, &kev, &kdec, 0);
+				/* what the kernel still decides (TCP part of the stream, errors); a
+				 * kernel POLLIN that was only a control byte is not readiness */
+				ev |= kr & (kdec | POLLERR | POLLHUP | POLLNVAL);
 				if (!(fds[i].events & POLLRDHUP))
 					ev &= ~POLLRDHUP;
 				fds[i].revents = (short)ev;

@@ -99,7 +99,7 @@ void nsk_global_init(void)
 	}
 	nsk_g.ring_size = rs;
 	nsk_g.spin_ns = env_u64("NEARSOCK_SPIN_US", 50) * 1000;
-	nsk_g.offer_timeout_ns = env_u64("NEARSOCK_OFFER_TIMEOUT_MS", 2000) * 1000000ull;
+	nsk_g.offer_timeout_ns = env_u64("NEARSOCK_OFFER_TIMEOUT_MS", 10000) * 1000000ull;
 	nsk_g.pid = getpid();
 }
 
@@ -961,6 +961,26 @@ static int sleep_ring(struct nsk_sock *s, int tx, uint64_t deadline)
 	return ret;
 }
 
+/* A server awaiting its claim waits for data on the TCP socket or an offer on the process's
+ * rendezvous socket. 0: data (or the claim window closed), 1: an offer, -EINTR. */
+static int wait_data_or_offer(struct nsk_sock *s)
+{
+	for (;;) {
+		uint64_t now = nsk_now_ns();
+		if (now >= s->deadline_ns || nsk_g.rv_fd < 0)
+			return 0;
+		struct pollfd p[2] = {{.fd = s->fd, .events = POLLIN}, {.fd = nsk_g.rv_fd, .events = POLLIN}};
+		int64_t ms = (int64_t)((s->deadline_ns - now) / 1000000) + 1;
+		int r = REAL(poll)(p, 2, ms > 1000 ? 1000 : (int)ms);
+		if (r < 0)
+			return errno == EINTR ? -EINTR : 0;
+		if (p[0].revents)
+			return 0;
+		if (p[1].revents || nsk_load64(&nsk_g.dom.reg.e[s->reg_slot].offer_seq) != s->seen_seq)
+			return 1;
+	}
+}
+
 ssize_t nsk_sock_recv(struct nsk_sock *s, const struct iovec *iov, int iovcnt, int flags)
 {
 	struct nsk_conn *c = s->conn;
@@ -1010,6 +1030,22 @@ ssize_t nsk_sock_recv(struct nsk_sock *s, const struct iovec *iov, int iovcnt, i
 			}
 			int kflags = (flags & (MSG_PEEK | MSG_OOB | MSG_TRUNC | MSG_CMSG_CLOEXEC)) |
 				     ((got || (flags & MSG_DONTWAIT)) ? MSG_DONTWAIT : 0);
+			if (!(kflags & MSG_DONTWAIT) && s->kind == NSK_CK_SERVER &&
+			    nsk_load32(&c->mode) == NSK_MODE_OFFERED) {
+				/* Before its claim a server must not sleep in the kernel only: the
+				 * client's offer may arrive while it waits for data. */
+				int w = wait_data_or_offer(s);
+				if (w == -EINTR) {
+					ret = -EINTR;
+					break;
+				}
+				if (w == 1) {
+					xunlock(&c->rxlock);
+					nsk_sock_refresh(s);
+					xlock(&c->rxlock);
+					continue;
+				}
+			}
 			struct msghdr mh = {.msg_iov = view, .msg_iovlen = (size_t)nv};
 			/* A blocking kernel read may sleep here holding rxlock: only other readers of
 			 * this socket wait for it, as they would in the kernel. */
@@ -1311,10 +1347,11 @@ int nsk_sock_is_shm(struct nsk_sock *s)
 	return s->chan.base && nsk_load32(&s->conn->mode) == NSK_MODE_SHM && s->conn->tx_switched;
 }
 
-int nsk_sock_ready(struct nsk_sock *s, int want, int *kernel_ev, int arm)
+int nsk_sock_ready(struct nsk_sock *s, int want, int *kernel_ev, int *kernel_decides, int arm)
 {
 	struct nsk_conn *c = s->conn;
-	int ready = 0, kev = 0;
+	int ready = 0, kev = 0, kdec = 0;
+	*kernel_decides = 0;
 	if (nsk_load32(&c->mode) == NSK_MODE_BROKEN) {
 		*kernel_ev = 0;
 		return (want & (POLLIN | POLLOUT | POLLRDHUP)) | POLLERR | POLLHUP;
@@ -1322,6 +1359,7 @@ int nsk_sock_ready(struct nsk_sock *s, int want, int *kernel_ev, int arm)
 	if (want & (POLLIN | POLLRDHUP)) {
 		if (!rx_crossed(s)) {
 			kev |= want & (POLLIN | POLLRDHUP | POLLPRI);
+			kdec |= want & (POLLIN | POLLRDHUP | POLLPRI);
 		} else {
 			int64_t used = nsk_ring_used(&s->chan.rx);
 			if (used < 0) {
@@ -1347,6 +1385,7 @@ int nsk_sock_ready(struct nsk_sock *s, int want, int *kernel_ev, int arm)
 	if (want & POLLOUT) {
 		if (!c->tx_switched) {
 			kev |= POLLOUT;
+			kdec |= POLLOUT;
 		} else if (c->tx_shut || c->peer_gone) {
 			ready |= POLLOUT;
 		} else {
@@ -1370,6 +1409,7 @@ int nsk_sock_ready(struct nsk_sock *s, int want, int *kernel_ev, int arm)
 		}
 	}
 	*kernel_ev = kev;
+	*kernel_decides = kdec;
 	return ready;
 }
 

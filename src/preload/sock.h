@@ -110,10 +110,12 @@ int nsk_sock_shutdown(struct nsk_sock *s, int how);
 int nsk_sock_fionread(struct nsk_sock *s);
 
 /* Readiness for poll/select/epoll. */
-/* nsk_sock_ready - events of @want (POLL* bits) ready in user space right now; sets
- * *@kernel_ev to what the kernel fd must be asked for instead, when something is not ready
- * yet (and arms wake-ups if @arm). */
-int nsk_sock_ready(struct nsk_sock *s, int want, int *kernel_ev, int arm);
+/* nsk_sock_ready - events of @want (POLL* bits) ready in user space right now.
+ * *@kernel_ev receives what the kernel fd must be waited on for (control bytes, and the
+ * events only the kernel can tell); *@kernel_decides the subset whose readiness is the
+ * kernel's own answer (the TCP part of the stream before the switch points). Arms the
+ * wake-ups when @arm. */
+int nsk_sock_ready(struct nsk_sock *s, int want, int *kernel_ev, int *kernel_decides, int arm);
 /* nsk_sock_disarm - undo the arming done by nsk_sock_ready(…, arm=1). */
 void nsk_sock_disarm(struct nsk_sock *s);
 /* nsk_sock_kernel_event - the kernel fd reported @revents: consume control bytes. */
