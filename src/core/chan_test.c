@@ -60,7 +60,7 @@ static void make_offer(struct nsk_offer *o, const struct nsk_chan *c)
 
 /* Send @len bytes with @nfd descriptors to @path, as a hostile client could. */
 static void send_raw(int sock, const char *path, const void *buf, size_t len, const int *fds,
-		     int nfd)
+                     int nfd)
 {
 	struct sockaddr_un sun = {.sun_family = AF_UNIX};
 	strcpy(sun.sun_path, path);
@@ -70,10 +70,8 @@ static void send_raw(int sock, const char *path, const void *buf, size_t len, co
 		struct cmsghdr align;
 	} u;
 	memset(&u, 0, sizeof(u));
-	struct msghdr mh = {.msg_name = &sun,
-			    .msg_namelen = sizeof(sun),
-			    .msg_iov = &iov,
-			    .msg_iovlen = 1};
+	struct msghdr mh = {
+	    .msg_name = &sun, .msg_namelen = sizeof(sun), .msg_iov = &iov, .msg_iovlen = 1};
 	CHECK(nfd <= 16);
 	if (nfd > 0) {
 		mh.msg_control = u.b;
@@ -115,8 +113,9 @@ static void test_create(void)
 {
 	int fds0 = t_count_fds();
 	struct nsk_chan c;
-	static const uint64_t bad[] = {0, 1, NSK_RING_MIN - 1, NSK_RING_MIN + 1, 3 * 4096,
-				       (uint64_t)NSK_RING_MAX * 2, UINT64_MAX};
+	static const uint64_t bad[] = {
+	    0,         1, NSK_RING_MIN - 1, NSK_RING_MIN + 1, 3 * 4096, (uint64_t)NSK_RING_MAX * 2,
+	    UINT64_MAX};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
 		CHECK_EQ(nsk_chan_create(&c, bad[i]), -EINVAL);
 	CHECK_EQ(t_count_fds(), fds0);
@@ -151,8 +150,7 @@ static void test_create(void)
 	CHECK_EQ(nsk_chan_state(&c), NSK_CH_OFFERED);
 	/* client produces into ring 0 and consumes ring 1 */
 	CHECK(c.tx.ctl == &h->ring[0] && c.tx.data == (uint8_t *)c.base + NSK_CHAN_DATA_OFF);
-	CHECK(c.rx.ctl == &h->ring[1] &&
-	      c.rx.data == (uint8_t *)c.base + NSK_CHAN_DATA_OFF + 8192);
+	CHECK(c.rx.ctl == &h->ring[1] && c.rx.data == (uint8_t *)c.base + NSK_CHAN_DATA_OFF + 8192);
 	CHECK_EQ(c.tx.size, 8192);
 	CHECK_EQ(nsk_ring_used(&c.tx), 0);
 	CHECK_EQ(nsk_ring_free(&c.rx), 8192);
@@ -317,11 +315,8 @@ static void test_offer_messages(void)
 		const char *what;
 		void (*mut)(struct nsk_offer *);
 	} muts[] = {
-		{"magic", NULL},
-		{"version", NULL},
-		{"version 0", NULL},
-		{"family", NULL},
-		{"family unix", NULL},
+	    {"magic", NULL},  {"version", NULL},     {"version 0", NULL},
+	    {"family", NULL}, {"family unix", NULL},
 	};
 	for (size_t i = 0; i < sizeof(muts) / sizeof(muts[0]); i++) {
 		o = good;
@@ -526,33 +521,33 @@ static void test_attach_rejects(void)
 		uint64_t val;
 		int ok;
 	} cases[] = {
-		{"bad magic", 0, NSK_CHAN_MAGIC + 1, 0},
-		{"magic 0", 0, 0, 0},
-		{"bad version", 1, NSK_CHAN_VERSION + 1, 0},
-		{"header seg_size mismatch", 2, S - 4096, 0},
-		{"header seg_size larger", 2, S + 4096, 0},
-		{"ring 0 in the header page", 3, 0, 0},
-		{"ring 0 just before the data page", 3, D - 64, 0},
-		{"ring 1 overlapping ring 0", 4, D + rs / 2, 0},
-		{"ring 1 at ring 0", 4, D, 0},
-		{"ring 0 overlapping ring 1", 3, D + rs / 2, 0},
-		{"ring 1 running past the end", 4, S - rs + 1, 0},
-		{"ring 1 at the end", 4, S, 0},
-		{"ring 1 beyond the end", 4, S + 4096, 0},
-		{"ring 1 offset near 2^64", 4, UINT64_MAX - 100, 0},
-		{"ring 0 offset near 2^64", 3, UINT64_MAX - rs + 1, 0},
-		{"ring 0 size not a power of two", 5, 3 * 4096, 0},
-		{"ring 1 size not a power of two", 6, rs - 1, 0},
-		{"ring 1 size below the minimum", 6, NSK_RING_MIN / 2, 0},
-		{"ring 0 size 0", 5, 0, 0},
-		{"ring 0 size above the maximum", 5, (uint64_t)NSK_RING_MAX * 2, 0},
-		{"ring 0 size 2^63", 5, 1ull << 63, 0},
-		{"ring 0 larger (overlaps ring 1)", 5, 2 * rs, 0},
-		{"ring 1 larger (past the end)", 6, 2 * rs, 0},
-		/* legal layouts: smaller rings, gaps */
-		{"ring 0 smaller", 5, rs / 2, 1},
-		{"ring 1 smaller", 6, rs / 2, 1},
-		{"ring 1 at the end, smaller", -1, 0, 1},
+	    {"bad magic", 0, NSK_CHAN_MAGIC + 1, 0},
+	    {"magic 0", 0, 0, 0},
+	    {"bad version", 1, NSK_CHAN_VERSION + 1, 0},
+	    {"header seg_size mismatch", 2, S - 4096, 0},
+	    {"header seg_size larger", 2, S + 4096, 0},
+	    {"ring 0 in the header page", 3, 0, 0},
+	    {"ring 0 just before the data page", 3, D - 64, 0},
+	    {"ring 1 overlapping ring 0", 4, D + rs / 2, 0},
+	    {"ring 1 at ring 0", 4, D, 0},
+	    {"ring 0 overlapping ring 1", 3, D + rs / 2, 0},
+	    {"ring 1 running past the end", 4, S - rs + 1, 0},
+	    {"ring 1 at the end", 4, S, 0},
+	    {"ring 1 beyond the end", 4, S + 4096, 0},
+	    {"ring 1 offset near 2^64", 4, UINT64_MAX - 100, 0},
+	    {"ring 0 offset near 2^64", 3, UINT64_MAX - rs + 1, 0},
+	    {"ring 0 size not a power of two", 5, 3 * 4096, 0},
+	    {"ring 1 size not a power of two", 6, rs - 1, 0},
+	    {"ring 1 size below the minimum", 6, NSK_RING_MIN / 2, 0},
+	    {"ring 0 size 0", 5, 0, 0},
+	    {"ring 0 size above the maximum", 5, (uint64_t)NSK_RING_MAX * 2, 0},
+	    {"ring 0 size 2^63", 5, 1ull << 63, 0},
+	    {"ring 0 larger (overlaps ring 1)", 5, 2 * rs, 0},
+	    {"ring 1 larger (past the end)", 6, 2 * rs, 0},
+	    /* legal layouts: smaller rings, gaps */
+	    {"ring 0 smaller", 5, rs / 2, 1},
+	    {"ring 1 smaller", 6, rs / 2, 1},
+	    {"ring 1 at the end, smaller", -1, 0, 1},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		*h = saved;
@@ -732,7 +727,7 @@ static void test_claim_withdraw_2proc(void)
 		make_offer(&o[i], &c[i]);
 	}
 	struct race_sh *sh =
-		mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	    mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	CHECK(sh != MAP_FAILED);
 	const uint32_t rounds = t_sanitized() ? 100 : 300;
 	fflush(NULL);
@@ -748,7 +743,8 @@ static void test_claim_withdraw_2proc(void)
 		for (uint32_t r = 1; r <= rounds; r++) {
 			spin_until(&sh->round, r, "claimer");
 			for (int i = 0; i < RACE_N; i++)
-				nsk_store32((uint32_t *)&sh->claim[i], (uint32_t)nsk_chan_claim(&s[i]));
+				nsk_store32((uint32_t *)&sh->claim[i],
+				            (uint32_t)nsk_chan_claim(&s[i]));
 			/* Release pairs with the parent's acquire in spin_until. */
 			nsk_store32_release(&sh->child_done, r);
 		}
@@ -768,7 +764,8 @@ static void test_claim_withdraw_2proc(void)
 			int cl = (int)nsk_load32((uint32_t *)&sh->claim[i]);
 			if ((w[i] == 0) == (cl == 0))
 				FAILF("round %u channel %d: withdraw %d, claim %d", r, i, w[i], cl);
-			CHECK_EQ(nsk_chan_state(&c[i]), w[i] == 0 ? NSK_CH_WITHDRAWN : NSK_CH_CLAIMED);
+			CHECK_EQ(nsk_chan_state(&c[i]),
+			         w[i] == 0 ? NSK_CH_WITHDRAWN : NSK_CH_CLAIMED);
 			claims += cl == 0;
 			withdraws += w[i] == 0;
 		}

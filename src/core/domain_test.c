@@ -241,7 +241,7 @@ static void test_registry_file(void)
 	CHECK(mkdir(dir, 0700) == 0);
 	static uint8_t junk[NSK_REG_FILE_SIZE + 4096];
 	const size_t sizes[] = {1, 100, NSK_REG_FILE_SIZE - 1, NSK_REG_FILE_SIZE + 1,
-				NSK_REG_FILE_SIZE + 4096};
+	                        NSK_REG_FILE_SIZE + 4096};
 	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
 		write_file(reg, junk, sizes[i]);
 		for (int create = 0; create < 2; create++) {
@@ -362,7 +362,7 @@ static void test_proctab_basic(void)
 	CHECK_EQ(nsk_proctab_map(&ro, t.path), 0);
 	CHECK_EQ(ro.hdr->pid, getpid());
 	CHECK_EQ(ro.conns[i0].owner_pid, getpid());
-	CHECK_EQ(nsk_proctab_in_use(&ro, getpid()), 0);  /* our own slots do not count */
+	CHECK_EQ(nsk_proctab_in_use(&ro, getpid()), 0); /* our own slots do not count */
 	CHECK_EQ(nsk_proctab_in_use(&ro, getpid() + 1), 1);
 	nsk_proctab_unmap(&ro);
 	CHECK(ro.hdr == NULL);
@@ -496,7 +496,8 @@ static void *pt_churn_thread(void *p)
 			int i = (int)(t_rng(&s) % 32);
 			if (live[i]) {
 				uint32_t want = ((uint32_t)a->id << 20) | (uint32_t)i;
-				if (live[i]->fd != want || live[i]->lport != (uint16_t)(tag ^ (uint32_t)i))
+				if (live[i]->fd != want ||
+				    live[i]->lport != (uint16_t)(tag ^ (uint32_t)i))
 					FAILF("thread %d: slot %u overwritten (double allocation)",
 					      a->id, slot_of(a->t, live[i]));
 				nsk_proctab_free(a->t, live[i]);
@@ -552,7 +553,7 @@ static void test_proctab_threads(void)
 	uint64_t until = t_now_ns() + 300000000ull;
 	for (int i = 0; i < NT; i++) {
 		a[i] = (struct pt_arg){
-			.t = &t, .id = i, .until_ns = until, .seed = t_rng(&s), .bar = &bar};
+		    .t = &t, .id = i, .until_ns = until, .seed = t_rng(&s), .bar = &bar};
 		CHECK_EQ(pthread_create(&th[i], NULL, pt_churn_thread, &a[i]), 0);
 	}
 	for (int i = 0; i < NT; i++) {
@@ -653,8 +654,9 @@ static int in_small_tmpfs(const char *mnt, const char *size, void (*fn)(const ch
 		t_watchdog(20);
 		char opts[64];
 		snprintf(opts, sizeof(opts), "size=%s,mode=0700", size);
-		if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
-		    mkdir(mnt, 0700) < 0 || mount("tmpfs", mnt, "tmpfs", 0, opts) < 0)
+		if (unshare(CLONE_NEWNS) < 0 ||
+		    mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 || mkdir(mnt, 0700) < 0 ||
+		    mount("tmpfs", mnt, "tmpfs", 0, opts) < 0)
 			_exit(77);
 		fn(mnt);
 		_exit(0);
@@ -775,10 +777,11 @@ static void bug_proctab_sigbus(void)
 		      "killed by signal %d (%s)",
 		      WTERMSIG(st), strsignal(WTERMSIG(st)));
 	if (!WIFEXITED(st) || WEXITSTATUS(st))
-		FAILF("CORE BUG: the child running nsk_proctab_alloc after a failed allocation on a "
-		      "full tmpfs exited with status %d (under a sanitizer the SIGBUS is reported "
-		      "above as BUS)",
-		      WEXITSTATUS(st));
+		FAILF(
+		    "CORE BUG: the child running nsk_proctab_alloc after a failed allocation on a "
+		    "full tmpfs exited with status %d (under a sanitizer the SIGBUS is reported "
+		    "above as BUS)",
+		    WEXITSTATUS(st));
 }
 
 /* KNOWN BUG (platform/linux.c, nsk_proc_start_time): it tokenises /proc/PID/stat with
@@ -844,9 +847,9 @@ static const struct {
 	const char *name;
 	void (*fn)(void);
 } known_bugs[] = {
-	{"bug_proctab_last_slot", bug_proctab_last_slot},
-	{"bug_proctab_sigbus", bug_proctab_sigbus},
-	{"bug_start_time_strtok", bug_start_time_strtok},
+    {"bug_proctab_last_slot", bug_proctab_last_slot},
+    {"bug_proctab_sigbus", bug_proctab_sigbus},
+    {"bug_start_time_strtok", bug_start_time_strtok},
 };
 
 /* domain_test [NAME]: the regular tests, or one known-bug reproduction by name. */

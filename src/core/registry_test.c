@@ -22,7 +22,7 @@ static uint64_t seed;
 static void *reg_alloc(void)
 {
 	void *p = mmap(NULL, NSK_REG_FILE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
-		       -1, 0);
+	               -1, 0);
 	CHECK(p != MAP_FAILED);
 	return p;
 }
@@ -66,7 +66,7 @@ static struct nsk_reg_key key6(const char *a, uint16_t port, uint64_t netns, uin
 
 /* lookup returning the slot; the copy's rv must be that of @slot's entry. */
 static int lookup(struct nsk_registry *r, const struct nsk_reg_key *k, int dst_local,
-		  struct nsk_reg_entry *out)
+                  struct nsk_reg_entry *out)
 {
 	struct nsk_reg_entry tmp;
 	if (!out)
@@ -106,15 +106,15 @@ static void test_format_attach(void)
 		size_t off;
 		uint32_t val;
 	} bad[] = {
-		{"magic", offsetof(struct nsk_reg_hdr, magic), NSK_REG_MAGIC ^ 1},
-		{"magic 0", offsetof(struct nsk_reg_hdr, magic), 0},
-		{"version", offsetof(struct nsk_reg_hdr, version), NSK_REG_VERSION + 1},
-		{"version 0", offsetof(struct nsk_reg_hdr, version), 0},
-		{"entry_size", offsetof(struct nsk_reg_hdr, entry_size), 64},
-		{"entry_size big", offsetof(struct nsk_reg_hdr, entry_size), 256},
-		{"nslots 0", offsetof(struct nsk_reg_hdr, nslots), 0},
-		{"nslots too many", offsetof(struct nsk_reg_hdr, nslots), NSK_REG_SLOTS + 1},
-		{"nslots huge", offsetof(struct nsk_reg_hdr, nslots), UINT32_MAX},
+	    {"magic", offsetof(struct nsk_reg_hdr, magic), NSK_REG_MAGIC ^ 1},
+	    {"magic 0", offsetof(struct nsk_reg_hdr, magic), 0},
+	    {"version", offsetof(struct nsk_reg_hdr, version), NSK_REG_VERSION + 1},
+	    {"version 0", offsetof(struct nsk_reg_hdr, version), 0},
+	    {"entry_size", offsetof(struct nsk_reg_hdr, entry_size), 64},
+	    {"entry_size big", offsetof(struct nsk_reg_hdr, entry_size), 256},
+	    {"nslots 0", offsetof(struct nsk_reg_hdr, nslots), 0},
+	    {"nslots too many", offsetof(struct nsk_reg_hdr, nslots), NSK_REG_SLOTS + 1},
+	    {"nslots huge", offsetof(struct nsk_reg_hdr, nslots), UINT32_MAX},
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		nsk_registry_format(base);
@@ -363,7 +363,7 @@ static void test_remove_reinsert(void)
 
 	/* A DEAD entry inside a probe chain does not end the chain. */
 	struct nsk_reg_key a = key4("10.0.0.1", 91, 1), b = key4("10.0.0.2", 91, 1),
-			   c = key4("10.0.0.3", 91, 1);
+	                   c = key4("10.0.0.3", 91, 1);
 	int sa = nsk_registry_insert(&r, &a, 1, 1, "a");
 	int sb = nsk_registry_insert(&r, &b, 1, 1, "b");
 	int sc = nsk_registry_insert(&r, &c, 1, 1, "c");
@@ -560,7 +560,8 @@ static void *c_thread(void *p)
 				if (nsk_registry_read(r, prev, &e) && e.start_time == st - 1) {
 					uint32_t n = r->nslots;
 					uint32_t h = nsk_registry_hash(mine.port, mine.netns, n);
-					if (((uint32_t)slot + n - h) % n > ((uint32_t)prev + n - h) % n)
+					if (((uint32_t)slot + n - h) % n >
+					    ((uint32_t)prev + n - h) % n)
 						FAILF("owner %u: dead predecessor in slot %d not "
 						      "reclaimed by the insert into slot %d",
 						      a->owner, prev, slot);
@@ -573,8 +574,8 @@ static void *c_thread(void *p)
 			/* our own key: found, and it is exactly what we inserted */
 			int l = nsk_registry_lookup(r, &mine, (int)(t_rng(&s) & 1), &e);
 			if (l != slot)
-				FAILF("owner %u: lookup of own key gave %d, inserted in %d", a->owner,
-				      l, slot);
+				FAILF("owner %u: lookup of own key gave %d, inserted in %d",
+				      a->owner, l, slot);
 			entry_check(&e, "own lookup");
 			CHECK_EQ(e.start_time, st);
 			/* someone else's key: absent, or a whole entry of that key */
@@ -591,7 +592,7 @@ static void *c_thread(void *p)
 			}
 			/* a random slot near the busy chains */
 			uint32_t h = nsk_registry_hash((uint16_t)(2000 + t_rng(&s) % C_PORTS),
-						       C_NETNS, r->nslots);
+			                               C_NETNS, r->nslots);
 			int rs = (int)((h + t_rng(&s) % 64) % r->nslots);
 			if (nsk_registry_read(r, rs, &e))
 				entry_check(&e, "read");
@@ -609,17 +610,17 @@ static void *c_thread(void *p)
 
 /* Run @nthreads owners starting at @first in this process until @until_ns. */
 static void c_run(struct nsk_registry *r, uint32_t first, int nthreads, uint32_t nowners,
-		  uint64_t until_ns, uint64_t s, const char *who)
+                  uint64_t until_ns, uint64_t s, const char *who)
 {
 	pthread_t th[8];
 	struct c_arg a[8];
 	CHECK(nthreads <= 8);
 	for (int i = 0; i < nthreads; i++) {
 		a[i] = (struct c_arg){.r = r,
-				      .owner = first + (uint32_t)i,
-				      .nowners = nowners,
-				      .until_ns = until_ns,
-				      .seed = t_rng(&s)};
+		                      .owner = first + (uint32_t)i,
+		                      .nowners = nowners,
+		                      .until_ns = until_ns,
+		                      .seed = t_rng(&s)};
 		CHECK_EQ(pthread_create(&th[i], NULL, c_thread, &a[i]), 0);
 	}
 	uint64_t ops = 0, other = 0, recl = 0, shad = 0;
@@ -631,8 +632,7 @@ static void c_run(struct nsk_registry *r, uint32_t first, int nthreads, uint32_t
 		shad += a[i].shadowed;
 	}
 	printf("   %s: %d threads, %" PRIu64 " insert/lookup/remove rounds, %" PRIu64
-	       " reclaims (%" PRIu64 " shadowed instead), %" PRIu64
-	       " foreign entries seen whole\n",
+	       " reclaims (%" PRIu64 " shadowed instead), %" PRIu64 " foreign entries seen whole\n",
 	       who, nthreads, ops, recl, shad, other);
 	CHECK(ops > 0);
 }

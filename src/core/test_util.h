@@ -20,36 +20,35 @@
 
 #define NSK_T_SKIP 77
 
-#define CHECK(cond)                                                                        \
-	do {                                                                               \
-		if (!(cond)) {                                                             \
-			fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__,  \
-				#cond);                                                    \
-			fflush(stderr);                                                    \
-			_exit(1);                                                          \
-		}                                                                          \
+#define CHECK(cond)                                                                                \
+	do {                                                                                       \
+		if (!(cond)) {                                                                     \
+			fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);   \
+			fflush(stderr);                                                            \
+			_exit(1);                                                                  \
+		}                                                                                  \
 	} while (0)
 
 /* CHECK_EQ - compare two integer expressions, printing both values on failure. */
-#define CHECK_EQ(a, b)                                                                     \
-	do {                                                                               \
-		long long va_ = (long long)(a), vb_ = (long long)(b);                      \
-		if (va_ != vb_) {                                                          \
-			fprintf(stderr, "%s:%d: CHECK_EQ failed: %s == %s (%lld vs %lld)\n",   \
-				__FILE__, __LINE__, #a, #b, va_, vb_);                     \
-			fflush(stderr);                                                    \
-			_exit(1);                                                          \
-		}                                                                          \
+#define CHECK_EQ(a, b)                                                                             \
+	do {                                                                                       \
+		long long va_ = (long long)(a), vb_ = (long long)(b);                              \
+		if (va_ != vb_) {                                                                  \
+			fprintf(stderr, "%s:%d: CHECK_EQ failed: %s == %s (%lld vs %lld)\n",       \
+			        __FILE__, __LINE__, #a, #b, va_, vb_);                             \
+			fflush(stderr);                                                            \
+			_exit(1);                                                                  \
+		}                                                                                  \
 	} while (0)
 
 /* FAILF - report a failure with a formatted message and exit 1. */
-#define FAILF(...)                                                                         \
-	do {                                                                               \
-		fprintf(stderr, "%s:%d: FAIL: ", __FILE__, __LINE__);                      \
-		fprintf(stderr, __VA_ARGS__);                                              \
-		fputc('\n', stderr);                                                       \
-		fflush(stderr);                                                            \
-		_exit(1);                                                                  \
+#define FAILF(...)                                                                                 \
+	do {                                                                                       \
+		fprintf(stderr, "%s:%d: FAIL: ", __FILE__, __LINE__);                              \
+		fprintf(stderr, __VA_ARGS__);                                                      \
+		fputc('\n', stderr);                                                               \
+		fflush(stderr);                                                                    \
+		_exit(1);                                                                          \
 	} while (0)
 
 static inline uint64_t t_now_ns(void)
@@ -131,14 +130,14 @@ static inline void t_watchdog(unsigned sec)
 }
 
 /* RUN - run test function @fn, printing its name and duration. */
-#define RUN(fn)                                                                            \
-	do {                                                                               \
-		uint64_t t0_ = t_now_ns();                                                 \
-		printf("== %s\n", #fn);                                                    \
-		fflush(stdout);                                                            \
-		fn();                                                                      \
-		printf("   ok %s (%.3f s)\n", #fn, (double)(t_now_ns() - t0_) / 1e9);     \
-		fflush(stdout);                                                            \
+#define RUN(fn)                                                                                    \
+	do {                                                                                       \
+		uint64_t t0_ = t_now_ns();                                                         \
+		printf("== %s\n", #fn);                                                            \
+		fflush(stdout);                                                                    \
+		fn();                                                                              \
+		printf("   ok %s (%.3f s)\n", #fn, (double)(t_now_ns() - t0_) / 1e9);              \
+		fflush(stdout);                                                                    \
 	} while (0)
 
 /* t_wait_child - reap @pid and fail unless it exited 0. */

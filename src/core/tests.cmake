@@ -10,9 +10,9 @@ foreach(t ${NSK_CORE_UNIT_TESTS})
   set_tests_properties(core_${t} PROPERTIES LABELS unit TIMEOUT 120 SKIP_RETURN_CODE 77)
 endforeach()
 
-# Reproductions of bugs found in the core: each fails until its bug is fixed (the test
-# program's comment and output say what is wrong). Label unit plus known_bug, so that
-# `ctest -L unit -LE known_bug` runs the rest.
+# Reproductions of bugs found while writing these tests (core_BUG_*): each fails until its
+# bug is fixed; the test's comment and output say what is wrong. Label known_bug as well, so
+# that `ctest -L unit -LE known_bug` runs the rest.
 foreach(b proctab_last_slot proctab_sigbus start_time_strtok)
   add_test(NAME core_BUG_${b} COMMAND nsk_domain_test bug_${b})
   set_tests_properties(core_BUG_${b} PROPERTIES LABELS "unit;known_bug" TIMEOUT 60
