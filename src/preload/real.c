@@ -13,27 +13,30 @@
 
 struct nsk_real nsk_real;
 
-/* The real dlsym: we interpose dlsym itself (programs such as sockperf dlopen libc and
- * look the socket calls up there, which would bypass LD_PRELOAD). */
-static void *(*real_dlsym)(void *, const char *);
+/* The real dlsym. We interpose dlsym itself: programs such as sockperf dlopen libc and look
+ * the socket calls up in that handle, which would bypass LD_PRELOAD. */
+__attribute__((visibility("hidden"))) void *(*nsk_real_dlsym)(void *, const char *);
 static void *self_handle; /* this library, to look our own wrappers up */
 
-static void resolve_dlsym(void)
+/* Resolve without going through any dlsym: dlvsym on libc's own handle. Runs before a
+ * sanitizer runtime has initialised (it calls dlsym from its own constructor): no
+ * instrumentation here. */
+#define NSK_NO_SANITIZE __attribute__((no_sanitize("address", "undefined", "thread")))
+__attribute__((visibility("hidden"))) NSK_NO_SANITIZE void nsk_resolve_dlsym(void)
 {
-	if (real_dlsym)
+	if (nsk_real_dlsym)
 		return;
-	*(void **)&real_dlsym = dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.34");
-	if (!real_dlsym)
-		*(void **)&real_dlsym = dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.2.5");
-	Dl_info info;
-	if (dladdr((void *)resolve_dlsym, &info) && info.dli_fname)
-		self_handle = dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD);
+	/* dlvsym, not dlopen: a sanitizer runtime intercepts dlopen and is not ready yet. */
+	void *p = dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.34");
+	if (!p)
+		p = dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.2.5");
+	__atomic_store_n((void **)&nsk_real_dlsym, p, __ATOMIC_RELEASE);
 }
 
 static void resolve(void)
 {
-	resolve_dlsym();
-#define R(name) *(void **)(&nsk_real.name) = real_dlsym(RTLD_NEXT, #name)
+	nsk_resolve_dlsym();
+#define R(name) *(void **)(&nsk_real.name) = nsk_real_dlsym(RTLD_NEXT, #name)
 	R(socket);
 	R(bind);
 	R(listen);
@@ -87,43 +90,55 @@ void nsk_real_init(void)
 	pthread_once(&once, resolve);
 }
 
-static int first_object(struct dl_phdr_info *info, size_t size, void *data)
-{
-	(void)size;
-	*(ElfW(Addr) *)data = info->dlpi_addr;
-	return 1; /* the main program comes first */
-}
-
-/* Is @addr inside the main program (not a shared library)? */
-static int from_main_program(const void *addr)
-{
-	static ElfW(Addr) main_base = 1;
-	if (main_base == 1)
-		dl_iterate_phdr(first_object, &main_base);
-	Dl_info info;
-	if (!dladdr(addr, &info))
-		return 0;
-	if (main_base && (ElfW(Addr))info.dli_fbase == main_base)
-		return 1; /* position-independent executable */
-	/* non-PIE executables load at their link address: dladdr names them after argv[0] */
-	return info.dli_fname && !strcmp(info.dli_fname, program_invocation_name);
-}
-
 /* Is @p one of this library's own (exported wrapper) functions? */
-static int ours(void *p)
+NSK_NO_SANITIZE static int ours(void *p)
 {
 	Dl_info a, b;
-	return p && dladdr(p, &a) && dladdr((void *)resolve_dlsym, &b) && a.dli_fbase == b.dli_fbase;
+	return p && dladdr(p, &a) && dladdr((void *)nsk_resolve_dlsym, &b) &&
+	       a.dli_fbase == b.dli_fbase;
 }
 
-void *dlsym(void *handle, const char *name)
+/* dlsym on an explicit library handle: our wrapper if we interpose that name. */
+__attribute__((visibility("hidden"))) NSK_NO_SANITIZE void *nsk_dlsym_handle(void *handle,
+									       const char *name)
 {
-	resolve_dlsym();
-	void *p = real_dlsym(handle, name);
-	if (!p || !self_handle || handle == RTLD_DEFAULT)
+	nsk_resolve_dlsym();
+	void *p = nsk_real_dlsym(handle, name);
+	if (!self_handle) {
+		Dl_info info;
+		if (dladdr((void *)nsk_resolve_dlsym, &info) && info.dli_fname)
+			self_handle = dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD);
+	}
+	if (!p || !self_handle)
 		return p;
-	if (handle == RTLD_NEXT && !from_main_program(__builtin_return_address(0)))
-		return p; /* a library after us asks for the next definition: libc's */
-	void *mine = real_dlsym(self_handle, name);
+	void *mine = nsk_real_dlsym(self_handle, name);
 	return ours(mine) ? mine : p;
 }
+
+#if defined(__x86_64__)
+/* dlsym(RTLD_NEXT / RTLD_DEFAULT, ...) must behave exactly as if we were not there: the real
+ * dlsym finds "the next object" from its caller's return address, so those calls tail-jump
+ * to it with the caller's frame untouched (sanitizer runtimes and other interposers rely on
+ * this). Only explicit handles reach nsk_dlsym_handle. */
+__asm__(".text\n"
+	".globl dlsym\n"
+	".type dlsym, @function\n"
+	"dlsym:\n"
+	"	cmpq $-1, %rdi\n"          /* RTLD_NEXT */
+	"	je 1f\n"
+	"	testq %rdi, %rdi\n"         /* RTLD_DEFAULT */
+	"	jne nsk_dlsym_handle\n"
+	"1:	movq nsk_real_dlsym(%rip), %rax\n"
+	"	testq %rax, %rax\n"
+	"	jne 2f\n"
+	"	pushq %rdi\n"
+	"	pushq %rsi\n"
+	"	subq $8, %rsp\n"
+	"	call nsk_resolve_dlsym\n"
+	"	addq $8, %rsp\n"
+	"	popq %rsi\n"
+	"	popq %rdi\n"
+	"	movq nsk_real_dlsym(%rip), %rax\n"
+	"2:	jmp *%rax\n"
+	".size dlsym, .-dlsym\n");
+#endif
