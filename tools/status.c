@@ -106,8 +106,8 @@ struct out {
 static void print_table(struct nsk_proctab *t, void *arg)
 {
 	struct out *o = arg;
-	uint64_t high = nsk_load64(&t->hdr->high);
-	for (uint64_t i = 0; i < high && i < NSK_PROC_SLOTS; i++) {
+	uint32_t high = nsk_proctab_readable(t);
+	for (uint32_t i = 0; i < high; i++) {
 		struct nsk_conn c = t->conns[i];
 		if (!c.owner_pid || c.kind == NSK_CK_NONE || c.kind == NSK_CK_LISTENER ||
 		    kill((pid_t)c.owner_pid, 0) < 0)
@@ -148,8 +148,8 @@ static void print_counters(struct nsk_proctab *t, void *arg)
 	/* bytes of closed connections plus those of live ones */
 	unsigned long long stx = k[NSK_PC_CLOSED_SHM_TX], srx = k[NSK_PC_CLOSED_SHM_RX];
 	unsigned long long ttx = k[NSK_PC_CLOSED_TCP_TX], trx = k[NSK_PC_CLOSED_TCP_RX];
-	uint64_t high = nsk_load64(&t->hdr->high);
-	for (uint64_t i = 0; i < high && i < NSK_PROC_SLOTS; i++) {
+	uint32_t high = nsk_proctab_readable(t);
+	for (uint32_t i = 0; i < high; i++) {
 		const struct nsk_conn *c = &t->conns[i];
 		if (!nsk_load32(&c->owner_pid))
 			continue;

@@ -64,6 +64,7 @@ int nsk_chan_create(struct nsk_chan *c, uint64_t ring_size)
 	h->ring_off[1] = NSK_CHAN_DATA_OFF + ring_size;
 	h->ring_size[1] = ring_size;
 	h->side[NSK_SIDE_CLIENT].pid = (uint32_t)getpid();
+	h->side[NSK_SIDE_CLIENT].cpumask = nsk_cpu_mask();
 	nsk_ring_format(&h->ring[0]);
 	nsk_ring_format(&h->ring[1]);
 	h->state = NSK_CH_OFFERED;
@@ -110,6 +111,7 @@ int nsk_chan_attach(struct nsk_chan *c, int memfd, const struct nsk_offer *o)
 		return -EPROTO;
 	}
 	h->side[NSK_SIDE_SERVER].pid = (uint32_t)getpid();
+	h->side[NSK_SIDE_SERVER].cpumask = nsk_cpu_mask();
 	bind_rings(c, off0, sz0, off1, sz1);
 	return 0;
 }

@@ -143,7 +143,7 @@ int nsk_proctab_create(struct nsk_proctab *t, const struct nsk_domain *d)
 		return -errno;
 	int r = 0;
 	if (ftruncate(fd, (off_t)NSK_PROC_FILE_SIZE) < 0 ||
-	    (r = posix_fallocate(fd, 0, sizeof(struct nsk_proc_hdr) + 4096)) != 0) {
+	    (r = posix_fallocate(fd, 0, 4096)) != 0) {
 		r = r ? -r : -errno;
 		close(fd);
 		unlink(t->path);
@@ -160,6 +160,7 @@ int nsk_proctab_create(struct nsk_proctab *t, const struct nsk_domain *d)
 	t->hdr->pid = (uint32_t)getpid();
 	t->hdr->start_time = nsk_proc_start_time(getpid());
 	t->hdr->nslots = NSK_PROC_SLOTS;
+	t->hdr->backed = 4096;
 	t->hdr->version = NSK_PROC_VERSION;
 	nsk_store32_release(&t->hdr->magic, NSK_PROC_MAGIC);
 	return 0;
@@ -199,19 +200,35 @@ void nsk_proctab_unmap(struct nsk_proctab *t)
 	t->conns = NULL;
 }
 
-/* Make sure the page holding slot @i has backing store (tmpfs may be full). */
+static uint64_t slot_end(uint64_t i)
+{
+	return sizeof(struct nsk_proc_hdr) + (i + 1) * sizeof(struct nsk_conn);
+}
+
+/* Make sure every page up to the one holding slot @i has backing store (tmpfs may be full:
+ * touching a page without it would SIGBUS). Pages are backed in order, so slots below
+ * hdr->backed can always be read. */
 static int back_slot(struct nsk_proctab *t, uint32_t i)
 {
-	off_t off = (off_t)(sizeof(struct nsk_proc_hdr) + (uint64_t)i * sizeof(struct nsk_conn));
-	off &= ~(off_t)4095;
-	if (off < 4096 * 2)
-		return 0; /* allocated at creation */
+	uint64_t end = (slot_end(i) + 4095) & ~4095ull;
+	if (end > NSK_PROC_FILE_SIZE)
+		end = NSK_PROC_FILE_SIZE; /* never grow the file */
+	uint64_t have = nsk_load64_acquire(&t->hdr->backed);
+	if (have >= end)
+		return 0;
 	int fd = open(t->path, O_RDWR | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	int r = posix_fallocate(fd, off, 4096);
+	int r = posix_fallocate(fd, (off_t)have, (off_t)(end - have));
 	close(fd);
-	return -r;
+	if (r)
+		return -r;
+	/* Release pairs with the acquire above and in the reuse scan. */
+	while (have < end &&
+	       !atomic_compare_exchange_weak_explicit(NSK_A64(&t->hdr->backed), &have, end,
+						      memory_order_release, memory_order_relaxed))
+		;
+	return 0;
 }
 
 static struct nsk_conn *take(struct nsk_proctab *t, uint32_t i, pid_t pid)
@@ -227,14 +244,23 @@ static struct nsk_conn *take(struct nsk_proctab *t, uint32_t i, pid_t pid)
 	return c;
 }
 
+uint32_t nsk_proctab_readable(const struct nsk_proctab *t)
+{
+	uint64_t high = nsk_load64_acquire(&t->hdr->high);
+	uint64_t backed = nsk_load64_acquire(&t->hdr->backed);
+	if (high > NSK_PROC_SLOTS)
+		high = NSK_PROC_SLOTS;
+	while (high && slot_end(high - 1) > backed)
+		high--;
+	return (uint32_t)high;
+}
+
 struct nsk_conn *nsk_proctab_alloc(struct nsk_proctab *t, pid_t pid)
 {
 	if (!t->hdr)
 		return NULL;
-	/* First reuse a freed slot below the high-water mark (pages already backed). */
-	uint64_t high = nsk_load64_acquire(&t->hdr->high);
-	if (high > NSK_PROC_SLOTS)
-		high = NSK_PROC_SLOTS;
+	/* First reuse a freed slot below the high-water mark whose page is backed. */
+	uint64_t high = nsk_proctab_readable(t);
 	uint64_t start = high ? nsk_load64(&t->hdr->hint) % high : 0;
 	for (uint64_t k = 0; k < high; k++) {
 		struct nsk_conn *c = take(t, (uint32_t)((start + k) % high), pid);
@@ -266,8 +292,8 @@ void nsk_proctab_free(struct nsk_proctab *t, struct nsk_conn *c)
 int nsk_proctab_in_use(struct nsk_proctab *t, pid_t self)
 {
 	int n = 0;
-	uint64_t high = nsk_load64(&t->hdr->high);
-	for (uint32_t i = 0; i < high && i < NSK_PROC_SLOTS; i++) {
+	uint32_t high = nsk_proctab_readable(t);
+	for (uint32_t i = 0; i < high; i++) {
 		uint32_t p = nsk_load32(&t->conns[i].owner_pid);
 		if (p && p != (uint32_t)self && kill((pid_t)p, 0) == 0)
 			n++;

@@ -43,6 +43,8 @@ void nsk_proctab_unmap(struct nsk_proctab *t);
  * allocated first so that a full /dev/shm yields NULL, never SIGBUS. */
 struct nsk_conn *nsk_proctab_alloc(struct nsk_proctab *t, pid_t pid);
 void nsk_proctab_free(struct nsk_proctab *t, struct nsk_conn *c);
+/* nsk_proctab_readable - number of leading slots that may be read (handed out and backed). */
+uint32_t nsk_proctab_readable(const struct nsk_proctab *t);
 /* nsk_proctab_in_use - slots owned by live processes other than @self. */
 int nsk_proctab_in_use(struct nsk_proctab *t, pid_t self);
 

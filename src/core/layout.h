@@ -61,7 +61,8 @@ struct nsk_chan_side {
 	uint32_t switched;  /* 1 once switch_at is valid (store-release) */
 	uint32_t pid;       /* informational */
 	uint64_t switch_at; /* bytes this side sent over TCP before it started using the ring */
-	uint32_t pad[12];
+	uint64_t cpumask;   /* CPUs 0..63 this side may run on (0: unknown), for the spin policy */
+	uint32_t pad[10];
 };
 _Static_assert(sizeof(struct nsk_chan_side) == NSK_CACHELINE, "side is one line");
 
@@ -194,8 +195,9 @@ struct nsk_proc_hdr {
 	uint64_t start_time;
 	uint64_t hint;   /* next slot to try */
 	uint64_t high;   /* slots [0, high) have been handed out at least once */
+	uint64_t backed; /* bytes [0, backed) of the file have backing store (page multiple) */
 	uint64_t counters[16]; /* enum nsk_pcounter */
-	uint8_t pad[88];
+	uint8_t pad[80];
 };
 _Static_assert(sizeof(struct nsk_proc_hdr) == 256, "proc header size");
 

@@ -193,6 +193,9 @@ int nsk_registry_insert(struct nsk_registry *r, const struct nsk_reg_key *k, pid
 							     memory_order_acquire,
 							     memory_order_relaxed))
 			continue;
+		/* Seqlock writer: BUSY must be visible before any field changes (pairs with the
+		 * reader's acquire fence before its state re-check). */
+		atomic_thread_fence(memory_order_release);
 		entry_copy_in(e, &tmpl);
 		/* Release pairs with the acquire in nsk_registry_read: fields before state. */
 		nsk_store32_release(&e->state, (busy & ~3u) | NSK_RE_VALID);

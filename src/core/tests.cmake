@@ -10,12 +10,12 @@ foreach(t ${NSK_CORE_UNIT_TESTS})
   set_tests_properties(core_${t} PROPERTIES LABELS unit TIMEOUT 120 SKIP_RETURN_CODE 77)
 endforeach()
 
-# Reproductions of bugs found while writing these tests (core_BUG_*): each fails until its
-# bug is fixed; the test's comment and output say what is wrong. Label known_bug as well, so
-# that `ctest -L unit -LE known_bug` runs the rest.
+# Reproductions of bugs found while writing these tests (core_regress_*): each fails until its
+# bug is fixed; the test's comment and output say what is wrong. Label regress as well, so
+# that `ctest -L unit -LE regress` runs the rest.
 foreach(b proctab_last_slot proctab_sigbus start_time_strtok)
-  add_test(NAME core_BUG_${b} COMMAND nsk_domain_test bug_${b})
-  set_tests_properties(core_BUG_${b} PROPERTIES LABELS "unit;known_bug" TIMEOUT 60
+  add_test(NAME core_regress_${b} COMMAND nsk_domain_test bug_${b})
+  set_tests_properties(core_regress_${b} PROPERTIES LABELS "unit;regress" TIMEOUT 60
                        SKIP_RETURN_CODE 77)
 endforeach()
 
@@ -29,7 +29,7 @@ add_dependencies(nsk_switch_test nearsock_preload)
 add_test(NAME core_switch COMMAND nsk_switch_test $<TARGET_FILE:nearsock_preload>)
 set_tests_properties(core_switch PROPERTIES LABELS "unit;integ" TIMEOUT 120
                      SKIP_RETURN_CODE 77)
-add_test(NAME core_BUG_recv_waitall
+add_test(NAME core_regress_recv_waitall
          COMMAND nsk_switch_test $<TARGET_FILE:nearsock_preload> bug_recv_waitall)
-set_tests_properties(core_BUG_recv_waitall PROPERTIES LABELS "unit;integ;known_bug" TIMEOUT 60
+set_tests_properties(core_regress_recv_waitall PROPERTIES LABELS "unit;integ;regress" TIMEOUT 60
                      SKIP_RETURN_CODE 77)

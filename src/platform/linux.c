@@ -86,14 +86,20 @@ uint64_t nsk_proc_start_time(pid_t pid)
 	if (!p)
 		return 0;
 	p++;
+	/* fields are single-space separated after comm: walk to field 22 (no strtok: we run
+	 * inside other programs, whose strtok state we must not disturb) */
 	unsigned long long start = 0;
 	int field = 2;
-	for (char *tok = strtok(p, " "); tok; tok = strtok(NULL, " ")) {
+	while (*p && field < 22) {
+		while (*p == ' ')
+			p++;
 		field++;
 		if (field == 22) {
-			start = strtoull(tok, NULL, 10);
+			start = strtoull(p, NULL, 10);
 			break;
 		}
+		while (*p && *p != ' ')
+			p++;
 	}
 	return start;
 }
@@ -122,6 +128,24 @@ int nsk_cpus_allowed(void)
 	if (sched_getaffinity(0, sizeof(set), &set) < 0)
 		return 1;
 	return CPU_COUNT(&set);
+}
+
+uint64_t nsk_cpu_mask(void)
+{
+	cpu_set_t set;
+	uint64_t m = 0;
+	if (sched_getaffinity(0, sizeof(set), &set) < 0)
+		return 0;
+	for (int i = 0; i < 64; i++)
+		if (CPU_ISSET(i, &set))
+			m |= 1ull << i;
+	return m;
+}
+
+int nsk_cpus_online(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	return n > 0 ? (int)n : 1;
 }
 
 uint64_t nsk_now_ns(void)

@@ -30,6 +30,10 @@ int nsk_proc_alive(pid_t pid, uint64_t start);
 uint64_t nsk_netns_id(void);
 /* nsk_cpus_allowed - number of CPUs this thread may run on. */
 int nsk_cpus_allowed(void);
+/* nsk_cpu_mask - CPUs 0..63 this thread may run on, as a bit mask (0 if unknown). */
+uint64_t nsk_cpu_mask(void);
+/* nsk_cpus_online - CPUs online in the system. */
+int nsk_cpus_online(void);
 /* nsk_now_ns - CLOCK_MONOTONIC in nanoseconds. */
 uint64_t nsk_now_ns(void);
 /* nsk_random64 - a random 64-bit value (getrandom, falling back to clock mixing). */

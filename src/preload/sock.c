@@ -544,6 +544,16 @@ static void send_ctl(struct nsk_sock *s)
 		nsk_add64(&s->conn->wakes_sent, 1);
 }
 
+/* Spinning only pays when the two sides can run at the same time: not when both are
+ * confined to the same single CPU (or the machine has one). */
+static void spin_policy(struct nsk_sock *s)
+{
+	uint64_t mine = nsk_cpu_mask();
+	uint64_t peer = nsk_load64(&s->chan.hdr->side[1 - s->chan.side].cpumask);
+	int single = mine && peer && mine == peer && !(mine & (mine - 1));
+	s->spin_ns = nsk_cpus_online() > 1 && !single ? nsk_g.spin_ns : 0;
+}
+
 /* Publish our switch point: from now on our application bytes go through the ring.
  * Caller holds txlock. */
 static void switch_tx_locked(struct nsk_sock *s)
@@ -562,6 +572,7 @@ static void switch_tx_locked(struct nsk_sock *s)
 	 * before any byte past it. */
 	nsk_store32_release(&me->switched, 1);
 	nsk_store32(&c->tx_switched, 1);
+	spin_policy(s);
 	ctl_nodelay(s);
 	REAL(send)(s->fd, &ctl_byte, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
 	nsk_log(NSK_LOG_DEBUG, "fd %d: tx switched to shm after %llu TCP bytes", s->fd,
@@ -612,6 +623,7 @@ static void try_claim(struct nsk_sock *s)
 	c->nonce = o.nonce;
 	nsk_store32(&c->mode, NSK_MODE_SHM);
 	nsk_store32(&c->tx_switched, 1);
+	spin_policy(s);
 	ctl_nodelay(s);
 	REAL(send)(s->fd, &ctl_byte, 1, MSG_DONTWAIT | MSG_NOSIGNAL); /* marker */
 	xunlock(&c->txlock);
@@ -1028,8 +1040,10 @@ ssize_t nsk_sock_recv(struct nsk_sock *s, const struct iovec *iov, int iovcnt, i
 				left -= len;
 				off = 0;
 			}
+			/* Once we have bytes, do not block for more, unless MSG_WAITALL asks for it
+			 * (the rest then arrives on TCP, or as the peer's marker when it switches). */
 			int kflags = (flags & (MSG_PEEK | MSG_OOB | MSG_TRUNC | MSG_CMSG_CLOEXEC)) |
-				     ((got || (flags & MSG_DONTWAIT)) ? MSG_DONTWAIT : 0);
+				     (((got && !waitall) || (flags & MSG_DONTWAIT)) ? MSG_DONTWAIT : 0);
 			if (!(kflags & MSG_DONTWAIT) && s->kind == NSK_CK_SERVER &&
 			    nsk_load32(&c->mode) == NSK_MODE_OFFERED) {
 				/* Before its claim a server must not sleep in the kernel only: the
