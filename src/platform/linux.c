@@ -144,8 +144,12 @@ uint64_t nsk_cpu_mask(void)
 
 int nsk_cpus_online(void)
 {
-	long n = sysconf(_SC_NPROCESSORS_ONLN);
-	return n > 0 ? (int)n : 1;
+	static int cached;
+	if (!cached) {
+		long n = sysconf(_SC_NPROCESSORS_ONLN);
+		cached = n > 0 ? (int)n : 1;
+	}
+	return cached;
 }
 
 uint64_t nsk_now_ns(void)

@@ -129,16 +129,28 @@ int connect(int fd, const struct sockaddr *sa, socklen_t len)
 static int do_accept(int fd, struct sockaddr *sa, socklen_t *len, int flags)
 {
 	struct nsk_sock *ls = nsk_sock_enter(fd);
-	int nfd = REAL(accept4)(fd, sa, len, flags);
-	if (!ls)
-		return nfd;
+	if (!ls || ls->kind != NSK_CK_LISTENER) {
+		if (ls)
+			nsk_sock_leave(ls);
+		return REAL(accept4)(fd, sa, len, flags);
+	}
+	/* We need the peer's address even when the application does not ask for it. */
+	struct sockaddr_storage peer;
+	socklen_t plen = sizeof(peer);
+	int nfd = REAL(accept4)(fd, (struct sockaddr *)&peer, &plen, flags);
 	int e = errno;
-	if (nfd >= 0 && ls->kind == NSK_CK_LISTENER) {
+	if (nfd >= 0) {
+		if (sa && len) {
+			memcpy(sa, &peer, plen < *len ? plen : *len);
+			*len = plen;
+		}
 		struct nsk_sock *s = nsk_sock_new(nfd, ls->family, NSK_CK_SERVER);
 		if (s) {
 			s->nonblock = !!(flags & SOCK_NONBLOCK);
+			memcpy(s->conn->laddr, ls->conn->laddr, 16); /* refined if an offer comes */
+			s->conn->lport = ls->conn->lport;
 			track(nfd, s);
-			nsk_sock_accepted(s, ls->reg_slot);
+			nsk_sock_accepted(s, ls->reg_slot, (struct sockaddr *)&peer);
 		} else {
 			track(nfd, NULL);
 		}

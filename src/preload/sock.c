@@ -100,6 +100,8 @@ void nsk_global_init(void)
 	nsk_g.ring_size = rs;
 	nsk_g.spin_ns = env_u64("NEARSOCK_SPIN_US", 50) * 1000;
 	nsk_g.offer_timeout_ns = env_u64("NEARSOCK_OFFER_TIMEOUT_MS", 10000) * 1000000ull;
+	v = getenv("NEARSOCK_UPGRADE");
+	nsk_g.eager = v && !strcmp(v, "eager");
 	nsk_g.pid = getpid();
 }
 
@@ -191,7 +193,7 @@ struct nsk_sock *nsk_sock_new(int fd, int family, int kind)
 {
 	if (!nsk_domain_ready())
 		return NULL;
-	struct nsk_conn *c = nsk_proctab_alloc(&nsk_g.tab, getpid());
+	struct nsk_conn *c = nsk_proctab_alloc(&nsk_g.tab, nsk_g.pid);
 	if (!c) {
 		pcount(NSK_PC_FALLBACKS);
 		nsk_log(NSK_LOG_INFO, "fd %d: connection table full: not tracked", fd);
@@ -351,6 +353,7 @@ static int fill_tuple(struct nsk_sock *s)
 	    norm_addr((struct sockaddr *)&ra, &f2, s->conn->raddr, &s->conn->rport) < 0)
 		return -EAFNOSUPPORT;
 	s->conn->family = f1;
+	s->tuple_ok = 1;
 	return 0;
 }
 
@@ -441,6 +444,8 @@ struct pending {
 };
 static struct pending pend[PENDING_MAX];
 static int npend;
+/* Per listener slot: the offer_seq value up to which offers were drained. */
+static uint64_t drained_seq[NSK_REG_SLOTS];
 
 /* Pull every queued offer into the pending table. Caller holds nsk_g.lock. */
 static void drain_offers_locked(void)
@@ -582,10 +587,6 @@ static void switch_tx_locked(struct nsk_sock *s)
 static void try_claim(struct nsk_sock *s)
 {
 	struct nsk_conn *c = s->conn;
-	if (nsk_now_ns() > s->deadline_ns) {
-		nsk_store32(&c->mode, NSK_MODE_PLAIN);
-		return;
-	}
 	if (s->reg_slot < 0)
 		return;
 	/* Nothing new was posted to the listener since we last looked: no syscall, no lock. */
@@ -596,7 +597,8 @@ static void try_claim(struct nsk_sock *s)
 	struct nsk_offer o;
 	pthread_mutex_lock(&nsk_g.lock);
 	drain_offers_locked();
-	int memfd = take_offer_locked(s, &o);
+	drained_seq[s->reg_slot] = seq;
+	int memfd = npend && (s->tuple_ok || fill_tuple(s) == 0) ? take_offer_locked(s, &o) : -1;
 	pthread_mutex_unlock(&nsk_g.lock);
 	if (memfd < 0)
 		return;
@@ -634,16 +636,29 @@ static void try_claim(struct nsk_sock *s)
 		(unsigned long long)me->switch_at);
 }
 
-void nsk_sock_accepted(struct nsk_sock *s, int reg_slot)
+void nsk_sock_accepted(struct nsk_sock *s, int reg_slot, const struct sockaddr *peer)
 {
 	s->reg_slot = reg_slot;
-	if (reg_slot < 0 || fill_tuple(s) < 0) {
+	if (reg_slot < 0) {
 		nsk_store32(&s->conn->mode, NSK_MODE_PLAIN);
 		return;
 	}
 	nsk_add64(&nsk_g.dom.reg.e[reg_slot].accepted, 1);
-	s->seen_seq = (uint64_t)-1; /* force one drain */
-	s->deadline_ns = nsk_now_ns() + nsk_g.offer_timeout_ns;
+	/* A peer on another host (or another namespace) can never offer: plain TCP at once. */
+	uint16_t fam, port;
+	uint8_t addr[16];
+	if (norm_addr(peer, &fam, addr, &port) < 0 ||
+	    (!is_loopback(fam, addr) && (fill_tuple(s) < 0 || memcmp(s->conn->laddr, addr, 16)))) {
+		nsk_store32(&s->conn->mode, NSK_MODE_PLAIN);
+		return;
+	}
+	/* What status shows until an offer needs the exact local address (fill_tuple). */
+	s->conn->family = fam;
+	memcpy(s->conn->raddr, addr, 16);
+	s->conn->rport = port;
+	pthread_mutex_lock(&nsk_g.lock);
+	s->seen_seq = drained_seq[reg_slot];
+	pthread_mutex_unlock(&nsk_g.lock);
 	nsk_store32(&s->conn->mode, NSK_MODE_OFFERED);
 	pthread_mutex_lock(&s->lock);
 	try_claim(s);
@@ -685,14 +700,12 @@ static void deliver_offer(struct nsk_sock *s)
 	nsk_add64(&nsk_g.dom.reg.e[s->reg_slot].offer_seq, 1);
 }
 
+static void offer(struct nsk_sock *s);
+
 void nsk_sock_connected(struct nsk_sock *s)
 {
 	struct nsk_conn *c = s->conn;
-	if (nsk_load32(&c->mode) != NSK_MODE_TCP || !nsk_domain_ready()) {
-		nsk_store32(&c->mode, NSK_MODE_PLAIN);
-		return;
-	}
-	if (fill_tuple(s) < 0) {
+	if (nsk_load32(&c->mode) != NSK_MODE_TCP || !nsk_domain_ready() || fill_tuple(s) < 0) {
 		nsk_store32(&c->mode, NSK_MODE_PLAIN);
 		return;
 	}
@@ -706,9 +719,21 @@ void nsk_sock_connected(struct nsk_sock *s)
 	struct nsk_reg_entry e;
 	int slot = nsk_registry_lookup(&nsk_g.dom.reg, &k, dst_local, &e);
 	if (slot < 0 || nsk_rv_path(&nsk_g.dom, e.rv, s->offer_path, sizeof(s->offer_path)) < 0) {
+		/* no co-resident nearsock listener: TCP for good, at no further cost */
 		nsk_store32(&c->mode, NSK_MODE_PLAIN);
 		return;
 	}
+	s->reg_slot = slot;
+	s->candidate = 1;
+	if (nsk_g.eager)
+		offer(s);
+}
+
+/* Create the channel and offer it to the listener found at connect time. */
+static void offer(struct nsk_sock *s)
+{
+	struct nsk_conn *c = s->conn;
+	s->candidate = 0;
 	int memfd = nsk_chan_create(&s->chan, nsk_g.ring_size);
 	if (memfd < 0) {
 		pcount(NSK_PC_FALLBACKS);
@@ -727,14 +752,22 @@ void nsk_sock_connected(struct nsk_sock *s)
 	o->sport = c->rport;
 	memcpy(o->caddr, c->laddr, 16);
 	memcpy(o->saddr, c->raddr, 16);
-	o->pid = (uint32_t)getpid();
+	o->pid = (uint32_t)nsk_g.pid;
 	c->nonce = o->nonce;
-	s->reg_slot = slot;
 	s->offer_memfd = memfd;
 	s->offer_pending = 1;
 	s->deadline_ns = nsk_now_ns() + nsk_g.offer_timeout_ns;
 	nsk_store32(&c->mode, NSK_MODE_OFFERED);
 	deliver_offer(s);
+}
+
+/* Lazy upgrade: a connection that carried a single request (and its answer) never pays for
+ * a channel. Offer once the client sends a second time or 256 KiB moved either way. */
+static int offer_due(struct nsk_sock *s)
+{
+	struct nsk_conn *c = s->conn;
+	return c->tx_tcp_msgs >= 1 && (c->tx_tcp_msgs >= 2 || c->tx_tcp >= (256u << 10) ||
+				       c->rx_tcp >= (256u << 10));
 }
 
 static void client_refresh(struct nsk_sock *s)
@@ -786,10 +819,14 @@ void nsk_sock_refresh(struct nsk_sock *s)
 	pthread_mutex_lock(&s->lock);
 	mode = nsk_load32(&c->mode);
 	if (s->kind == NSK_CK_CLIENT) {
-		if (mode == NSK_MODE_TCP && s->connecting && connecting_done(s))
+		if (mode == NSK_MODE_TCP && s->connecting && connecting_done(s)) {
+			s->connecting = 0;
 			nsk_sock_connected(s);
-		else
+		} else if (mode == NSK_MODE_TCP && s->candidate && offer_due(s)) {
+			offer(s);
+		} else {
 			client_refresh(s);
+		}
 	} else if (s->kind == NSK_CK_SERVER && mode == NSK_MODE_OFFERED) {
 		try_claim(s);
 	}
@@ -973,26 +1010,6 @@ static int sleep_ring(struct nsk_sock *s, int tx, uint64_t deadline)
 	return ret;
 }
 
-/* A server awaiting its claim waits for data on the TCP socket or an offer on the process's
- * rendezvous socket. 0: data (or the claim window closed), 1: an offer, -EINTR. */
-static int wait_data_or_offer(struct nsk_sock *s)
-{
-	for (;;) {
-		uint64_t now = nsk_now_ns();
-		if (now >= s->deadline_ns || nsk_g.rv_fd < 0)
-			return 0;
-		struct pollfd p[2] = {{.fd = s->fd, .events = POLLIN}, {.fd = nsk_g.rv_fd, .events = POLLIN}};
-		int64_t ms = (int64_t)((s->deadline_ns - now) / 1000000) + 1;
-		int r = REAL(poll)(p, 2, ms > 1000 ? 1000 : (int)ms);
-		if (r < 0)
-			return errno == EINTR ? -EINTR : 0;
-		if (p[0].revents)
-			return 0;
-		if (p[1].revents || nsk_load64(&nsk_g.dom.reg.e[s->reg_slot].offer_seq) != s->seen_seq)
-			return 1;
-	}
-}
-
 ssize_t nsk_sock_recv(struct nsk_sock *s, const struct iovec *iov, int iovcnt, int flags)
 {
 	struct nsk_conn *c = s->conn;
@@ -1044,22 +1061,6 @@ ssize_t nsk_sock_recv(struct nsk_sock *s, const struct iovec *iov, int iovcnt, i
 			 * (the rest then arrives on TCP, or as the peer's marker when it switches). */
 			int kflags = (flags & (MSG_PEEK | MSG_OOB | MSG_TRUNC | MSG_CMSG_CLOEXEC)) |
 				     (((got && !waitall) || (flags & MSG_DONTWAIT)) ? MSG_DONTWAIT : 0);
-			if (!(kflags & MSG_DONTWAIT) && s->kind == NSK_CK_SERVER &&
-			    nsk_load32(&c->mode) == NSK_MODE_OFFERED) {
-				/* Before its claim a server must not sleep in the kernel only: the
-				 * client's offer may arrive while it waits for data. */
-				int w = wait_data_or_offer(s);
-				if (w == -EINTR) {
-					ret = -EINTR;
-					break;
-				}
-				if (w == 1) {
-					xunlock(&c->rxlock);
-					nsk_sock_refresh(s);
-					xlock(&c->rxlock);
-					continue;
-				}
-			}
 			struct msghdr mh = {.msg_iov = view, .msg_iovlen = (size_t)nv};
 			/* A blocking kernel read may sleep here holding rxlock: only other readers of
 			 * this socket wait for it, as they would in the kernel. */

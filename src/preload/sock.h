@@ -35,6 +35,7 @@ struct nsk_global {
 	uint64_t netns;
 	uint64_t start_time;
 	pid_t pid;
+	int eager;         /* NEARSOCK_UPGRADE=eager: offer at connect, not lazily */
 	int rv_fd;         /* our rendezvous socket (listeners) or -1 */
 	char rv_name[40];
 	int offer_fd;      /* unbound datagram socket offers are sent from, or -1 */
@@ -63,6 +64,8 @@ struct nsk_sock {
 	uint64_t spin_ns;      /* spin budget before sleeping (0 on a single allowed CPU) */
 	uint64_t last_drain_ns; /* non-blocking readers: last look at the kernel socket */
 	int connecting;        /* client: non-blocking connect in progress */
+	int candidate;         /* client: a local listener exists; offer when worth it */
+	int tuple_ok;          /* conn->laddr/raddr are filled in */
 	uint64_t id;           /* unique per socket object incarnation */
 	struct nsk_sock *next_free;
 };
@@ -89,11 +92,13 @@ int nsk_sock_is_internal_fd(int fd);
 void nsk_sock_internal_fd_lost(int fd);
 
 /* Upgrade state machine. */
-/* nsk_sock_connected - a client socket finished connecting: look the destination up and
- * offer a channel if a local listener owns it. */
+/* nsk_sock_connected - a client socket finished connecting: look the destination up; if a
+ * local nearsock listener owns it the connection becomes a candidate, offered a channel
+ * once it has shown it is more than one request (or at once with NEARSOCK_UPGRADE=eager). */
 void nsk_sock_connected(struct nsk_sock *s);
-/* nsk_sock_accepted - a server socket came out of accept() on listener slot @reg_slot. */
-void nsk_sock_accepted(struct nsk_sock *s, int reg_slot);
+/* nsk_sock_accepted - a server socket came out of accept() on listener slot @reg_slot,
+ * from @peer. */
+void nsk_sock_accepted(struct nsk_sock *s, int reg_slot, const struct sockaddr *peer);
 /* nsk_sock_refresh - advance the state machine without blocking (claim, observe a claim,
  * retry an offer, expire). Called at the top of every wrapped call. */
 void nsk_sock_refresh(struct nsk_sock *s);
