@@ -1,0 +1,39 @@
+# SPDX-License-Identifier: MIT
+# Integration tests (label integ), included by tests/CMakeLists.txt. Each test is a shell
+# script under tests/integ/ run against this build (NSK_BUILD), exiting 0 / 1 / 77 (skip).
+# Helper programs are plain C: they find the stats API with dlsym, so they run with and
+# without the preload library. Optional: NSK_ASAN_BUILD=<dir of a -DNSK_SANITIZE=address,undefined
+# build> in the environment makes the hostile-peer test also run against that library.
+
+set(NSK_INTEG_DIR ${CMAKE_CURRENT_SOURCE_DIR}/integ)
+
+foreach(helper nsk_many nsk_kill nsk_badin nsk_hostile)
+  if(NOT EXISTS ${NSK_INTEG_DIR}/${helper}.c)
+    continue()
+  endif()
+  add_executable(${helper} ${NSK_INTEG_DIR}/${helper}.c)
+  target_include_directories(${helper} PRIVATE ${CMAKE_SOURCE_DIR}/include ${CMAKE_SOURCE_DIR}/src)
+  target_link_libraries(${helper} PRIVATE pthread dl)
+endforeach()
+
+# nsk_integ_test(NAME TIMEOUT SCRIPT [ARGS...])
+function(nsk_integ_test name timeout script)
+  add_test(NAME integ_${name} COMMAND bash ${NSK_INTEG_DIR}/${script} ${ARGN})
+  set_tests_properties(integ_${name} PROPERTIES
+    LABELS integ
+    TIMEOUT ${timeout}
+    SKIP_RETURN_CODE 77
+    ENVIRONMENT "NSK_BUILD=${CMAKE_BINARY_DIR}")
+endfunction()
+
+foreach(style blocking epoll poll select)
+  nsk_integ_test(echo_${style} 60 echo.sh ${style})
+endforeach()
+nsk_integ_test(one_side 60 one_side.sh)
+nsk_integ_test(netns 60 netns.sh)
+nsk_integ_test(kill_server 60 kill.sh server)
+nsk_integ_test(kill_client 60 kill.sh client)
+nsk_integ_test(many_conns 60 many_conns.sh)
+nsk_integ_test(bad_input 60 bad_input.sh)
+nsk_integ_test(bad_domain 60 bad_domain.sh)
+nsk_integ_test(hostile 60 hostile.sh)
