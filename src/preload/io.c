@@ -16,19 +16,53 @@
 
 extern void __chk_fail(void) __attribute__((noreturn));
 
-/* Socket whose data path we handle, pinned; NULL: call libc. */
-static struct nsk_sock *data_sock(int fd)
+/* Socket whose data path we handle, pinned; NULL: call libc. Plain-TCP sockets are
+ * returned in *@plain (pinned) so that the wrapper can count their bytes. */
+static struct nsk_sock *data_sock_p(int fd, struct nsk_sock **plain)
 {
 	struct nsk_sock *s = nsk_sock_enter(fd);
+	*plain = NULL;
 	if (!s)
 		return NULL;
 	uint32_t mode = nsk_load32(&s->conn->mode);
-	if (s->kind == NSK_CK_NONE || s->kind == NSK_CK_LISTENER || mode == NSK_MODE_PLAIN) {
+	if (s->kind == NSK_CK_NONE || s->kind == NSK_CK_LISTENER) {
 		nsk_sock_leave(s);
+		return NULL;
+	}
+	if (mode == NSK_MODE_PLAIN) {
+		*plain = s;
 		return NULL;
 	}
 	nsk_sock_refresh(s);
 	return s;
+}
+
+static struct nsk_sock *data_sock(int fd)
+{
+	struct nsk_sock *p, *s = data_sock_p(fd, &p);
+	if (p)
+		nsk_sock_leave(p);
+	return s;
+}
+
+/* Count a plain-TCP call's bytes (statistics only: a racy add between threads may lose an
+ * update, never corrupts anything) and unpin. */
+static ssize_t plain_done(struct nsk_sock *p, ssize_t r, int tx)
+{
+	if (r > 0) {
+		int saved = errno;
+		struct nsk_conn *c = p->conn;
+		if (tx) {
+			nsk_store64(&c->tx_tcp, nsk_load64(&c->tx_tcp) + (uint64_t)r);
+			nsk_store64(&c->tx_tcp_msgs, nsk_load64(&c->tx_tcp_msgs) + 1);
+		} else {
+			nsk_store64(&c->rx_tcp, nsk_load64(&c->rx_tcp) + (uint64_t)r);
+			nsk_store64(&c->rx_tcp_msgs, nsk_load64(&c->rx_tcp_msgs) + 1);
+		}
+		errno = saved;
+	}
+	nsk_sock_leave(p);
+	return r;
 }
 
 static ssize_t do_recv(struct nsk_sock *s, const struct iovec *iov, int cnt, int flags)
@@ -59,7 +93,9 @@ static ssize_t do_send(struct nsk_sock *s, const struct iovec *iov, int cnt, int
 
 ssize_t recv(int fd, void *buf, size_t len, int flags)
 {
-	struct nsk_sock *s = data_sock(fd);
+	struct nsk_sock *p, *s = data_sock_p(fd, &p);
+	if (p)
+		return plain_done(p, REAL(recv)(fd, buf, len, flags), 0);
 	if (!s)
 		return REAL(recv)(fd, buf, len, flags);
 	struct iovec iov = {buf, len};
@@ -68,7 +104,9 @@ ssize_t recv(int fd, void *buf, size_t len, int flags)
 
 ssize_t send(int fd, const void *buf, size_t len, int flags)
 {
-	struct nsk_sock *s = data_sock(fd);
+	struct nsk_sock *p, *s = data_sock_p(fd, &p);
+	if (p)
+		return plain_done(p, REAL(send)(fd, buf, len, flags), 1);
 	if (!s)
 		return REAL(send)(fd, buf, len, flags);
 	struct iovec iov = {(void *)buf, len};
@@ -77,7 +115,9 @@ ssize_t send(int fd, const void *buf, size_t len, int flags)
 
 ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *src, socklen_t *alen)
 {
-	struct nsk_sock *s = data_sock(fd);
+	struct nsk_sock *p, *s = data_sock_p(fd, &p);
+	if (p)
+		return plain_done(p, REAL(recvfrom)(fd, buf, len, flags, src, alen), 0);
 	if (!s)
 		return REAL(recvfrom)(fd, buf, len, flags, src, alen);
 	struct iovec iov = {buf, len};
@@ -90,7 +130,9 @@ ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *src,
 ssize_t sendto(int fd, const void *buf, size_t len, int flags, const struct sockaddr *dst,
 	       socklen_t dlen)
 {
-	struct nsk_sock *s = data_sock(fd);
+	struct nsk_sock *p, *s = data_sock_p(fd, &p);
+	if (p)
+		return plain_done(p, REAL(sendto)(fd, buf, len, flags, dst, dlen), 1);
 	if (!s)
 		return REAL(sendto)(fd, buf, len, flags, dst, dlen);
 	struct iovec iov = {(void *)buf, len};
@@ -99,7 +141,9 @@ ssize_t sendto(int fd, const void *buf, size_t len, int flags, const struct sock
 
 ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
 {
-	struct nsk_sock *s = data_sock(fd);
+	struct nsk_sock *p, *s = data_sock_p(fd, &p);
+	if (p)
+		return plain_done(p, REAL(recvmsg)(fd, msg, flags), 0);
 	if (!s)
 		return REAL(recvmsg)(fd, msg, flags);
 	if (msg->msg_iovlen > IOV_MAX) {
@@ -118,7 +162,9 @@ ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
 
 ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
 {
-	struct nsk_sock *s = data_sock(fd);
+	struct nsk_sock *p, *s = data_sock_p(fd, &p);
+	if (p)
+		return plain_done(p, REAL(sendmsg)(fd, msg, flags), 1);
 	if (!s)
 		return REAL(sendmsg)(fd, msg, flags);
 	if (msg->msg_iovlen > IOV_MAX) {
@@ -174,7 +220,9 @@ int sendmmsg(int fd, struct mmsghdr *vec, unsigned int n, int flags)
 
 ssize_t read(int fd, void *buf, size_t len)
 {
-	struct nsk_sock *s = data_sock(fd);
+	struct nsk_sock *p, *s = data_sock_p(fd, &p);
+	if (p)
+		return plain_done(p, REAL(read)(fd, buf, len), 0);
 	if (!s)
 		return REAL(read)(fd, buf, len);
 	struct iovec iov = {buf, len};
@@ -183,7 +231,9 @@ ssize_t read(int fd, void *buf, size_t len)
 
 ssize_t write(int fd, const void *buf, size_t len)
 {
-	struct nsk_sock *s = data_sock(fd);
+	struct nsk_sock *p, *s = data_sock_p(fd, &p);
+	if (p)
+		return plain_done(p, REAL(write)(fd, buf, len), 1);
 	if (!s)
 		return REAL(write)(fd, buf, len);
 	struct iovec iov = {(void *)buf, len};
@@ -192,7 +242,9 @@ ssize_t write(int fd, const void *buf, size_t len)
 
 ssize_t readv(int fd, const struct iovec *iov, int cnt)
 {
-	struct nsk_sock *s = data_sock(fd);
+	struct nsk_sock *p, *s = data_sock_p(fd, &p);
+	if (p)
+		return plain_done(p, REAL(readv)(fd, iov, cnt), 0);
 	if (!s)
 		return REAL(readv)(fd, iov, cnt);
 	if (cnt < 0 || cnt > IOV_MAX) {
@@ -205,7 +257,9 @@ ssize_t readv(int fd, const struct iovec *iov, int cnt)
 
 ssize_t writev(int fd, const struct iovec *iov, int cnt)
 {
-	struct nsk_sock *s = data_sock(fd);
+	struct nsk_sock *p, *s = data_sock_p(fd, &p);
+	if (p)
+		return plain_done(p, REAL(writev)(fd, iov, cnt), 1);
 	if (!s)
 		return REAL(writev)(fd, iov, cnt);
 	if (cnt < 0 || cnt > IOV_MAX) {

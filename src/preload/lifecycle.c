@@ -175,13 +175,22 @@ int close(int fd)
 	nsk_epoll_forget(fd);
 	if (nsk_sock_is_internal_fd(fd))
 		nsk_sock_internal_fd_lost(fd);
-	struct nsk_sock *s = nsk_fd_get(fd);
-	if (s) {
-		int saved = errno;
-		track(fd, NULL);
-		errno = saved;
-	}
-	return REAL(close)(fd);
+	struct nsk_sock *s = nsk_sock_enter(fd);
+	if (!s)
+		return REAL(close)(fd);
+	int saved = errno;
+	nsk_sock_before_close(s);
+	nsk_fd_set(fd, NULL);
+	errno = saved;
+	/* The kernel close first: when we then wake the peer, our FIN is already there. */
+	int r = REAL(close)(fd);
+	saved = errno;
+	if (s->kind == NSK_CK_LISTENER && atomic_load(&s->refs) == 1)
+		listeners_del(s);
+	nsk_sock_put(s);
+	nsk_sock_leave(s);
+	errno = saved;
+	return r;
 }
 
 int close_range(unsigned int first, unsigned int last, int flags);

@@ -623,6 +623,7 @@ static void try_claim(struct nsk_sock *s)
 	me->switch_at = c->tx_tcp;
 	nsk_store32_release(&me->switched, 1); /* pairs with peer_switch() on the client */
 	c->nonce = o.nonce;
+	s->candidate = 0;
 	nsk_store32(&c->mode, NSK_MODE_SHM);
 	nsk_store32(&c->tx_switched, 1);
 	spin_policy(s);
@@ -659,7 +660,7 @@ void nsk_sock_accepted(struct nsk_sock *s, int reg_slot, const struct sockaddr *
 	pthread_mutex_lock(&nsk_g.lock);
 	s->seen_seq = drained_seq[reg_slot];
 	pthread_mutex_unlock(&nsk_g.lock);
-	nsk_store32(&s->conn->mode, NSK_MODE_OFFERED);
+	s->candidate = 1; /* TCP until a matching offer arrives */
 	pthread_mutex_lock(&s->lock);
 	try_claim(s);
 	pthread_mutex_unlock(&s->lock);
@@ -827,7 +828,7 @@ void nsk_sock_refresh(struct nsk_sock *s)
 		} else {
 			client_refresh(s);
 		}
-	} else if (s->kind == NSK_CK_SERVER && mode == NSK_MODE_OFFERED) {
+	} else if (s->kind == NSK_CK_SERVER && mode == NSK_MODE_TCP && s->candidate) {
 		try_claim(s);
 	}
 	if (nsk_load32(&c->mode) == NSK_MODE_SHM && !c->tx_switched && xtrylock(&c->txlock)) {
@@ -1439,5 +1440,14 @@ void nsk_sock_disarm(struct nsk_sock *s)
 void nsk_sock_kernel_event(struct nsk_sock *s, int revents)
 {
 	if ((revents & (POLLIN | POLLHUP | POLLERR | POLLRDHUP)) && s->chan.base && rx_crossed(s))
+		drain_ctl(s);
+}
+
+void nsk_sock_before_close(struct nsk_sock *s)
+{
+	/* Unread control bytes in the kernel socket would turn our FIN into a reset (the kernel
+	 * resets connections closed with unread data): consume them first. Only past the peer's
+	 * switch point, where every TCP byte is a control byte. */
+	if (atomic_load(&s->refs) == 1 && s->chan.base && rx_crossed(s))
 		drain_ctl(s);
 }

@@ -83,6 +83,9 @@ struct nsk_sock *nsk_sock_new(int fd, int family, int kind);
 /* nsk_sock_put - drop one fd reference; the last one releases the channel and slot once
  * no call is using it any more. */
 void nsk_sock_put(struct nsk_sock *s);
+/* nsk_sock_before_close - the application closes @s's fd: prepare the kernel socket so
+ * that its close reads as the peer expects (FIN, not a reset caused by control bytes). */
+void nsk_sock_before_close(struct nsk_sock *s);
 /* nsk_sock_enter - the object tracking @fd, pinned for the duration of one call, or NULL
  * (untracked fd: the wrapper calls libc). Pair with nsk_sock_leave. */
 struct nsk_sock *nsk_sock_enter(int fd);
