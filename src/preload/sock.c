@@ -866,6 +866,20 @@ static void mark_broken(struct nsk_sock *s, const char *what)
 	}
 }
 
+/* The peer's FIN flag on the ring we consume: 0 or 1; anything else is a protocol
+ * violation (the connection is reset and 1 returned so that callers stop waiting). */
+static int peer_fin(struct nsk_sock *s)
+{
+	/* Acquire pairs with the release store of fin in nsk_sock_shutdown(): every byte
+	 * written before the FIN is visible. */
+	uint32_t f = nsk_load32_acquire(&s->chan.rx.ctl->fin);
+	if (f > 1) {
+		mark_broken(s, "FIN flag");
+		return 1;
+	}
+	return (int)f;
+}
+
 /* Has the receiver crossed the peer's switch point? Updates rx_crossed. */
 static int rx_crossed(struct nsk_sock *s)
 {
@@ -962,7 +976,7 @@ static int ring_ready(struct nsk_sock *s, int tx)
 {
 	if (tx)
 		return nsk_ring_free(&s->chan.tx) != 0;
-	return nsk_ring_used(&s->chan.rx) != 0 || nsk_load32(&s->chan.rx.ctl->fin);
+	return nsk_ring_used(&s->chan.rx) != 0 || peer_fin(s);
 }
 
 /* Spin (no syscalls) up to the socket's budget until direction @tx (0: data to read,
@@ -1144,7 +1158,9 @@ ssize_t nsk_sock_recv(struct nsk_sock *s, const struct iovec *iov, int iovcnt, i
 			continue;
 		}
 		/* Ring empty: end of stream? */
-		if (nsk_load32_acquire(&s->chan.rx.ctl->fin) || c->tcp_eof) {
+		if (peer_fin(s) || c->tcp_eof) {
+			if (nsk_load32(&c->mode) == NSK_MODE_BROKEN)
+				continue;
 			if (nsk_ring_used(&s->chan.rx) != 0)
 				continue; /* data raced in before the FIN */
 			if (c->tcp_eof == 2 && !got) {
@@ -1214,6 +1230,11 @@ static int peer_gone(struct nsk_sock *s)
 		if (errno != EPIPE && errno != ECONNRESET)
 			return 0;
 	}
+	/* Our probes may have left an error on the kernel socket: the application gets its own
+	 * EPIPE from us, so its SO_ERROR must read as after a plain TCP send. */
+	int err;
+	socklen_t el = sizeof(err);
+	REAL(getsockopt)(s->fd, SOL_SOCKET, SO_ERROR, &err, &el);
 	nsk_store32(&c->peer_gone, 1);
 	return 1;
 }
@@ -1383,7 +1404,11 @@ int nsk_sock_ready(struct nsk_sock *s, int want, int *kernel_ev, int *kernel_dec
 				*kernel_ev = 0;
 				return (want & POLLIN) | POLLERR | POLLHUP;
 			}
-			int fin = nsk_load32_acquire(&s->chan.rx.ctl->fin) || c->tcp_eof;
+			int fin = peer_fin(s) || c->tcp_eof;
+			if (nsk_load32(&c->mode) == NSK_MODE_BROKEN) {
+				*kernel_ev = 0;
+				return (want & POLLIN) | POLLERR | POLLHUP;
+			}
 			if (used > 0 || fin || c->rx_shut)
 				ready |= want & POLLIN;
 			if ((fin || c->rx_shut) && used == 0)
@@ -1393,7 +1418,7 @@ int nsk_sock_ready(struct nsk_sock *s, int want, int *kernel_ev, int *kernel_dec
 				if (arm)
 					nsk_arm(&s->chan.rx.ctl->cons_armed, NSK_ARM_FD);
 				/* re-check after arming (pairs with the producer's nsk_take) */
-				if (nsk_ring_used(&s->chan.rx) != 0 || nsk_load32(&s->chan.rx.ctl->fin))
+				if (nsk_ring_used(&s->chan.rx) != 0 || peer_fin(s))
 					ready |= want & POLLIN;
 			}
 		}
@@ -1445,6 +1470,21 @@ void nsk_sock_kernel_event(struct nsk_sock *s, int revents)
 
 void nsk_sock_before_close(struct nsk_sock *s)
 {
+	/* A client closing before its offer was claimed: withdraw it, a late claim then fails. */
+	if (atomic_load(&s->refs) == 1 && s->kind == NSK_CK_CLIENT && s->chan.base &&
+	    nsk_load32(&s->conn->mode) == NSK_MODE_OFFERED)
+		nsk_chan_withdraw(&s->chan);
+	/* A server socket closing before its claim: an offer for it may be pending (its memfd
+	 * would otherwise be held until the offer expires). */
+	if (atomic_load(&s->refs) == 1 && s->kind == NSK_CK_SERVER && s->candidate) {
+		pthread_mutex_lock(&nsk_g.lock);
+		drain_offers_locked();
+		struct nsk_offer o;
+		int fd;
+		while (npend && (s->tuple_ok || fill_tuple(s) == 0) && (fd = take_offer_locked(s, &o)) >= 0)
+			REAL(close)(fd);
+		pthread_mutex_unlock(&nsk_g.lock);
+	}
 	/* Unread control bytes in the kernel socket would turn our FIN into a reset (the kernel
 	 * resets connections closed with unread data): consume them first. Only past the peer's
 	 * switch point, where every TCP byte is a control byte. */
