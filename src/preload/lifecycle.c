@@ -173,8 +173,7 @@ int accept4(int fd, struct sockaddr *sa, socklen_t *len, int flags)
 int close(int fd)
 {
 	nsk_epoll_forget(fd);
-	if (nsk_sock_is_internal_fd(fd))
-		nsk_sock_internal_fd_lost(fd);
+	nsk_sock_internal_fd_check(fd);
 	struct nsk_sock *s = nsk_sock_enter(fd);
 	if (!s)
 		return REAL(close)(fd);
@@ -203,8 +202,7 @@ int close_range(unsigned int first, unsigned int last, int flags)
 	if (r == 0 && !(flags & CLOSE_RANGE_CLOEXEC)) {
 		int saved = errno;
 		for (unsigned int fd = first; fd <= last && fd < (1u << 20); fd++) {
-			if (nsk_sock_is_internal_fd((int)fd))
-				nsk_sock_internal_fd_lost((int)fd);
+			nsk_sock_internal_fd_check((int)fd);
 			if (nsk_fd_get((int)fd))
 				track((int)fd, NULL);
 			if (fd == last)
@@ -243,8 +241,7 @@ static void dup_track(int oldfd, int newfd)
 	struct nsk_sock *s = nsk_sock_enter(oldfd);
 	if (s)
 		atomic_fetch_add(&s->refs, 1);
-	if (nsk_sock_is_internal_fd(newfd))
-		nsk_sock_internal_fd_lost(newfd);
+	nsk_sock_internal_fd_check(newfd);
 	if (newfd != oldfd)
 		nsk_epoll_forget(newfd);
 	track(newfd, s);

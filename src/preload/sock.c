@@ -506,21 +506,14 @@ static int take_offer_locked(struct nsk_sock *s, struct nsk_offer *o)
 	return -1;
 }
 
-int nsk_sock_is_internal_fd(int fd)
+void nsk_sock_internal_fd_check(int fd)
 {
-	if (fd < 0)
-		return 0;
-	if (fd == nsk_g.rv_fd || fd == nsk_g.offer_fd)
-		return 1;
-	for (int i = 0; i < npend; i++)
-		if (pend[i].memfd == fd)
-			return 1;
-	return 0;
-}
-
-/* The application closed (or dup2'd over) one of our internal descriptors: forget it. */
-void nsk_sock_internal_fd_lost(int fd)
-{
+	/* Fast path for every close(): nothing of ours can be at this number. */
+	if (fd < 0 || (fd != __atomic_load_n(&nsk_g.rv_fd, __ATOMIC_RELAXED) &&
+		       fd != __atomic_load_n(&nsk_g.offer_fd, __ATOMIC_RELAXED) &&
+		       __atomic_load_n(&npend, __ATOMIC_RELAXED) == 0))
+		return;
+	/* The application closes (or dup2s over) one of our descriptors: forget it. */
 	pthread_mutex_lock(&nsk_g.lock);
 	if (fd == nsk_g.rv_fd)
 		nsk_g.rv_fd = -1;

@@ -90,9 +90,9 @@ void nsk_sock_before_close(struct nsk_sock *s);
  * (untracked fd: the wrapper calls libc). Pair with nsk_sock_leave. */
 struct nsk_sock *nsk_sock_enter(int fd);
 void nsk_sock_leave(struct nsk_sock *s);
-/* Internal descriptors (rendezvous socket, pending memfds) the application may close. */
-int nsk_sock_is_internal_fd(int fd);
-void nsk_sock_internal_fd_lost(int fd);
+/* nsk_sock_internal_fd_check - @fd is being closed or replaced by the application: if it is
+ * one of ours (rendezvous socket, pending memfd), forget it. Cheap when it is not. */
+void nsk_sock_internal_fd_check(int fd);
 
 /* Upgrade state machine. */
 /* nsk_sock_connected - a client socket finished connecting: look the destination up; if a
