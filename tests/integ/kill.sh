@@ -27,7 +27,8 @@ one()
 		send) behave=sink ;;
 		*) behave=quiet ;;
 	esac
-	local D name=$sc-$st rc
+	local D name=$sc-$st rc t0
+	t0=$(now_ms)
 	D=$(new_domain)
 	R=
 	local popts=(--behave "$behave") sopts=(--scenario "$sc" --style "$st" --limit-ms "$LIMIT_MS")
@@ -53,7 +54,7 @@ one()
 	wait_pid "$PEER" 10
 	PEER_RC=$?
 	R=$(line_of "$T/$name.out" '"role": "survivor"')
-	echo "$name: $R"
+	echo "$name ($(($(now_ms) - t0)) ms): $R"
 	[ -s "$T/$name.err" ] && head -5 "$T/$name.err"
 	[ -n "$R" ] || { fail "$name: no survivor report (rc $rc)"; cat "$T/$name.out"; return; }
 	[ "$(jget handshake_ok "$R")" = 1 ] || fail "$name: handshake data corrupted"
@@ -92,7 +93,7 @@ done
 # A normal close, request/response style: the survivor blocks in recv; the peer, having read
 # everything, writes a 64 KiB response and closes. The survivor must read all of it, then EOF
 # (not ECONNRESET: no data was left unread by the peer), promptly. Repeated: timing-dependent.
-CLOSE_RUNS=${NSK_CLOSE_RUNS:-6}
+CLOSE_RUNS=${NSK_CLOSE_RUNS:-10}
 for st in blocking epoll; do
 	bad=0
 	worst=0

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
-# many_conns.sh — 1000 connections opened, used (a few bytes each way, twice, verified) and
-# closed, one after another, against one long-lived preloaded echo server. Afterwards:
-#   - every connection went through shared memory (the server's per-connection reports);
+# many_conns.sh — 1000 connections opened, used (a few bytes each way, four round trips,
+# verified: enough for the upgrade, which the client offers at its second send) and closed,
+# one after another, against one long-lived preloaded echo server; then 200 connections that
+# close after two round trips, before their upgrade can complete (the offer is on its way).
+# Afterwards:
+#   - every one of the 1000 went through shared memory both ways (server's reports);
 #   - the server has as many descriptors and channel mappings as after the warm-up
 #     connection (/proc/PID/fd, /proc/PID/maps "memfd:nearsock-chan"), and so has the client;
+#     unclaimed offers must not keep their segments (memfds) open in the server;
 #   - `nearsock status --json` lists no connection and only the server's listener, the
 #     registry file holds exactly one valid entry and the server's connection table one
 #     occupied slot (the listener);
@@ -14,24 +18,27 @@
 MANY=$B/nsk_many
 [ -x "$MANY" ] || skip "$MANY not built"
 N=${NSK_CONNS:-1000}
+NB=${NSK_SHORT_CONNS:-200}
 D=$(new_domain)
 
-# Warm-up connection + N + one last connection that lets the server exit through main().
-bg "$T/srv.out" "$T/srv.err" env NEARSOCK_DIR="$D" "$NSK" run -- "$ECHO" server --port 0 \
-	--conns $((N + 2))
+# Warm-up connection + N + NB + one last connection that lets the server exit through main().
+# A short offer timeout lets the server expire unclaimed offers quickly.
+bg "$T/srv.out" "$T/srv.err" env NEARSOCK_DIR="$D" NEARSOCK_OFFER_TIMEOUT_MS=300 "$NSK" run -- \
+	"$ECHO" server --port 0 --conns $((N + NB + 2))
 SRV=$LAST_PID
 wait_listen "$T/srv.out" "$SRV" || { fail "server did not start"; finish; }
 fd_listen=$(fd_count "$SRV")
 
 timeout -k 2 20 env NEARSOCK_DIR="$D" "$NSK" run -- "$B/nsk_many" --port "$PORT" --conns 1 \
-	--bytes 32 >"$T/warm.out" 2>&1 || fail "warm-up connection failed: $(cat "$T/warm.out")"
+	--bytes 32 --rounds 4 >"$T/warm.out" 2>&1 || fail "warm-up connection failed: $(cat "$T/warm.out")"
+grep -q '"mode_shm": 1,' "$T/warm.out" || fail "warm-up connection did not upgrade: $(cat "$T/warm.out")"
 sleep 0.2
 fd_base=$(fd_count "$SRV")
 maps_base=$(chan_maps "$SRV")
 
 t0=$(now_ms)
 timeout -k 2 50 env NEARSOCK_DIR="$D" "$NSK" run -- "$MANY" --port "$PORT" --conns "$N" \
-	--bytes 48 --rounds 2 >"$T/many.out" 2>"$T/many.err"
+	--bytes 48 --rounds 4 >"$T/many.out" 2>"$T/many.err"
 rc=$?
 t1=$(now_ms)
 cat "$T/many.out"
@@ -67,10 +74,31 @@ fd_after=$(fd_count "$SRV")
 maps_after=$(chan_maps "$SRV")
 echo "server fds: $fd_listen listening, $fd_base after warm-up, $fd_after after $N; channel maps: $maps_base -> $maps_after"
 [ "$fd_after" = "$fd_base" ] || {
-	fail "server leaked $((fd_after - fd_base)) descriptors"
+	fail "server leaked $((fd_after - fd_base)) descriptors over $N upgraded connections"
 	ls -l "/proc/$SRV/fd" | tail -5
 }
 [ "$maps_after" = 0 ] || fail "server keeps $maps_after channel mappings"
+
+# Connections that end before their upgrade completes.
+timeout -k 2 30 env NEARSOCK_DIR="$D" "$NSK" run -- "$MANY" --port "$PORT" --conns "$NB" \
+	--bytes 48 --rounds 2 >"$T/short.out" 2>"$T/short.err"
+rc=$?
+M=$(line_of "$T/short.out" '"conns"')
+echo "$M"
+[ "$rc" = 0 ] && [ "$(jget ok "$M")" = "$NB" ] || fail "short connections failed: $(jget first_error "$M")"
+[ "$(jget fds_after "$M")" = "$(jget fds_base "$M")" ] || fail "client leaked descriptors over short connections"
+[ "$(jget chan_maps_after "$M")" = 0 ] || fail "client keeps channel mappings after short connections"
+for i in $(seq 100); do
+	[ "$(grep -c '"role": "server"' "$T/srv.out")" -ge $((N + NB + 1)) ] && break
+	sleep 0.05
+done
+sleep 1 # ample for the server's 300 ms offer timeout
+fd_short=$(fd_count "$SRV")
+memfds=$(ls -l "/proc/$SRV/fd" 2>/dev/null | grep -c 'memfd:nearsock-chan')
+echo "server fds after $NB short connections: $fd_short ($memfds channel memfds)"
+[ "$fd_short" = "$fd_base" ] ||
+	fail "server holds $((fd_short - fd_base)) more descriptors ($memfds channel memfds, 1 MiB of shared memory each) after $NB connections closed before their upgrade"
+[ "$(chan_maps "$SRV")" = 0 ] || fail "server keeps channel mappings after short connections"
 
 "$NSK" status --json --dir "$D" >"$T/status.json" 2>&1 || fail "nearsock status failed"
 tr -d '\n' <"$T/status.json" | sed 's/  */ /g' >"$T/status.1"
@@ -92,7 +120,7 @@ fi
 
 # Last connection; the server then closes its listener and exits normally.
 timeout -k 2 20 env NEARSOCK_DIR="$D" "$NSK" run -- "$MANY" --port "$PORT" --conns 1 \
-	>/dev/null 2>&1 || fail "last connection failed"
+	--rounds 4 >/dev/null 2>&1 || fail "last connection failed"
 wait_pid "$SRV" 10
 src=$?
 [ "$src" = 0 ] || fail "server exited with $src"
