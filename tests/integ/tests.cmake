@@ -27,7 +27,11 @@ function(nsk_integ_test name timeout script)
 endfunction()
 
 foreach(style blocking epoll poll select)
-  nsk_integ_test(echo_${style} 60 echo.sh ${style})
+  if(style STREQUAL "epoll")
+    nsk_integ_test(echo_${style} 60 echo.sh ${style} 3)  # the lost wake-up shows 1 run in ~8
+  else()
+    nsk_integ_test(echo_${style} 60 echo.sh ${style})
+  endif()
 endforeach()
 nsk_integ_test(one_side 60 one_side.sh)
 nsk_integ_test(netns 60 netns.sh)
