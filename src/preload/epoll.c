@@ -270,8 +270,11 @@ static uint32_t member_ready(struct ep *e, int epfd, int fd, int arm, int *armed
 	int kev, kdec;
 	int want = ep_to_poll(m->app_events);
 	int ev = nsk_sock_ready(s, want, &kev, &kdec, arm);
-	if (arm)
-		*armed_out = 1;
+	if (arm) {
+		*armed_out |= 1;
+		if ((want & POLLOUT) && !nsk_sock_space_wake_reliable(s))
+			*armed_out |= 2; /* sleep bounded: see nsk_sock_space_wake_reliable() */
+	}
 	/* What the kernel still decides: the TCP part of the stream before the peer's switch
 	 * point, and errors. */
 	uint32_t kdecides = poll_to_ep(kdec) | EPOLLERR | EPOLLHUP;
@@ -457,6 +460,8 @@ static int wait_common(int epfd, struct epoll_event *out, int max, int timeout,
 			uint64_t nw = nsk_now_ns();
 			tmo = nw >= deadline ? 0 : (int)((deadline - nw + 999999) / 1000000);
 		}
+		if ((armed & 2) && (tmo < 0 || tmo > 1))
+			tmo = 1;
 		int nk = pwait ? REAL(epoll_pwait)(epfd, kbuf, kmax, tmo, mask)
 			       : REAL(epoll_wait)(epfd, kbuf, kmax, tmo);
 		int err = errno;

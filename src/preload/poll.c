@@ -116,6 +116,7 @@ static int poll_common(struct pollfd *fds, nfds_t n, int64_t timeout_ns, const s
 			wait_ns = 0;
 		} else {
 			/* 3. arm and sleep in the kernel */
+			int bounded = 0;
 			for (nfds_t i = 0; i < n; i++) {
 				if (!socks[i])
 					continue;
@@ -124,6 +125,8 @@ static int poll_common(struct pollfd *fds, nfds_t n, int64_t timeout_ns, const s
 				fds[i].revents = (short)ev;
 				user |= ev != 0;
 				k[i].events = (short)kev;
+				if ((fds[i].events & POLLOUT) && !nsk_sock_space_wake_reliable(socks[i]))
+					bounded = 1;
 			}
 			if (user)
 				wait_ns = 0;
@@ -133,6 +136,8 @@ static int poll_common(struct pollfd *fds, nfds_t n, int64_t timeout_ns, const s
 			} else {
 				wait_ns = -1;
 			}
+			if (bounded && (wait_ns < 0 || wait_ns > 1000000))
+				wait_ns = 1000000; /* see nsk_sock_space_wake_reliable() */
 		}
 		if (wait_ns >= 0) {
 			ts.tv_sec = wait_ns / 1000000000;

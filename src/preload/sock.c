@@ -1447,6 +1447,13 @@ int nsk_sock_ready(struct nsk_sock *s, int want, int *kernel_ev, int *kernel_dec
 	return ready;
 }
 
+int nsk_sock_space_wake_reliable(struct nsk_sock *s)
+{
+	/* The peer's space wake-up is a control byte queued behind any TCP data we have not
+	 * read yet; before we cross its switch point it may sit behind a closed window. */
+	return !s->conn->tx_switched || rx_crossed(s);
+}
+
 void nsk_sock_disarm(struct nsk_sock *s)
 {
 	if (!s->chan.base)

@@ -124,6 +124,10 @@ int nsk_sock_fionread(struct nsk_sock *s);
  * kernel's own answer (the TCP part of the stream before the switch points). Arms the
  * wake-ups when @arm. */
 int nsk_sock_ready(struct nsk_sock *s, int want, int *kernel_ev, int *kernel_decides, int arm);
+/* nsk_sock_space_wake_reliable - whether a sleeper waiting for send space on @s can count on
+ * the peer's wake-up reaching the kernel fd (not while unread pre-switch TCP data is ahead of
+ * it); if not, the sleep must be bounded. */
+int nsk_sock_space_wake_reliable(struct nsk_sock *s);
 /* nsk_sock_disarm - undo the arming done by nsk_sock_ready(…, arm=1). */
 void nsk_sock_disarm(struct nsk_sock *s);
 /* nsk_sock_kernel_event - the kernel fd reported @revents: consume control bytes. */
