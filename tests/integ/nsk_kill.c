@@ -248,8 +248,10 @@ static void *killer(void *arg)
 			return NULL; /* never reached the moment: reported as not killed */
 	}
 	uint64_t t = now_ns();
-	if (kill(sv.peer, SIGKILL) == 0)
-		atomic_store(&sv.t_kill, t);
+	/* Published before the kill: the survivor's call may return before kill(2) does. */
+	atomic_store(&sv.t_kill, t);
+	if (kill(sv.peer, SIGKILL) != 0)
+		atomic_store(&sv.t_kill, 0);
 	return NULL;
 }
 
