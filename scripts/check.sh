@@ -34,6 +34,8 @@ echo "== ctest: unit + integ under ASan+UBSan"
 (cd build-asan && ctest --output-on-failure --timeout 600 -L 'unit|integ')
 
 export TSAN_OPTIONS=halt_on_error=1
+# OpenBLAS' worker threads are not instrumented (false reports); the tool needs one thread.
+export OPENBLAS_NUM_THREADS=1
 mkdir -p build-tsan
 build build-tsan -DNSK_SANITIZE=thread
 echo "== ctest: unit under TSan"

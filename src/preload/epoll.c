@@ -389,8 +389,9 @@ static int wait_common(int epfd, struct epoll_event *out, int max, int timeout,
 			for (int i = 0; i < e->ncand; i++) {
 				struct nsk_sock *s = nsk_sock_enter(e->cand[i]);
 				if (s) {
-					if (nsk_sock_is_shm(s) && s->spin_ns > spin)
-						spin = s->spin_ns;
+					if (nsk_sock_is_shm(s) &&
+					    __atomic_load_n(&s->spin_ns, __ATOMIC_RELAXED) > spin)
+						spin = __atomic_load_n(&s->spin_ns, __ATOMIC_RELAXED);
 					nsk_sock_leave(s);
 				}
 			}

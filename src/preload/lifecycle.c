@@ -359,7 +359,7 @@ int getsockopt(int fd, int level, int name, void *val, socklen_t *len)
 		return REAL(getsockopt)(fd, level, name, val, len);
 	int r = REAL(getsockopt)(fd, level, name, val, len);
 	if (r == 0 && level == IPPROTO_TCP && name == TCP_NODELAY && *len >= sizeof(int) &&
-	    s->conn->tx_switched)
+	    nsk_load32(&s->conn->tx_switched))
 		*(int *)val = s->app_nodelay; /* we force it on for control bytes */
 	if (r == 0 && level == SOL_SOCKET && name == SO_ERROR && *(int *)val == 0 &&
 	    nsk_load32(&s->conn->mode) == NSK_MODE_BROKEN)
@@ -385,7 +385,7 @@ int setsockopt(int fd, int level, int name, const void *val, socklen_t len)
 		if (s) {
 			int r = 0;
 			s->app_nodelay = !!*(const int *)val;
-			if (!s->conn->tx_switched)
+			if (!nsk_load32(&s->conn->tx_switched))
 				r = REAL(setsockopt)(fd, level, name, val, len);
 			nsk_sock_leave(s);
 			return r;
@@ -450,13 +450,13 @@ int nearsock_fd_stats(int fd, struct nearsock_conn_stats *st)
 	struct nsk_conn *c = s->conn;
 	memset(st, 0, sizeof(*st));
 	st->mode = nsk_load32(&c->mode);
-	st->tx_shm_bytes = c->tx_shm_bytes;
-	st->rx_shm_bytes = c->rx_shm_bytes;
-	st->tx_tcp_bytes = c->tx_tcp;
-	st->rx_tcp_bytes = c->rx_tcp;
-	st->tx_shm_msgs = c->tx_shm_msgs;
-	st->rx_shm_msgs = c->rx_shm_msgs;
-	st->wakeups_sent = c->wakes_sent;
+	st->tx_shm_bytes = nsk_load64(&c->tx_shm_bytes);
+	st->rx_shm_bytes = nsk_load64(&c->rx_shm_bytes);
+	st->tx_tcp_bytes = nsk_load64(&c->tx_tcp);
+	st->rx_tcp_bytes = nsk_load64(&c->rx_tcp);
+	st->tx_shm_msgs = nsk_load64(&c->tx_shm_msgs);
+	st->rx_shm_msgs = nsk_load64(&c->rx_shm_msgs);
+	st->wakeups_sent = nsk_load64(&c->wakes_sent);
 	nsk_sock_leave(s);
 	return 0;
 }

@@ -98,8 +98,8 @@ static int poll_common(struct pollfd *fds, nfds_t n, int64_t timeout_ns, const s
 			spun = 1;
 			uint64_t budget = 0;
 			for (nfds_t i = 0; i < n; i++)
-				if (socks[i] && socks[i]->spin_ns > budget)
-					budget = socks[i]->spin_ns;
+				if (socks[i] && __atomic_load_n(&socks[i]->spin_ns, __ATOMIC_RELAXED) > budget)
+					budget = __atomic_load_n(&socks[i]->spin_ns, __ATOMIC_RELAXED);
 			uint64_t t0 = nsk_now_ns();
 			int hit = 0;
 			while (budget && !hit && nsk_now_ns() - t0 < budget) {

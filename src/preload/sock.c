@@ -151,6 +151,30 @@ int nsk_errno_ret(ssize_t r)
 	return (int)r;
 }
 
+/* The channel mapping is set up by one thread while others may be in the data path:
+ * readers test chan_ok() (acquire), writers publish with chan_publish() once s->chan is
+ * complete, and a channel that stops being used (offer refused, withdrawn, claim lost) is
+ * only retired: it stays mapped until the socket's last user is gone (finalize). */
+static inline int chan_ok(struct nsk_sock *s)
+{
+	return atomic_load_explicit(&s->chan_ready, memory_order_acquire);
+}
+
+static inline void chan_publish(struct nsk_sock *s)
+{
+	atomic_store_explicit(&s->chan_ready, 1, memory_order_release);
+}
+
+static inline void chan_retire(struct nsk_sock *s)
+{
+	atomic_store_explicit(&s->chan_ready, 0, memory_order_release);
+}
+
+/* Counters and byte counts in the connection table: one writer at a time (under txlock or
+ * rxlock), read anywhere (other threads, `nearsock status`): relaxed atomics. */
+#define CGET(x) nsk_load64(&(x))
+#define CADD(x, n) nsk_store64(&(x), nsk_load64(&(x)) + (n))
+
 /* ---------------------------------------------------------------- futex mutex ---------- */
 /* Locks live in the connection table so that forked children share them. */
 
@@ -223,7 +247,7 @@ struct nsk_sock *nsk_sock_new(int fd, int family, int kind)
 	s->offer_memfd = -1;
 	s->reg_slot = -1;
 	pthread_mutex_init(&s->lock, NULL);
-	s->spin_ns = nsk_cpus_allowed() > 1 ? nsk_g.spin_ns : 0;
+	s->spin_ns = nsk_cpus_online() > 1 ? nsk_g.spin_ns : 0;
 	c->kind = (uint32_t)kind;
 	c->fd = (uint32_t)fd;
 	c->family = (uint16_t)family;
@@ -241,8 +265,8 @@ static void finalize(struct nsk_sock *s)
 	uint64_t *k = nsk_g.tab.hdr->counters;
 	nsk_add64(&k[NSK_PC_CLOSED_SHM_TX], c->tx_shm_bytes);
 	nsk_add64(&k[NSK_PC_CLOSED_SHM_RX], c->rx_shm_bytes);
-	nsk_add64(&k[NSK_PC_CLOSED_TCP_TX], c->tx_tcp);
-	nsk_add64(&k[NSK_PC_CLOSED_TCP_RX], c->rx_tcp);
+	nsk_add64(&k[NSK_PC_CLOSED_TCP_TX], CGET(c->tx_tcp));
+	nsk_add64(&k[NSK_PC_CLOSED_TCP_RX], CGET(c->rx_tcp));
 	nsk_chan_unmap(&s->chan);
 	if (s->offer_memfd >= 0) {
 		REAL(close)(s->offer_memfd);
@@ -293,7 +317,7 @@ void nsk_sock_put(struct nsk_sock *s)
 		return;
 	if (s->kind == NSK_CK_LISTENER)
 		nsk_sock_unlisten(s);
-	if (s->chan.base) {
+	if (chan_ok(s)) {
 		/* Wake both of the peer's possible sleepers: it re-checks and sees our FIN soon. */
 		struct nsk_ring_ctl *tx = s->chan.tx.ctl, *rx = s->chan.rx.ctl;
 		if (nsk_take(&tx->cons_armed) & NSK_ARM_FUTEX)
@@ -549,7 +573,8 @@ static void spin_policy(struct nsk_sock *s)
 	uint64_t mine = nsk_cpu_mask();
 	uint64_t peer = nsk_load64(&s->chan.hdr->side[1 - s->chan.side].cpumask);
 	int single = mine && peer && mine == peer && !(mine & (mine - 1));
-	s->spin_ns = nsk_cpus_online() > 1 && !single ? nsk_g.spin_ns : 0;
+	__atomic_store_n(&s->spin_ns, nsk_cpus_online() > 1 && !single ? nsk_g.spin_ns : 0,
+			 __ATOMIC_RELAXED);
 }
 
 /* Publish our switch point: from now on our application bytes go through the ring.
@@ -557,14 +582,14 @@ static void spin_policy(struct nsk_sock *s)
 static void switch_tx_locked(struct nsk_sock *s)
 {
 	struct nsk_conn *c = s->conn;
-	if (c->tx_switched || !s->chan.base)
+	if (nsk_load32(&c->tx_switched) || !chan_ok(s))
 		return;
 	if (nsk_load32(&c->mode) == NSK_MODE_OFFERED && nsk_chan_state(&s->chan) == NSK_CH_CLAIMED)
 		nsk_store32(&c->mode, NSK_MODE_SHM); /* the server claimed: we may switch */
 	if (nsk_load32(&c->mode) != NSK_MODE_SHM)
 		return;
 	struct nsk_chan_side *me = &s->chan.hdr->side[s->chan.side];
-	me->switch_at = c->tx_tcp;
+	me->switch_at = CGET(c->tx_tcp);
 	/* Release pairs with the peer's acquire of `switched` in peer_switch(): switch_at is
 	 * visible first. The marker byte below is sent after, so the peer sees the switch point
 	 * before any byte past it. */
@@ -574,7 +599,7 @@ static void switch_tx_locked(struct nsk_sock *s)
 	ctl_nodelay(s);
 	REAL(send)(s->fd, &ctl_byte, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
 	nsk_log(NSK_LOG_DEBUG, "fd %d: tx switched to shm after %llu TCP bytes", s->fd,
-		(unsigned long long)c->tx_tcp);
+		(unsigned long long)CGET(c->tx_tcp));
 }
 
 static void try_claim(struct nsk_sock *s)
@@ -597,6 +622,8 @@ static void try_claim(struct nsk_sock *s)
 		return;
 	int r = nsk_chan_attach(&s->chan, memfd, &o);
 	REAL(close)(memfd);
+	if (r == 0)
+		chan_publish(s);
 	if (r < 0) {
 		pcount(r == -EPROTO ? NSK_PC_BROKEN : NSK_PC_FALLBACKS);
 		nsk_log(NSK_LOG_WARN, "fd %d: offer rejected (%s): staying on TCP", s->fd,
@@ -607,13 +634,13 @@ static void try_claim(struct nsk_sock *s)
 	xlock(&c->txlock);
 	if (nsk_chan_claim(&s->chan) < 0) {
 		xunlock(&c->txlock);
-		nsk_chan_unmap(&s->chan);
+		chan_retire(s);
 		nsk_store32(&c->mode, NSK_MODE_PLAIN);
 		return;
 	}
 	/* Claimed: publish our switch point while holding txlock (no TCP send can slip in). */
 	struct nsk_chan_side *me = &s->chan.hdr->side[NSK_SIDE_SERVER];
-	me->switch_at = c->tx_tcp;
+	me->switch_at = CGET(c->tx_tcp);
 	nsk_store32_release(&me->switched, 1); /* pairs with peer_switch() on the client */
 	c->nonce = o.nonce;
 	s->candidate = 0;
@@ -685,7 +712,7 @@ static void deliver_offer(struct nsk_sock *s)
 			    !nsk_proc_alive((pid_t)e.pid, e.start_time))
 				nsk_registry_mark_dead(&nsk_g.dom.reg, s->reg_slot, e.state);
 		}
-		nsk_chan_unmap(&s->chan);
+		chan_retire(s);
 		nsk_store32(&s->conn->mode, NSK_MODE_PLAIN);
 		return;
 	}
@@ -729,6 +756,8 @@ static void offer(struct nsk_sock *s)
 	struct nsk_conn *c = s->conn;
 	s->candidate = 0;
 	int memfd = nsk_chan_create(&s->chan, nsk_g.ring_size);
+	if (memfd >= 0)
+		chan_publish(s);
 	if (memfd < 0) {
 		pcount(NSK_PC_FALLBACKS);
 		nsk_log(NSK_LOG_INFO, "fd %d: no channel (%s): TCP", s->fd, strerror(-memfd));
@@ -760,8 +789,8 @@ static void offer(struct nsk_sock *s)
 static int offer_due(struct nsk_sock *s)
 {
 	struct nsk_conn *c = s->conn;
-	return c->tx_tcp_msgs >= 1 && (c->tx_tcp_msgs >= 2 || c->tx_tcp >= (256u << 10) ||
-				       c->rx_tcp >= (256u << 10));
+	return CGET(c->tx_tcp_msgs) >= 1 && (CGET(c->tx_tcp_msgs) >= 2 || CGET(c->tx_tcp) >= (256u << 10) ||
+				       CGET(c->rx_tcp) >= (256u << 10));
 }
 
 static void client_refresh(struct nsk_sock *s)
@@ -781,7 +810,7 @@ static void client_refresh(struct nsk_sock *s)
 			s->offer_memfd = -1;
 			s->offer_pending = 0;
 		}
-		nsk_chan_unmap(&s->chan);
+		chan_retire(s);
 		nsk_store32(&c->mode, NSK_MODE_PLAIN);
 		return;
 	}
@@ -806,9 +835,9 @@ void nsk_sock_refresh(struct nsk_sock *s)
 {
 	struct nsk_conn *c = s->conn;
 	uint32_t mode = nsk_load32(&c->mode);
-	if (mode == NSK_MODE_PLAIN || mode == NSK_MODE_BROKEN || c->tx_switched)
+	if (mode == NSK_MODE_PLAIN || mode == NSK_MODE_BROKEN || nsk_load32(&c->tx_switched))
 		return;
-	if (!s->chan.base && mode == NSK_MODE_SHM)
+	if (!chan_ok(s) && mode == NSK_MODE_SHM)
 		return; /* inherited across fork after the upgrade: nothing to do here */
 	pthread_mutex_lock(&s->lock);
 	mode = nsk_load32(&c->mode);
@@ -824,7 +853,7 @@ void nsk_sock_refresh(struct nsk_sock *s)
 	} else if (s->kind == NSK_CK_SERVER && mode == NSK_MODE_TCP && s->candidate) {
 		try_claim(s);
 	}
-	if (nsk_load32(&c->mode) == NSK_MODE_SHM && !c->tx_switched && xtrylock(&c->txlock)) {
+	if (nsk_load32(&c->mode) == NSK_MODE_SHM && !nsk_load32(&c->tx_switched) && xtrylock(&c->txlock)) {
 		switch_tx_locked(s);
 		xunlock(&c->txlock);
 	}
@@ -838,7 +867,7 @@ static int peer_switch(struct nsk_sock *s, uint64_t *at)
 {
 	/* Judge from the shared header, not our local mode: the peer may have claimed (and
 	 * switched) before this side noticed. */
-	if (!s->chan.base || nsk_chan_state(&s->chan) != NSK_CH_CLAIMED)
+	if (!chan_ok(s) || nsk_chan_state(&s->chan) != NSK_CH_CLAIMED)
 		return 0;
 	struct nsk_chan_side *peer = &s->chan.hdr->side[1 - s->chan.side];
 	/* Acquire pairs with the release in switch_tx_locked()/try_claim() on the peer. */
@@ -909,13 +938,13 @@ static int drain_ctl(struct nsk_sock *s)
 			continue;
 		}
 		if (n == 0) {
-			if (!s->conn->tcp_eof)
+			if (!nsk_load32(&s->conn->tcp_eof))
 				nsk_store32(&s->conn->tcp_eof, 1);
 			return 1;
 		}
 		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
 			return changed;
-		if (!s->conn->tcp_eof)
+		if (!nsk_load32(&s->conn->tcp_eof))
 			nsk_store32(&s->conn->tcp_eof, errno == ECONNRESET ? 2 : 1);
 		return 1;
 	}
@@ -941,13 +970,13 @@ static void wake_after_read(struct nsk_sock *s)
 		nsk_futex_bump(&s->chan.rx.ctl->space_seq);
 	if (w & NSK_ARM_FD) {
 		struct nsk_conn *c = s->conn;
-		if (!c->tx_switched) {
+		if (!nsk_load32(&c->tx_switched)) {
 			xlock(&c->txlock);
 			switch_tx_locked(s);
 			xunlock(&c->txlock);
 		}
 		/* A control byte before our switch point would be taken for data. */
-		if (c->tx_switched)
+		if (nsk_load32(&c->tx_switched))
 			send_ctl(s);
 	}
 }
@@ -976,14 +1005,15 @@ static int ring_ready(struct nsk_sock *s, int tx)
  * 1: space to write) is ready. Returns 1 if it became ready. Caller holds no lock. */
 static int spin_ring(struct nsk_sock *s, int tx)
 {
-	if (!s->spin_ns)
+	uint64_t budget = __atomic_load_n(&s->spin_ns, __ATOMIC_RELAXED);
+	if (!budget)
 		return 0;
 	uint64_t t0 = nsk_now_ns();
 	for (int i = 0;; i++) {
 		if (ring_ready(s, tx))
 			return 1;
 		nsk_cpu_relax();
-		if ((i & 63) == 63 && nsk_now_ns() - t0 > s->spin_ns)
+		if ((i & 63) == 63 && nsk_now_ns() - t0 > budget)
 			return 0;
 	}
 }
@@ -1040,7 +1070,7 @@ ssize_t nsk_sock_recv(struct nsk_sock *s, const struct iovec *iov, int iovcnt, i
 			ret = got ? (ssize_t)got : -ECONNRESET;
 			break;
 		}
-		if (c->rx_shut && (mode != NSK_MODE_SHM || nsk_load32(&c->rx_crossed))) {
+		if (nsk_load32(&c->rx_shut) && (mode != NSK_MODE_SHM || nsk_load32(&c->rx_crossed))) {
 			ret = (ssize_t)got;
 			break;
 		}
@@ -1049,8 +1079,8 @@ ssize_t nsk_sock_recv(struct nsk_sock *s, const struct iovec *iov, int iovcnt, i
 			uint64_t at = 0;
 			int known = peer_switch(s, &at);
 			size_t lim = total - got;
-			if (known && at - c->rx_tcp < lim)
-				lim = (size_t)(at - c->rx_tcp);
+			if (known && at - CGET(c->rx_tcp) < lim)
+				lim = (size_t)(at - CGET(c->rx_tcp));
 			/* Build an iovec view of the remaining buffer limited to lim bytes. */
 			struct iovec view[64];
 			int nv = 0;
@@ -1087,7 +1117,7 @@ ssize_t nsk_sock_recv(struct nsk_sock *s, const struct iovec *iov, int iovcnt, i
 			if (n == 0) {
 				/* EOF before the switch point: plain TCP end (or the peer switched and
 				 * closed: the ring may still hold data). */
-				if (peer_switch(s, &at) && at == c->rx_tcp) {
+				if (peer_switch(s, &at) && at == CGET(c->rx_tcp)) {
 					nsk_store32(&c->tcp_eof, 1);
 					continue;
 				}
@@ -1095,8 +1125,8 @@ ssize_t nsk_sock_recv(struct nsk_sock *s, const struct iovec *iov, int iovcnt, i
 				break;
 			}
 			/* Bytes past a switch point published meanwhile are control bytes. */
-			if (peer_switch(s, &at) && c->rx_tcp + (uint64_t)n > at)
-				n = (ssize_t)(at - c->rx_tcp);
+			if (peer_switch(s, &at) && CGET(c->rx_tcp) + (uint64_t)n > at)
+				n = (ssize_t)(at - CGET(c->rx_tcp));
 			if (n > 0) {
 				struct nsk_iovcur skip = cur;
 				/* advance the cursor by n */
@@ -1116,8 +1146,8 @@ ssize_t nsk_sock_recv(struct nsk_sock *s, const struct iovec *iov, int iovcnt, i
 				cur = skip;
 				got += (size_t)n;
 				if (!peek) {
-					c->rx_tcp += (uint64_t)n;
-					c->rx_tcp_msgs++;
+					CADD(c->rx_tcp, (uint64_t)n);
+					CADD(c->rx_tcp_msgs, 1);
 				}
 			}
 			if (peek && got) {
@@ -1140,8 +1170,8 @@ ssize_t nsk_sock_recv(struct nsk_sock *s, const struct iovec *iov, int iovcnt, i
 		if (n > 0) {
 			got += (size_t)n;
 			if (!peek) {
-				c->rx_shm_bytes += (uint64_t)n;
-				c->rx_shm_msgs++;
+				CADD(c->rx_shm_bytes, (uint64_t)n);
+				CADD(c->rx_shm_msgs, 1);
 				wake_after_read(s);
 			}
 			if (got == total || !waitall) {
@@ -1151,12 +1181,12 @@ ssize_t nsk_sock_recv(struct nsk_sock *s, const struct iovec *iov, int iovcnt, i
 			continue;
 		}
 		/* Ring empty: end of stream? */
-		if (peer_fin(s) || c->tcp_eof) {
+		if (peer_fin(s) || nsk_load32(&c->tcp_eof)) {
 			if (nsk_load32(&c->mode) == NSK_MODE_BROKEN)
 				continue;
 			if (nsk_ring_used(&s->chan.rx) != 0)
 				continue; /* data raced in before the FIN */
-			if (c->tcp_eof == 2 && !got) {
+			if (nsk_load32(&c->tcp_eof) == 2 && !got) {
 				nsk_store32(&c->tcp_eof, 1);
 				ret = -ECONNRESET;
 				break;
@@ -1211,7 +1241,7 @@ ssize_t nsk_sock_recv(struct nsk_sock *s, const struct iovec *iov, int iovcnt, i
 static int peer_gone(struct nsk_sock *s)
 {
 	struct nsk_conn *c = s->conn;
-	if (c->peer_gone)
+	if (nsk_load32(&c->peer_gone))
 		return 1;
 	struct pollfd p = {.fd = s->fd, .events = POLLRDHUP};
 	if (REAL(poll)(&p, 1, 0) <= 0 || !(p.revents & (POLLRDHUP | POLLHUP | POLLERR)))
@@ -1246,16 +1276,16 @@ ssize_t nsk_sock_send(struct nsk_sock *s, const struct iovec *iov, int iovcnt, i
 	uint64_t deadline = s->sndtimeo_ns ? nsk_now_ns() + s->sndtimeo_ns : 0;
 	ssize_t ret;
 	xlock(&c->txlock);
-	if (!c->tx_switched && s->chan.base)
+	if (!nsk_load32(&c->tx_switched) && chan_ok(s))
 		switch_tx_locked(s);
-	if (!c->tx_switched) {
+	if (!nsk_load32(&c->tx_switched)) {
 		struct msghdr mh = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
 		ret = REAL(sendmsg)(s->fd, &mh, flags);
 		if (ret < 0)
 			ret = -errno;
 		else {
-			c->tx_tcp += (uint64_t)ret;
-			c->tx_tcp_msgs++;
+			CADD(c->tx_tcp, (uint64_t)ret);
+			CADD(c->tx_tcp_msgs, 1);
 		}
 		xunlock(&c->txlock);
 		return ret;
@@ -1264,7 +1294,7 @@ ssize_t nsk_sock_send(struct nsk_sock *s, const struct iovec *iov, int iovcnt, i
 		xunlock(&c->txlock);
 		return -ECONNRESET;
 	}
-	if (c->tx_shut || c->peer_gone || (c->tcp_eof && peer_gone(s))) {
+	if (nsk_load32(&c->tx_shut) || nsk_load32(&c->peer_gone) || (nsk_load32(&c->tcp_eof) && peer_gone(s))) {
 		xunlock(&c->txlock);
 		return epipe(flags);
 	}
@@ -1285,8 +1315,8 @@ ssize_t nsk_sock_send(struct nsk_sock *s, const struct iovec *iov, int iovcnt, i
 		}
 		if (n > 0) {
 			sent += (size_t)n;
-			c->tx_shm_bytes += (uint64_t)n;
-			c->tx_shm_msgs++;
+			CADD(c->tx_shm_bytes, (uint64_t)n);
+			CADD(c->tx_shm_msgs, 1);
 			wake_after_write(s);
 			if (sent == total) {
 				ret = (ssize_t)sent;
@@ -1333,7 +1363,7 @@ int nsk_sock_shutdown(struct nsk_sock *s, int how)
 		return -EINVAL;
 	if (how != SHUT_RD) {
 		xlock(&c->txlock);
-		if (c->tx_switched && s->chan.base) {
+		if (nsk_load32(&c->tx_switched) && chan_ok(s)) {
 			/* Release pairs with the consumer's acquire of fin: all ring data first. */
 			nsk_store32_release(&s->chan.tx.ctl->fin, 1);
 			wake_after_write(s);
@@ -1345,7 +1375,7 @@ int nsk_sock_shutdown(struct nsk_sock *s, int how)
 		nsk_store32(&c->rx_shut, 1);
 	if (REAL(shutdown)(s->fd, how) < 0)
 		return -errno;
-	if (how != SHUT_WR && s->chan.base) {
+	if (how != SHUT_WR && chan_ok(s)) {
 		/* Wake our own sleepers: their recv returns 0 now. */
 		nsk_futex_bump(&s->chan.rx.ctl->data_seq);
 	}
@@ -1360,8 +1390,8 @@ int nsk_sock_fionread(struct nsk_sock *s)
 		if (REAL(ioctl)(s->fd, FIONREAD, &k) < 0)
 			return -errno;
 		uint64_t at;
-		if (peer_switch(s, &at) && c->rx_tcp + (uint64_t)k > at)
-			k = (int)(at - c->rx_tcp);
+		if (peer_switch(s, &at) && CGET(c->rx_tcp) + (uint64_t)k > at)
+			k = (int)(at - CGET(c->rx_tcp));
 		return k;
 	}
 	int64_t used = nsk_ring_used(&s->chan.rx);
@@ -1374,7 +1404,8 @@ int nsk_sock_fionread(struct nsk_sock *s)
 
 int nsk_sock_is_shm(struct nsk_sock *s)
 {
-	return s->chan.base && nsk_load32(&s->conn->mode) == NSK_MODE_SHM && s->conn->tx_switched;
+	return chan_ok(s) && nsk_load32(&s->conn->mode) == NSK_MODE_SHM &&
+	       nsk_load32(&s->conn->tx_switched);
 }
 
 int nsk_sock_ready(struct nsk_sock *s, int want, int *kernel_ev, int *kernel_decides, int arm)
@@ -1397,14 +1428,14 @@ int nsk_sock_ready(struct nsk_sock *s, int want, int *kernel_ev, int *kernel_dec
 				*kernel_ev = 0;
 				return (want & POLLIN) | POLLERR | POLLHUP;
 			}
-			int fin = peer_fin(s) || c->tcp_eof;
+			int fin = peer_fin(s) || nsk_load32(&c->tcp_eof);
 			if (nsk_load32(&c->mode) == NSK_MODE_BROKEN) {
 				*kernel_ev = 0;
 				return (want & POLLIN) | POLLERR | POLLHUP;
 			}
-			if (used > 0 || fin || c->rx_shut)
+			if (used > 0 || fin || nsk_load32(&c->rx_shut))
 				ready |= want & POLLIN;
-			if ((fin || c->rx_shut) && used == 0)
+			if ((fin || nsk_load32(&c->rx_shut)) && used == 0)
 				ready |= want & POLLRDHUP;
 			if (!(ready & POLLIN)) {
 				kev |= POLLIN;
@@ -1417,10 +1448,10 @@ int nsk_sock_ready(struct nsk_sock *s, int want, int *kernel_ev, int *kernel_dec
 		}
 	}
 	if (want & POLLOUT) {
-		if (!c->tx_switched) {
+		if (!nsk_load32(&c->tx_switched)) {
 			kev |= POLLOUT;
 			kdec |= POLLOUT;
-		} else if (c->tx_shut || c->peer_gone) {
+		} else if (nsk_load32(&c->tx_shut) || nsk_load32(&c->peer_gone)) {
 			ready |= POLLOUT;
 		} else {
 			int64_t fr = nsk_ring_free(&s->chan.tx);
@@ -1451,12 +1482,12 @@ int nsk_sock_space_wake_reliable(struct nsk_sock *s)
 {
 	/* The peer's space wake-up is a control byte queued behind any TCP data we have not
 	 * read yet; before we cross its switch point it may sit behind a closed window. */
-	return !s->conn->tx_switched || rx_crossed(s);
+	return !nsk_load32(&s->conn->tx_switched) || rx_crossed(s);
 }
 
 void nsk_sock_disarm(struct nsk_sock *s)
 {
-	if (!s->chan.base)
+	if (!chan_ok(s))
 		return;
 	nsk_disarm(&s->chan.rx.ctl->cons_armed, NSK_ARM_FD);
 	nsk_disarm(&s->chan.tx.ctl->prod_armed, NSK_ARM_FD);
@@ -1464,14 +1495,14 @@ void nsk_sock_disarm(struct nsk_sock *s)
 
 void nsk_sock_kernel_event(struct nsk_sock *s, int revents)
 {
-	if ((revents & (POLLIN | POLLHUP | POLLERR | POLLRDHUP)) && s->chan.base && rx_crossed(s))
+	if ((revents & (POLLIN | POLLHUP | POLLERR | POLLRDHUP)) && chan_ok(s) && rx_crossed(s))
 		drain_ctl(s);
 }
 
 void nsk_sock_before_close(struct nsk_sock *s)
 {
 	/* A client closing before its offer was claimed: withdraw it, a late claim then fails. */
-	if (atomic_load(&s->refs) == 1 && s->kind == NSK_CK_CLIENT && s->chan.base &&
+	if (atomic_load(&s->refs) == 1 && s->kind == NSK_CK_CLIENT && chan_ok(s) &&
 	    nsk_load32(&s->conn->mode) == NSK_MODE_OFFERED)
 		nsk_chan_withdraw(&s->chan);
 	/* A server socket closing before its claim: an offer for it may be pending (its memfd
@@ -1488,6 +1519,6 @@ void nsk_sock_before_close(struct nsk_sock *s)
 	/* Unread control bytes in the kernel socket would turn our FIN into a reset (the kernel
 	 * resets connections closed with unread data): consume them first. Only past the peer's
 	 * switch point, where every TCP byte is a control byte. */
-	if (atomic_load(&s->refs) == 1 && s->chan.base && rx_crossed(s))
+	if (atomic_load(&s->refs) == 1 && chan_ok(s) && rx_crossed(s))
 		drain_ctl(s);
 }

@@ -51,7 +51,8 @@ struct nsk_sock {
 	int nonblock;     /* O_NONBLOCK as last set through our wrappers */
 	int app_nodelay;  /* TCP_NODELAY as the application last set it */
 	struct nsk_conn *conn; /* slot in the connection table (never NULL for tracked sockets) */
-	struct nsk_chan chan;  /* mapped while mode is OFFERED (client) or SHM */
+	struct nsk_chan chan;  /* mapped from the offer (client) or attach (server) until the end */
+	atomic_int chan_ready; /* chan is complete and in use (see chan_ok() in sock.c) */
 	pthread_mutex_t lock;  /* upgrade transitions of this object */
 	uint64_t deadline_ns;  /* offer expiry (client) / claim window (server) */
 	int offer_pending;     /* client: offer built but not yet delivered (queue full) */
