@@ -59,6 +59,7 @@ int nsk_ring_init(struct nsk_ring *r, struct nsk_ring_ctl *ctl, uint8_t *data, u
 	r->ctl = ctl;
 	r->data = data;
 	r->size = size;
+	r->head_cache = 0;
 	return 0;
 }
 
@@ -93,21 +94,33 @@ int64_t nsk_ring_free(const struct nsk_ring *r)
 
 ssize_t nsk_ring_write(struct nsk_ring *r, struct nsk_iovcur *cur, size_t max)
 {
-	int64_t space = nsk_ring_free(r);
-	if (space < 0)
-		return space;
-	size_t n = (size_t)space < max ? (size_t)space : max;
+	uint64_t tail = nsk_load64(&r->ctl->tail);
+	/* Free space from the cached head first: reading the consumer's line on every write
+	 * would cost a cache-line transfer per message. The cache is never ahead of the real
+	 * head, so the space it shows is always really free. */
+	uint64_t used = tail - r->head_cache;
+	if (used > r->size || r->size - used < max) {
+		/* Acquire pairs with the consumer's store of head in nsk_ring_read: it finished
+		 * copying those bytes out before we overwrite them. */
+		uint64_t head = nsk_load64_acquire(&r->ctl->head);
+		used = tail - head;
+		if (used > r->size)
+			return -EPROTO;
+		r->head_cache = head;
+	}
+	size_t space = (size_t)(r->size - used);
+	size_t n = space < max ? space : max;
 	if (n == 0)
 		return 0;
-	uint64_t tail = nsk_load64(&r->ctl->tail);
 	uint64_t pos = tail & (r->size - 1);
 	size_t first = r->size - pos < n ? (size_t)(r->size - pos) : n;
 	size_t done = iov_copy(cur, r->data + pos, first, 1);
 	if (done == first && n > first)
 		done += iov_copy(cur, r->data, n - first, 1);
-	/* Release pairs with the consumer's acquire of tail in nsk_ring_used: the bytes copied
-	 * above are visible before the new tail. */
-	nsk_store64_release(&r->ctl->tail, tail + done);
+	/* Sequentially consistent: pairs with the consumer's acquire of tail (the bytes above are
+	 * visible first) and orders this store before the load in nsk_take() (Dekker handshake
+	 * with nsk_arm's fence on the consumer side; one xchg instead of a release + mfence). */
+	atomic_store_explicit(NSK_A64(&r->ctl->tail), tail + done, memory_order_seq_cst);
 	return (ssize_t)done;
 }
 
@@ -126,9 +139,10 @@ ssize_t nsk_ring_read(struct nsk_ring *r, struct nsk_iovcur *cur, size_t max, in
 	if (done == first && n > first)
 		done += iov_copy(cur, r->data, n - first, 0);
 	if (!peek) {
-		/* Release pairs with the producer's acquire of head in nsk_ring_free: we are done
-		 * reading these bytes before the producer may reuse their space. */
-		nsk_store64_release(&r->ctl->head, head + done);
+		/* Sequentially consistent: pairs with the producer's acquire of head (we are done
+		 * reading these bytes before their space is reused) and orders this store before
+		 * the load in nsk_take(). */
+		atomic_store_explicit(NSK_A64(&r->ctl->head), head + done, memory_order_seq_cst);
 	}
 	return (ssize_t)done;
 }
@@ -136,7 +150,8 @@ ssize_t nsk_ring_read(struct nsk_ring *r, struct nsk_iovcur *cur, size_t max, in
 void nsk_arm(uint32_t *armed, uint32_t bits)
 {
 	atomic_fetch_or_explicit(NSK_A32(armed), bits, memory_order_seq_cst);
-	/* Full fence pairs with the one in nsk_take: either the publisher sees our request, or
+	/* Full fence pairs with the publisher's seq_cst index store and nsk_take's seq_cst load:
+	 * either the publisher sees our request, or
 	 * our re-check after this call sees its published index (no lost wake-up). */
 	nsk_fence();
 }
@@ -148,10 +163,10 @@ void nsk_disarm(uint32_t *armed, uint32_t bits)
 
 uint32_t nsk_take(uint32_t *armed)
 {
-	/* Full fence pairs with nsk_arm's: orders our index publication before reading the
-	 * request word. */
-	nsk_fence();
-	if (nsk_load32(armed) == 0)
+	/* Sequentially consistent load: after the caller's seq_cst publication (or nsk_fence()),
+	 * either we see the sleeper's request or its re-check after nsk_arm's fence sees our
+	 * index (no lost wake-up). */
+	if (atomic_load_explicit(NSK_A32(armed), memory_order_seq_cst) == 0)
 		return 0;
 	return atomic_exchange_explicit(NSK_A32(armed), 0, memory_order_acq_rel);
 }

@@ -18,6 +18,7 @@ struct nsk_ring {
 	struct nsk_ring_ctl *ctl; /* shared control block */
 	uint8_t *data;            /* validated private copy of the data pointer */
 	uint64_t size;            /* validated power of two */
+	uint64_t head_cache;      /* producer: last head seen (never ahead of the real one) */
 };
 
 /* A position inside an iovec array (the application's buffers). */
@@ -40,7 +41,8 @@ void nsk_ring_format(struct nsk_ring_ctl *ctl);
 int64_t nsk_ring_used(const struct nsk_ring *r);
 /* nsk_ring_free - bytes the producer can write, or -EPROTO. */
 int64_t nsk_ring_free(const struct nsk_ring *r);
-/* nsk_ring_write - copy up to @max bytes from @cur into the ring and publish them.
+/* nsk_ring_write - copy up to @max bytes from @cur into the ring and publish them (a
+ * sequentially consistent store, so that the nsk_take() that follows needs no fence).
  * Returns bytes written (0 when full) or -EPROTO. Advances @cur. Producer only. */
 ssize_t nsk_ring_write(struct nsk_ring *r, struct nsk_iovcur *cur, size_t max);
 /* nsk_ring_read - copy up to @max bytes out into @cur; with @peek the bytes stay in the ring.
@@ -53,8 +55,9 @@ ssize_t nsk_ring_read(struct nsk_ring *r, struct nsk_iovcur *cur, size_t max, in
 void nsk_arm(uint32_t *armed, uint32_t bits);
 /* nsk_disarm - clear @bits we set in *@armed. */
 void nsk_disarm(uint32_t *armed, uint32_t bits);
-/* nsk_take - after publishing (tail or head), take the peer's wake-up request: returns the
- * armed bits (0 if nobody sleeps; the common, syscall-free case). */
+/* nsk_take - after publishing (tail or head, with a sequentially consistent store, or after
+ * nsk_fence()), take the peer's wake-up request: returns the armed bits (0 if nobody sleeps:
+ * the common, syscall-free case). */
 uint32_t nsk_take(uint32_t *armed);
 /* nsk_futex_bump - advance @seq and wake every futex sleeper on it. */
 void nsk_futex_bump(uint32_t *seq);

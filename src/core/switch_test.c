@@ -338,6 +338,9 @@ int main(int argc, char **argv)
 		if (argc > 1 && !getenv("NSK_SWITCH_TEST_REEXEC")) {
 			setenv("LD_PRELOAD", argv[1], 1);
 			setenv("NSK_SWITCH_TEST_REEXEC", "1", 1);
+			/* Every connection must upgrade, however short: offer at connect (read by the
+			 * library when it loads, so before the re-exec). */
+			setenv("NEARSOCK_UPGRADE", "eager", 1);
 			/* an instrumented library preloaded ahead of the sanitizer runtime */
 			setenv("ASAN_OPTIONS", "verify_asan_link_order=0", 0);
 			/* First make sure that a process with the library preloaded starts at all:

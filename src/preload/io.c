@@ -65,10 +65,12 @@ static ssize_t plain_done(struct nsk_sock *p, ssize_t r, int tx)
 	return r;
 }
 
-static ssize_t do_recv(struct nsk_sock *s, const struct iovec *iov, int cnt, int flags)
+/* Run the accelerated path @tx (send or receive) on pinned @s, unpin, and speak POSIX:
+ * -1 with errno on failure, errno untouched on success. */
+static ssize_t do_io(struct nsk_sock *s, const struct iovec *iov, int cnt, int flags, int tx)
 {
 	int saved = errno;
-	ssize_t r = nsk_sock_recv(s, iov, cnt, flags);
+	ssize_t r = tx ? nsk_sock_send(s, iov, cnt, flags) : nsk_sock_recv(s, iov, cnt, flags);
 	nsk_sock_leave(s);
 	if (r < 0) {
 		errno = (int)-r;
@@ -77,49 +79,35 @@ static ssize_t do_recv(struct nsk_sock *s, const struct iovec *iov, int cnt, int
 	errno = saved;
 	return r;
 }
+#define do_recv(s, iov, cnt, flags) do_io(s, iov, cnt, flags, 0)
+#define do_send(s, iov, cnt, flags) do_io(s, iov, cnt, flags, 1)
 
-static ssize_t do_send(struct nsk_sock *s, const struct iovec *iov, int cnt, int flags)
-{
-	int saved = errno;
-	ssize_t r = nsk_sock_send(s, iov, cnt, flags);
-	nsk_sock_leave(s);
-	if (r < 0) {
-		errno = (int)-r;
-		return -1;
-	}
-	errno = saved;
-	return r;
-}
+/* The head of every data wrapper: untracked fds go to libc, plain-TCP sockets too (with their
+ * bytes counted); otherwise `s` is the pinned accelerated socket. @tx: the call sends. */
+#define DATA_SOCK(tx, call)                                                                  \
+	struct nsk_sock *p, *s = data_sock_p(fd, &p);                                       \
+	if (p)                                                                               \
+		return plain_done(p, REAL call, tx);                                         \
+	if (!s)                                                                              \
+		return REAL call
 
 ssize_t recv(int fd, void *buf, size_t len, int flags)
 {
-	struct nsk_sock *p, *s = data_sock_p(fd, &p);
-	if (p)
-		return plain_done(p, REAL(recv)(fd, buf, len, flags), 0);
-	if (!s)
-		return REAL(recv)(fd, buf, len, flags);
+	DATA_SOCK(0, (recv)(fd, buf, len, flags));
 	struct iovec iov = {buf, len};
 	return do_recv(s, &iov, 1, flags);
 }
 
 ssize_t send(int fd, const void *buf, size_t len, int flags)
 {
-	struct nsk_sock *p, *s = data_sock_p(fd, &p);
-	if (p)
-		return plain_done(p, REAL(send)(fd, buf, len, flags), 1);
-	if (!s)
-		return REAL(send)(fd, buf, len, flags);
+	DATA_SOCK(1, (send)(fd, buf, len, flags));
 	struct iovec iov = {(void *)buf, len};
 	return do_send(s, &iov, 1, flags);
 }
 
 ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *src, socklen_t *alen)
 {
-	struct nsk_sock *p, *s = data_sock_p(fd, &p);
-	if (p)
-		return plain_done(p, REAL(recvfrom)(fd, buf, len, flags, src, alen), 0);
-	if (!s)
-		return REAL(recvfrom)(fd, buf, len, flags, src, alen);
+	DATA_SOCK(0, (recvfrom)(fd, buf, len, flags, src, alen));
 	struct iovec iov = {buf, len};
 	ssize_t r = do_recv(s, &iov, 1, flags);
 	if (r >= 0 && src && alen)
@@ -130,22 +118,14 @@ ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *src,
 ssize_t sendto(int fd, const void *buf, size_t len, int flags, const struct sockaddr *dst,
 	       socklen_t dlen)
 {
-	struct nsk_sock *p, *s = data_sock_p(fd, &p);
-	if (p)
-		return plain_done(p, REAL(sendto)(fd, buf, len, flags, dst, dlen), 1);
-	if (!s)
-		return REAL(sendto)(fd, buf, len, flags, dst, dlen);
+	DATA_SOCK(1, (sendto)(fd, buf, len, flags, dst, dlen));
 	struct iovec iov = {(void *)buf, len};
 	return do_send(s, &iov, 1, flags);
 }
 
 ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
 {
-	struct nsk_sock *p, *s = data_sock_p(fd, &p);
-	if (p)
-		return plain_done(p, REAL(recvmsg)(fd, msg, flags), 0);
-	if (!s)
-		return REAL(recvmsg)(fd, msg, flags);
+	DATA_SOCK(0, (recvmsg)(fd, msg, flags));
 	if (msg->msg_iovlen > IOV_MAX) {
 		nsk_sock_leave(s);
 		errno = EMSGSIZE;
@@ -162,11 +142,7 @@ ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
 
 ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
 {
-	struct nsk_sock *p, *s = data_sock_p(fd, &p);
-	if (p)
-		return plain_done(p, REAL(sendmsg)(fd, msg, flags), 1);
-	if (!s)
-		return REAL(sendmsg)(fd, msg, flags);
+	DATA_SOCK(1, (sendmsg)(fd, msg, flags));
 	if (msg->msg_iovlen > IOV_MAX) {
 		nsk_sock_leave(s);
 		errno = EMSGSIZE;
@@ -220,33 +196,21 @@ int sendmmsg(int fd, struct mmsghdr *vec, unsigned int n, int flags)
 
 ssize_t read(int fd, void *buf, size_t len)
 {
-	struct nsk_sock *p, *s = data_sock_p(fd, &p);
-	if (p)
-		return plain_done(p, REAL(read)(fd, buf, len), 0);
-	if (!s)
-		return REAL(read)(fd, buf, len);
+	DATA_SOCK(0, (read)(fd, buf, len));
 	struct iovec iov = {buf, len};
 	return do_recv(s, &iov, 1, 0);
 }
 
 ssize_t write(int fd, const void *buf, size_t len)
 {
-	struct nsk_sock *p, *s = data_sock_p(fd, &p);
-	if (p)
-		return plain_done(p, REAL(write)(fd, buf, len), 1);
-	if (!s)
-		return REAL(write)(fd, buf, len);
+	DATA_SOCK(1, (write)(fd, buf, len));
 	struct iovec iov = {(void *)buf, len};
 	return do_send(s, &iov, 1, 0);
 }
 
 ssize_t readv(int fd, const struct iovec *iov, int cnt)
 {
-	struct nsk_sock *p, *s = data_sock_p(fd, &p);
-	if (p)
-		return plain_done(p, REAL(readv)(fd, iov, cnt), 0);
-	if (!s)
-		return REAL(readv)(fd, iov, cnt);
+	DATA_SOCK(0, (readv)(fd, iov, cnt));
 	if (cnt < 0 || cnt > IOV_MAX) {
 		nsk_sock_leave(s);
 		errno = EINVAL;
@@ -257,11 +221,7 @@ ssize_t readv(int fd, const struct iovec *iov, int cnt)
 
 ssize_t writev(int fd, const struct iovec *iov, int cnt)
 {
-	struct nsk_sock *p, *s = data_sock_p(fd, &p);
-	if (p)
-		return plain_done(p, REAL(writev)(fd, iov, cnt), 1);
-	if (!s)
-		return REAL(writev)(fd, iov, cnt);
+	DATA_SOCK(1, (writev)(fd, iov, cnt));
 	if (cnt < 0 || cnt > IOV_MAX) {
 		nsk_sock_leave(s);
 		errno = EINVAL;

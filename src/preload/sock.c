@@ -320,6 +320,7 @@ void nsk_sock_put(struct nsk_sock *s)
 	if (chan_ok(s)) {
 		/* Wake both of the peer's possible sleepers: it re-checks and sees our FIN soon. */
 		struct nsk_ring_ctl *tx = s->chan.tx.ctl, *rx = s->chan.rx.ctl;
+		nsk_fence();
 		if (nsk_take(&tx->cons_armed) & NSK_ARM_FUTEX)
 			nsk_futex_bump(&tx->data_seq);
 		if (nsk_take(&rx->prod_armed) & NSK_ARM_FUTEX)
@@ -1366,6 +1367,7 @@ int nsk_sock_shutdown(struct nsk_sock *s, int how)
 		if (nsk_load32(&c->tx_switched) && chan_ok(s)) {
 			/* Release pairs with the consumer's acquire of fin: all ring data first. */
 			nsk_store32_release(&s->chan.tx.ctl->fin, 1);
+			nsk_fence(); /* orders the FIN before nsk_take's load */
 			wake_after_write(s);
 		}
 		nsk_store32(&c->tx_shut, 1);
