@@ -122,14 +122,6 @@ uint64_t nsk_netns_id(void)
 	return (uint64_t)st.st_ino;
 }
 
-int nsk_cpus_allowed(void)
-{
-	cpu_set_t set;
-	if (sched_getaffinity(0, sizeof(set), &set) < 0)
-		return 1;
-	return CPU_COUNT(&set);
-}
-
 uint64_t nsk_cpu_mask(void)
 {
 	cpu_set_t set;

@@ -28,8 +28,6 @@ uint64_t nsk_proc_start_time(pid_t pid);
 int nsk_proc_alive(pid_t pid, uint64_t start);
 /* nsk_netns_id - inode of this process's network namespace (0 if unknown). */
 uint64_t nsk_netns_id(void);
-/* nsk_cpus_allowed - number of CPUs this thread may run on. */
-int nsk_cpus_allowed(void);
 /* nsk_cpu_mask - CPUs 0..63 this thread may run on, as a bit mask (0 if unknown). */
 uint64_t nsk_cpu_mask(void);
 /* nsk_cpus_online - CPUs online in the system. */

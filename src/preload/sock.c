@@ -142,15 +142,6 @@ static void pcount(int which)
 		nsk_add64(&nsk_g.tab.hdr->counters[which], 1);
 }
 
-int nsk_errno_ret(ssize_t r)
-{
-	if (r < 0) {
-		errno = (int)-r;
-		return -1;
-	}
-	return (int)r;
-}
-
 /* The channel mapping is set up by one thread while others may be in the data path:
  * readers test chan_ok() (acquire), writers publish with chan_publish() once s->chan is
  * complete, and a channel that stops being used (offer refused, withdrawn, claim lost) is
@@ -639,23 +630,17 @@ static void try_claim(struct nsk_sock *s)
 		nsk_store32(&c->mode, NSK_MODE_PLAIN);
 		return;
 	}
-	/* Claimed: publish our switch point while holding txlock (no TCP send can slip in). */
-	struct nsk_chan_side *me = &s->chan.hdr->side[NSK_SIDE_SERVER];
-	me->switch_at = CGET(c->tx_tcp);
-	nsk_store32_release(&me->switched, 1); /* pairs with peer_switch() on the client */
 	c->nonce = o.nonce;
 	s->candidate = 0;
 	nsk_store32(&c->mode, NSK_MODE_SHM);
-	nsk_store32(&c->tx_switched, 1);
-	spin_policy(s);
-	ctl_nodelay(s);
-	REAL(send)(s->fd, &ctl_byte, 1, MSG_DONTWAIT | MSG_NOSIGNAL); /* marker */
+	/* Claimed: switch our sending side at once, still holding txlock (no TCP send can slip
+	 * in between the switch point and the marker). */
+	switch_tx_locked(s);
 	xunlock(&c->txlock);
 	pcount(NSK_PC_CLAIMS);
 	if (s->reg_slot >= 0)
 		nsk_add64(&nsk_g.dom.reg.e[s->reg_slot].upgraded, 1);
-	nsk_log(NSK_LOG_DEBUG, "fd %d: claimed channel (server sent %llu TCP bytes)", s->fd,
-		(unsigned long long)me->switch_at);
+	nsk_log(NSK_LOG_DEBUG, "fd %d: claimed channel", s->fd);
 }
 
 void nsk_sock_accepted(struct nsk_sock *s, int reg_slot, const struct sockaddr *peer)

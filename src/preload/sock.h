@@ -54,7 +54,7 @@ struct nsk_sock {
 	struct nsk_chan chan;  /* mapped from the offer (client) or attach (server) until the end */
 	atomic_int chan_ready; /* chan is complete and in use (see chan_ok() in sock.c) */
 	pthread_mutex_t lock;  /* upgrade transitions of this object */
-	uint64_t deadline_ns;  /* offer expiry (client) / claim window (server) */
+	uint64_t deadline_ns;  /* client: when an unclaimed offer is withdrawn */
 	int offer_pending;     /* client: offer built but not yet delivered (queue full) */
 	int offer_memfd;       /* client: memfd kept until the offer is delivered */
 	char offer_path[108];
@@ -139,7 +139,5 @@ int nsk_sock_is_shm(struct nsk_sock *s);
 /* nsk_epoll_forget - @fd (an epoll set) is being closed. */
 void nsk_epoll_forget(int fd);
 
-/* Helpers for wrappers. */
-int nsk_errno_ret(ssize_t r); /* -errno → -1 with errno set; else r */
 
 #endif
