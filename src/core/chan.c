@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -75,10 +76,10 @@ int nsk_chan_create(struct nsk_chan *c, uint64_t ring_size)
 	return fd;
 }
 
-int nsk_chan_attach(struct nsk_chan *c, int memfd, const struct nsk_offer *o)
+/* Map @memfd (sealed, @size bytes) as @side and validate every header field once copied. */
+static int map_checked(struct nsk_chan *c, int memfd, uint64_t size, uint64_t want_nonce, int side)
 {
 	memset(c, 0, sizeof(*c));
-	uint64_t size = o->seg_size;
 	if (size < NSK_CHAN_DATA_OFF + 2 * (uint64_t)NSK_RING_MIN ||
 	    size > NSK_CHAN_DATA_OFF + 2 * (uint64_t)NSK_RING_MAX)
 		return -EPROTO;
@@ -91,8 +92,8 @@ int nsk_chan_attach(struct nsk_chan *c, int memfd, const struct nsk_offer *o)
 	c->base = base;
 	c->size = size;
 	c->hdr = base;
-	c->side = NSK_SIDE_SERVER;
-	c->nonce = o->nonce;
+	c->side = side;
+	c->nonce = want_nonce;
 	/* Copy every field we rely on once, then validate the copies: the peer can change the
 	 * shared header at any time. */
 	struct nsk_chan_hdr *h = c->hdr;
@@ -102,7 +103,7 @@ int nsk_chan_attach(struct nsk_chan *c, int memfd, const struct nsk_offer *o)
 	uint64_t off0 = h->ring_off[0], sz0 = h->ring_size[0];
 	uint64_t off1 = h->ring_off[1], sz1 = h->ring_size[1];
 	struct nsk_ring tmp;
-	if (magic != NSK_CHAN_MAGIC || version != NSK_CHAN_VERSION || nonce != o->nonce ||
+	if (magic != NSK_CHAN_MAGIC || version != NSK_CHAN_VERSION || nonce != want_nonce ||
 	    seg != size || nsk_ring_init(&tmp, &h->ring[0], NULL, sz0) < 0 ||
 	    nsk_ring_init(&tmp, &h->ring[1], NULL, sz1) < 0 || off0 < NSK_CHAN_DATA_OFF ||
 	    off1 < NSK_CHAN_DATA_OFF || off0 > size || off1 > size || sz0 > size - off0 ||
@@ -110,9 +111,31 @@ int nsk_chan_attach(struct nsk_chan *c, int memfd, const struct nsk_offer *o)
 		nsk_chan_unmap(c);
 		return -EPROTO;
 	}
-	h->side[NSK_SIDE_SERVER].pid = (uint32_t)getpid();
-	h->side[NSK_SIDE_SERVER].cpumask = nsk_cpu_mask();
 	bind_rings(c, off0, sz0, off1, sz1);
+	return 0;
+}
+
+int nsk_chan_attach(struct nsk_chan *c, int memfd, const struct nsk_offer *o)
+{
+	int r = map_checked(c, memfd, o->seg_size, o->nonce, NSK_SIDE_SERVER);
+	if (r < 0)
+		return r;
+	c->hdr->side[NSK_SIDE_SERVER].pid = (uint32_t)getpid();
+	c->hdr->side[NSK_SIDE_SERVER].cpumask = nsk_cpu_mask();
+	return 0;
+}
+
+int nsk_chan_adopt(struct nsk_chan *c, int memfd, int side, uint64_t nonce)
+{
+	if (side != NSK_SIDE_CLIENT && side != NSK_SIDE_SERVER)
+		return -EINVAL;
+	struct stat st;
+	if (fstat(memfd, &st) < 0)
+		return -errno;
+	int r = map_checked(c, memfd, (uint64_t)st.st_size, nonce, side);
+	if (r < 0)
+		return r;
+	c->hdr->side[side].pid = (uint32_t)getpid();
 	return 0;
 }
 

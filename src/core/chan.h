@@ -29,6 +29,9 @@ int nsk_chan_create(struct nsk_chan *c, uint64_t ring_size);
  * says, map it and validate every header field against @o (magic, version, nonce, ring
  * offsets and sizes inside the segment). 0 or -errno (-EPROTO for a malformed segment). */
 int nsk_chan_attach(struct nsk_chan *c, int memfd, const struct nsk_offer *o);
+/* nsk_chan_adopt - map a channel this endpoint already took part in, from a descriptor kept
+ * across exec: same validation as attach (nonce must match @nonce), as @side. 0 or -errno. */
+int nsk_chan_adopt(struct nsk_chan *c, int memfd, int side, uint64_t nonce);
 void nsk_chan_unmap(struct nsk_chan *c);
 /* nsk_chan_claim - server: OFFERED → CLAIMED. 0, or -EALREADY if the client withdrew. */
 int nsk_chan_claim(struct nsk_chan *c);

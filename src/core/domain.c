@@ -192,6 +192,29 @@ int nsk_proctab_map(struct nsk_proctab *t, const char *path)
 	return 0;
 }
 
+int nsk_proctab_map_fd(struct nsk_proctab *t, int fd)
+{
+	memset(t, 0, sizeof(*t));
+	snprintf(t->path, sizeof(t->path), "(inherited fd %d)", fd);
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != NSK_PROC_FILE_SIZE ||
+	    st.st_uid != getuid())
+		return -EPROTO;
+	void *base = mmap(NULL, NSK_PROC_FILE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (base == MAP_FAILED)
+		return -errno;
+	t->hdr = base;
+	t->conns = (struct nsk_conn *)(t->hdr + 1);
+	if (nsk_load32_acquire(&t->hdr->magic) != NSK_PROC_MAGIC ||
+	    t->hdr->version != NSK_PROC_VERSION || t->hdr->nslots != NSK_PROC_SLOTS) {
+		nsk_proctab_unmap(t);
+		return -EPROTO;
+	}
+	return 0;
+}
+
 void nsk_proctab_unmap(struct nsk_proctab *t)
 {
 	if (t->hdr)

@@ -38,6 +38,8 @@ struct nsk_proctab {
 int nsk_proctab_create(struct nsk_proctab *t, const struct nsk_domain *d);
 /* nsk_proctab_map - map an existing table read-only (status tool). 0 or -errno. */
 int nsk_proctab_map(struct nsk_proctab *t, const char *path);
+/* nsk_proctab_map_fd - map a table read-write from an inherited descriptor (exec). */
+int nsk_proctab_map_fd(struct nsk_proctab *t, int fd);
 void nsk_proctab_unmap(struct nsk_proctab *t);
 /* nsk_proctab_alloc - take a free slot (thread- and fork-safe) for @pid; backing memory is
  * allocated first so that a full /dev/shm yields NULL, never SIGBUS. */

@@ -97,7 +97,7 @@ struct nsk_offer {
 	uint8_t caddr[16]; /* client's local address */
 	uint8_t saddr[16]; /* address the client connected to */
 	uint32_t pid;
-	uint32_t pad2;
+	uint32_t hops;  /* times re-queued between processes sharing one rendezvous socket (fork) */
 };
 _Static_assert(sizeof(struct nsk_offer) == 72, "offer wire size");
 
@@ -183,7 +183,11 @@ struct nsk_conn {
 	uint64_t created_ns;
 	uint32_t tx_switched; /* our switch point is published: we send through the ring */
 	uint32_t peer_gone;   /* the peer's socket is closed for good: sends fail with EPIPE */
-	uint8_t pad2[72];
+	/* processes holding the socket (fork adds, a process's last close or exec of a
+	 * close-on-exec copy removes); the slot is freed at zero, and a connection shared by
+	 * several processes is never upgraded (their mappings could not agree) */
+	uint32_t holders;
+	uint8_t pad2[68];
 };
 _Static_assert(sizeof(struct nsk_conn) == 256, "connection slot size");
 

@@ -43,3 +43,17 @@ void *nsk_fdmap_set(struct nsk_fdmap *m, int fd, void *p)
 	}
 	return atomic_exchange_explicit(&l2[fd & (L2_SIZE - 1)], p, memory_order_acq_rel);
 }
+
+void nsk_fdmap_foreach(struct nsk_fdmap *m, void (*fn)(int fd, void *obj, void *arg), void *arg)
+{
+	for (int i = 0; i < NSK_FDMAP_L1; i++) {
+		_Atomic(void *) *l2 = atomic_load_explicit(&m->l1[i], memory_order_acquire);
+		if (!l2)
+			continue;
+		for (int j = 0; j < L2_SIZE; j++) {
+			void *p = atomic_load_explicit(&l2[j], memory_order_acquire);
+			if (p)
+				fn((i << NSK_FDMAP_L2_BITS) | j, p, arg);
+		}
+	}
+}

@@ -17,8 +17,13 @@ void *nsk_fdmap_get(struct nsk_fdmap *m, int fd);
 /* nsk_fdmap_set - map @fd to @p (NULL unmaps). Returns the previous value. */
 void *nsk_fdmap_set(struct nsk_fdmap *m, int fd, void *p);
 
+/* nsk_fdmap_foreach - call @fn for every mapped fd (no lock: entries may change meanwhile). */
+void nsk_fdmap_foreach(struct nsk_fdmap *m, void (*fn)(int fd, void *obj, void *arg), void *arg);
+
 struct nsk_sock;
 extern struct nsk_fdmap nsk_socks, nsk_epolls;
+/* channel memfds kept for exec (see sock.c) */
+extern struct nsk_fdmap nsk_kept;
 
 /* nsk_fd_get - the object tracking @fd, or NULL (not a tracked TCP socket). */
 static inline struct nsk_sock *nsk_fd_get(int fd)

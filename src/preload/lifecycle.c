@@ -407,26 +407,26 @@ int setsockopt(int fd, int level, int name, const void *val, socklen_t len)
 
 /* ---------------------------------------------------------------- process life -------- */
 
-static void after_fork_child(void)
-{
-	nsk_g.pid = getpid();
-}
-
 __attribute__((constructor)) static void nsk_ctor(void)
 {
 	nsk_global_init();
-	pthread_atfork(NULL, NULL, after_fork_child);
+	pthread_atfork(nsk_sock_fork_prepare, nsk_sock_fork_parent, nsk_sock_fork_child);
+	nsk_inherit_adopt();
 }
 
 __attribute__((destructor)) static void nsk_dtor(void)
 {
-	if (nsk_g.domain_state <= 0 || getpid() != (pid_t)nsk_g.tab.hdr->pid)
+	if (nsk_g.domain_state <= 0)
 		return;
+	/* Listeners this process is the last to hold (also a forked child's, whose entry was
+	 * made by its parent). */
 	pthread_mutex_lock(&listeners_lock);
 	for (int i = 0; i < MAX_LISTENERS; i++)
-		if (listeners[i])
+		if (listeners[i] && nsk_sock_last_holder(listeners[i]))
 			nsk_sock_unlisten(listeners[i]);
 	pthread_mutex_unlock(&listeners_lock);
+	if (getpid() != (pid_t)nsk_g.tab.hdr->pid)
+		return;
 	if (nsk_g.rv_fd >= 0) {
 		char path[PATH_MAX];
 		if (nsk_rv_path(&nsk_g.dom, nsk_g.rv_name, path, sizeof(path)) == 0)

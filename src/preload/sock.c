@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
@@ -36,6 +37,7 @@ struct nsk_global nsk_g = {
 	.lock = PTHREAD_MUTEX_INITIALIZER,
 	.rv_fd = -1,
 	.offer_fd = -1,
+	.tab_fd = -1,
 	.log_level = NSK_LOG_WARN,
 };
 
@@ -128,6 +130,11 @@ int nsk_domain_ready(void)
 		} else {
 			nsk_g.netns = nsk_netns_id();
 			nsk_g.start_time = nsk_g.tab.hdr->start_time;
+			/* Kept for exec (inherit.c), out of the application's range of numbers. */
+			int tfd = open(nsk_g.tab.path, O_RDWR | O_CLOEXEC);
+			nsk_g.tab_fd = tfd >= 0 ? REAL(fcntl)(tfd, F_DUPFD_CLOEXEC, 64) : -1;
+			if (tfd >= 0)
+				REAL(close)(tfd);
 			nsk_log(NSK_LOG_INFO, "domain %s ready", nsk_g.dom.dir);
 		}
 		__atomic_store_n(&nsk_g.domain_state, r == 0 ? 1 : -1, __ATOMIC_RELEASE);
@@ -236,6 +243,7 @@ struct nsk_sock *nsk_sock_new(int fd, int family, int kind)
 	s->kind = kind;
 	s->conn = c;
 	s->offer_memfd = -1;
+	atomic_store(&s->keep_memfd, -1);
 	s->reg_slot = -1;
 	pthread_mutex_init(&s->lock, NULL);
 	s->spin_ns = nsk_cpus_online() > 1 ? nsk_g.spin_ns : 0;
@@ -243,33 +251,49 @@ struct nsk_sock *nsk_sock_new(int fd, int family, int kind)
 	c->fd = (uint32_t)fd;
 	c->family = (uint16_t)family;
 	c->mode = NSK_MODE_TCP;
+	nsk_store32(&c->holders, 1);
 	atomic_store(&s->refs, 1);
 	/* The +1 is the "open" reference, dropped by the last nsk_sock_put. */
 	atomic_store_explicit(&s->busy, 1, memory_order_release);
 	return s;
 }
 
-/* Last user gone: unmap, free the slot, recycle the object. */
+static void unkeep(struct nsk_sock *s);
+static void switch_tx_locked(struct nsk_sock *s);
+static void spin_policy(struct nsk_sock *s);
+
+/* Last user in this process gone: unmap, release the slot (freed by the last holder),
+ * recycle the object. */
 static void finalize(struct nsk_sock *s)
 {
 	struct nsk_conn *c = s->conn;
-	uint64_t *k = nsk_g.tab.hdr->counters;
-	nsk_add64(&k[NSK_PC_CLOSED_SHM_TX], c->tx_shm_bytes);
-	nsk_add64(&k[NSK_PC_CLOSED_SHM_RX], c->rx_shm_bytes);
-	nsk_add64(&k[NSK_PC_CLOSED_TCP_TX], CGET(c->tx_tcp));
-	nsk_add64(&k[NSK_PC_CLOSED_TCP_RX], CGET(c->rx_tcp));
 	nsk_chan_unmap(&s->chan);
 	if (s->offer_memfd >= 0) {
 		REAL(close)(s->offer_memfd);
 		s->offer_memfd = -1;
 	}
-	nsk_proctab_free(&nsk_g.tab, s->conn);
+	unkeep(s);
+	if (atomic_fetch_sub_explicit(NSK_A32(&c->holders), 1, memory_order_acq_rel) <= 1) {
+		if (nsk_g.tab.hdr) {
+			uint64_t *k = nsk_g.tab.hdr->counters;
+			nsk_add64(&k[NSK_PC_CLOSED_SHM_TX], c->tx_shm_bytes);
+			nsk_add64(&k[NSK_PC_CLOSED_SHM_RX], c->rx_shm_bytes);
+			nsk_add64(&k[NSK_PC_CLOSED_TCP_TX], CGET(c->tx_tcp));
+			nsk_add64(&k[NSK_PC_CLOSED_TCP_RX], CGET(c->rx_tcp));
+		}
+		nsk_proctab_free(&nsk_g.tab, c);
+	}
 	s->conn = NULL;
 	pthread_mutex_destroy(&s->lock);
 	pthread_mutex_lock(&pool_lock);
 	s->next_free = pool_free;
 	pool_free = s;
 	pthread_mutex_unlock(&pool_lock);
+}
+
+int nsk_sock_last_holder(struct nsk_sock *s)
+{
+	return nsk_load32(&s->conn->holders) <= 1;
 }
 
 struct nsk_sock *nsk_sock_enter(int fd)
@@ -306,7 +330,7 @@ void nsk_sock_put(struct nsk_sock *s)
 {
 	if (atomic_fetch_sub(&s->refs, 1) != 1)
 		return;
-	if (s->kind == NSK_CK_LISTENER)
+	if (s->kind == NSK_CK_LISTENER && nsk_sock_last_holder(s))
 		nsk_sock_unlisten(s);
 	if (chan_ok(s)) {
 		/* Wake both of the peer's possible sleepers: it re-checks and sees our FIN soon. */
@@ -318,6 +342,226 @@ void nsk_sock_put(struct nsk_sock *s)
 			nsk_futex_bump(&rx->space_seq);
 	}
 	nsk_sock_leave(s);
+}
+
+/* ---------------------------------------------------------------- kept memfds -------- */
+/* The memfd of every channel is kept open (close-on-exec, in the upper half of the
+ * descriptor range, away from the numbers applications expect) so that an exec can pass the
+ * connection to the new program image. At most a quarter of RLIMIT_NOFILE is used for them;
+ * beyond that a connection inherited across exec is failed cleanly in the new image. */
+struct nsk_fdmap nsk_kept;
+static atomic_int nkept;
+
+static void keep_limits(int *base, int *limit)
+{
+	static int b, l;
+	if (!b) {
+		struct rlimit rl;
+		rlim_t cur = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? rl.rlim_cur : 1024;
+		if (cur == RLIM_INFINITY || cur > (1u << 20))
+			cur = 1u << 20;
+		l = (int)(cur / 4);
+		b = (int)(cur / 2) > 64 ? (int)(cur / 2) : 64;
+	}
+	*base = b;
+	*limit = l;
+}
+
+static void keep(struct nsk_sock *s, int memfd)
+{
+	int base, limit;
+	keep_limits(&base, &limit);
+	if (atomic_load(&s->keep_memfd) >= 0 || atomic_fetch_add(&nkept, 1) >= limit) {
+		if (atomic_load(&s->keep_memfd) < 0)
+			atomic_fetch_sub(&nkept, 1);
+		return;
+	}
+	int saved = errno;
+	int k = REAL(fcntl)(memfd, F_DUPFD_CLOEXEC, base);
+	errno = saved;
+	if (k < 0) {
+		atomic_fetch_sub(&nkept, 1);
+		return;
+	}
+	nsk_fdmap_set(&nsk_kept, k, s);
+	atomic_store(&s->keep_memfd, k);
+}
+
+static void unkeep(struct nsk_sock *s)
+{
+	int k = atomic_exchange(&s->keep_memfd, -1);
+	if (k < 0)
+		return;
+	if (nsk_fdmap_get(&nsk_kept, k) == s) {
+		nsk_fdmap_set(&nsk_kept, k, NULL);
+		int saved = errno;
+		REAL(close)(k);
+		errno = saved;
+	}
+	atomic_fetch_sub(&nkept, 1);
+}
+
+/* The application closed (or replaced) kept descriptor @fd: forget it. */
+static void kept_fd_gone(int fd)
+{
+	struct nsk_sock *s = nsk_fdmap_set(&nsk_kept, fd, NULL);
+	if (s) {
+		int expect = fd;
+		if (atomic_compare_exchange_strong(&s->keep_memfd, &expect, -1))
+			atomic_fetch_sub(&nkept, 1);
+	}
+}
+
+/* ---------------------------------------------------------------- fork and exec ------- */
+
+static void fork_count(int fd, void *obj, void *arg)
+{
+	(void)fd;
+	(void)arg;
+	struct nsk_sock *s = obj;
+	/* The same object may be at several fds (dup): count each socket once. Pinned so that
+	 * a concurrent close cannot finalise it under us. */
+	struct nsk_sock *p = nsk_sock_enter(fd);
+	if (p != s) {
+		if (p)
+			nsk_sock_leave(p);
+		return;
+	}
+	if (s->fork_mark != nsk_g.fork_gen) {
+		s->fork_mark = nsk_g.fork_gen;
+		atomic_fetch_add_explicit(NSK_A32(&s->conn->holders), 1, memory_order_relaxed);
+	}
+	nsk_sock_leave(s);
+}
+
+void nsk_sock_fork_prepare(void)
+{
+	/* nsk_g.lock is held across the fork: the child gets it in a known state. */
+	pthread_mutex_lock(&nsk_g.lock);
+	if (nsk_g.domain_state <= 0)
+		return;
+	/* Counted before the child exists: the parent closing its copy right after the fork
+	 * must not see itself as the last holder. (A failed fork leaves the count one high:
+	 * those sockets then simply stay TCP.) */
+	nsk_g.fork_gen++;
+	nsk_fdmap_foreach(&nsk_socks, fork_count, NULL);
+}
+
+void nsk_sock_fork_parent(void)
+{
+	if (nsk_g.domain_state > 0 && nsk_g.rv_fd >= 0)
+		nsk_g.rv_shared = 1;
+	pthread_mutex_unlock(&nsk_g.lock);
+}
+
+static void fork_child_visit(int fd, void *obj, void *arg)
+{
+	(void)fd;
+	(void)arg;
+	struct nsk_sock *s = obj;
+	/* An offer not yet delivered is the parent's to deliver (one offer per channel). */
+	if (s->offer_pending && s->offer_memfd >= 0) {
+		REAL(close)(s->offer_memfd);
+		s->offer_memfd = -1;
+		s->offer_pending = 0;
+	}
+}
+
+void nsk_sock_fork_child(void)
+{
+	nsk_g.pid = getpid();
+	pthread_mutex_init(&nsk_g.lock, NULL);
+	if (nsk_g.domain_state <= 0)
+		return;
+	nsk_g.start_time = nsk_proc_start_time(nsk_g.pid);
+	if (nsk_g.rv_fd >= 0)
+		nsk_g.rv_shared = 1;
+	nsk_fdmap_foreach(&nsk_socks, fork_child_visit, NULL);
+}
+
+int nsk_sock_exec_state(struct nsk_sock *s, int cloexec, int *memfd, int *side, uint64_t *nonce)
+{
+	struct nsk_conn *c = s->conn;
+	if (s->kind != NSK_CK_CLIENT && s->kind != NSK_CK_SERVER)
+		return 0;
+	pthread_mutex_lock(&s->lock);
+	uint32_t mode = nsk_load32(&c->mode);
+	if (cloexec) {
+		pthread_mutex_unlock(&s->lock);
+		return 0;
+	}
+	/* Not upgraded yet: TCP for good, for every holder (the new image cannot take part in
+	 * an upgrade it did not see begin). */
+	if (mode == NSK_MODE_TCP) {
+		s->candidate = 0;
+		nsk_store32(&c->mode, NSK_MODE_PLAIN);
+	} else if (mode == NSK_MODE_OFFERED && chan_ok(s)) {
+		if (nsk_chan_withdraw(&s->chan) == 0) {
+			chan_retire(s);
+			unkeep(s);
+			nsk_store32(&c->mode, NSK_MODE_PLAIN);
+		} else {
+			nsk_store32(&c->mode, NSK_MODE_SHM); /* claimed meanwhile: switch now */
+		}
+	}
+	mode = nsk_load32(&c->mode);
+	if (mode == NSK_MODE_SHM && chan_ok(s) && !nsk_load32(&c->tx_switched)) {
+		xlock(&c->txlock);
+		switch_tx_locked(s);
+		xunlock(&c->txlock);
+	}
+	pthread_mutex_unlock(&s->lock);
+	mode = nsk_load32(&c->mode);
+	if (mode == NSK_MODE_PLAIN)
+		return 0;
+	*memfd = chan_ok(s) ? atomic_load(&s->keep_memfd) : -1;
+	*side = chan_ok(s) ? s->chan.side : -1;
+	*nonce = c->nonce;
+	return 1;
+}
+
+int nsk_sock_adopt(int fd, int family, int kind, struct nsk_conn *c, int memfd, int side,
+		   uint64_t nonce)
+{
+	pthread_mutex_lock(&pool_lock);
+	struct nsk_sock *s = pool_free;
+	if (s)
+		pool_free = s->next_free;
+	pthread_mutex_unlock(&pool_lock);
+	if (!s && !(s = calloc(1, sizeof(*s))))
+		return -ENOMEM;
+	memset((char *)s + offsetof(struct nsk_sock, fd), 0,
+	       sizeof(*s) - offsetof(struct nsk_sock, fd));
+	static atomic_uint_fast64_t ids;
+	s->id = (atomic_fetch_add(&ids, 1) + 1) | (1ull << 63);
+	s->fd = fd;
+	s->family = family;
+	s->kind = kind;
+	s->conn = c;
+	s->offer_memfd = -1;
+	atomic_store(&s->keep_memfd, -1);
+	s->reg_slot = -1;
+	s->tuple_ok = 1;
+	pthread_mutex_init(&s->lock, NULL);
+	s->spin_ns = nsk_cpus_online() > 1 ? nsk_g.spin_ns : 0;
+	int fl = REAL(fcntl)(fd, F_GETFL);
+	s->nonblock = fl >= 0 && (fl & O_NONBLOCK);
+	int r = memfd >= 0 ? nsk_chan_adopt(&s->chan, memfd, side, nonce) : -EBADF;
+	if (r == 0) {
+		keep(s, memfd);
+		chan_publish(s);
+		spin_policy(s);
+	} else {
+		/* No mapping for a connection that runs through shared memory: fail it cleanly
+		 * (ECONNRESET) rather than hand control bytes to the application. */
+		nsk_log(NSK_LOG_WARN, "fd %d: connection inherited across exec without its channel "
+				      "(%s): reset", fd, strerror(-r));
+		nsk_store32(&c->mode, NSK_MODE_BROKEN);
+	}
+	atomic_store(&s->refs, 1);
+	atomic_store_explicit(&s->busy, 1, memory_order_release);
+	nsk_fd_set(fd, s);
+	return r;
 }
 
 /* ---------------------------------------------------------------- addresses ----------- */
@@ -435,6 +679,7 @@ void nsk_sock_listen(struct nsk_sock *s)
 		return;
 	}
 	s->reg_slot = r;
+	s->reg_pid = (uint32_t)getpid();
 	s->seen_seq = nsk_load64(&nsk_g.dom.reg.e[r].offer_seq);
 	s->conn->family = k.family;
 	memcpy(s->conn->laddr, k.addr, 16);
@@ -446,7 +691,7 @@ void nsk_sock_unlisten(struct nsk_sock *s)
 {
 	if (s->reg_slot < 0)
 		return;
-	nsk_registry_remove(&nsk_g.dom.reg, s->reg_slot, getpid());
+	nsk_registry_remove(&nsk_g.dom.reg, s->reg_slot, (pid_t)s->reg_pid);
 	s->reg_slot = -1;
 }
 
@@ -462,6 +707,67 @@ static struct pending pend[PENDING_MAX];
 static int npend;
 /* Per listener slot: the offer_seq value up to which offers were drained. */
 static uint64_t drained_seq[NSK_REG_SLOTS];
+
+/* Several processes may read one rendezvous socket (a listener inherited across fork: pre-fork
+ * servers, a fork per connection). An offer for a connection this process does not hold is
+ * queued again for the others, a bounded number of times (it may also arrive before the
+ * connection is accepted anywhere; it then waits in the pending table of the last reader). */
+#define REQUEUE_HOPS 16
+
+struct cand_match {
+	const struct nsk_offer *o;
+	int found;
+};
+
+static void cand_visit(int fd, void *obj, void *arg)
+{
+	(void)fd;
+	struct nsk_sock *s = obj;
+	struct cand_match *m = arg;
+	struct nsk_conn *c = s->conn;
+	if (m->found || !c || s->kind != NSK_CK_SERVER || !s->candidate)
+		return;
+	if (c->family == m->o->family && c->rport == m->o->cport && c->lport == m->o->sport &&
+	    !memcmp(c->raddr, m->o->caddr, 16))
+		m->found = 1;
+}
+
+/* Whether a connection of this process waits for offer @o (client address and port and our
+ * port identify it; no syscall). Caller holds nsk_g.lock. */
+static int local_candidate(const struct nsk_offer *o)
+{
+	struct cand_match m = {.o = o, .found = 0};
+	nsk_fdmap_foreach(&nsk_socks, cand_visit, &m);
+	return m.found;
+}
+
+/* Queue offer @o with @memfd to our own rendezvous socket again and tell its listener's
+ * readers. Consumes @memfd. Caller holds nsk_g.lock. */
+static void requeue_locked(struct nsk_offer *o, int memfd)
+{
+	char path[PATH_MAX];
+	o->hops++;
+	if (nsk_g.offer_fd < 0)
+		nsk_g.offer_fd = REAL(socket)(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	int r = -1;
+	if (nsk_g.offer_fd >= 0 && nsk_rv_path(&nsk_g.dom, nsk_g.rv_name, path, sizeof(path)) == 0)
+		r = nsk_offer_send(nsk_g.offer_fd, path, o, memfd);
+	REAL(close)(memfd);
+	if (r < 0) {
+		pcount(NSK_PC_OFFERS_EXPIRED); /* the client withdraws it at its deadline */
+		return;
+	}
+	struct nsk_reg_key k;
+	memset(&k, 0, sizeof(k));
+	k.family = o->family;
+	memcpy(k.addr, o->saddr, 16);
+	k.port = o->sport;
+	k.netns = nsk_g.netns;
+	struct nsk_reg_entry e;
+	int slot = nsk_registry_lookup(&nsk_g.dom.reg, &k, 1, &e);
+	if (slot >= 0)
+		nsk_add64(&nsk_g.dom.reg.e[slot].offer_seq, 1);
+}
 
 /* Pull every queued offer into the pending table. Caller holds nsk_g.lock. */
 static void drain_offers_locked(void)
@@ -492,6 +798,10 @@ static void drain_offers_locked(void)
 				continue;
 			}
 			break;
+		}
+		if (nsk_g.rv_shared && o.hops < REQUEUE_HOPS && !local_candidate(&o)) {
+			requeue_locked(&o, memfd); /* for another process sharing the listener */
+			continue;
 		}
 		if (npend == PENDING_MAX) {
 			REAL(close)(pend[0].memfd);
@@ -525,9 +835,15 @@ static int take_offer_locked(struct nsk_sock *s, struct nsk_offer *o)
 void nsk_sock_internal_fd_check(int fd)
 {
 	/* Fast path for every close(): nothing of ours can be at this number. */
-	if (fd < 0 || (fd != __atomic_load_n(&nsk_g.rv_fd, __ATOMIC_RELAXED) &&
-		       fd != __atomic_load_n(&nsk_g.offer_fd, __ATOMIC_RELAXED) &&
-		       __atomic_load_n(&npend, __ATOMIC_RELAXED) == 0))
+	if (fd < 0)
+		return;
+	if (nsk_fdmap_get(&nsk_kept, fd))
+		kept_fd_gone(fd);
+	if (fd == __atomic_load_n(&nsk_g.tab_fd, __ATOMIC_RELAXED))
+		__atomic_store_n(&nsk_g.tab_fd, -1, __ATOMIC_RELAXED);
+	if (fd != __atomic_load_n(&nsk_g.rv_fd, __ATOMIC_RELAXED) &&
+	    fd != __atomic_load_n(&nsk_g.offer_fd, __ATOMIC_RELAXED) &&
+	    __atomic_load_n(&npend, __ATOMIC_RELAXED) == 0)
 		return;
 	/* The application closes (or dup2s over) one of our descriptors: forget it. */
 	pthread_mutex_lock(&nsk_g.lock);
@@ -599,6 +915,10 @@ static void try_claim(struct nsk_sock *s)
 	struct nsk_conn *c = s->conn;
 	if (s->reg_slot < 0)
 		return;
+	/* Shared with another process (fork): they could not both map the channel. Looked at
+	 * again once the others have closed it. */
+	if (!nsk_sock_last_holder(s))
+		return;
 	/* Nothing new was posted to the listener since we last looked: no syscall, no lock. */
 	uint64_t seq = nsk_load64_acquire(&nsk_g.dom.reg.e[s->reg_slot].offer_seq);
 	if (seq == s->seen_seq)
@@ -613,6 +933,8 @@ static void try_claim(struct nsk_sock *s)
 	if (memfd < 0)
 		return;
 	int r = nsk_chan_attach(&s->chan, memfd, &o);
+	if (r == 0)
+		keep(s, memfd);
 	REAL(close)(memfd);
 	if (r == 0)
 		chan_publish(s);
@@ -627,6 +949,8 @@ static void try_claim(struct nsk_sock *s)
 	if (nsk_chan_claim(&s->chan) < 0) {
 		xunlock(&c->txlock);
 		chan_retire(s);
+	unkeep(s);
+		unkeep(s);
 		nsk_store32(&c->mode, NSK_MODE_PLAIN);
 		return;
 	}
@@ -699,6 +1023,8 @@ static void deliver_offer(struct nsk_sock *s)
 				nsk_registry_mark_dead(&nsk_g.dom.reg, s->reg_slot, e.state);
 		}
 		chan_retire(s);
+	unkeep(s);
+		unkeep(s);
 		nsk_store32(&s->conn->mode, NSK_MODE_PLAIN);
 		return;
 	}
@@ -742,8 +1068,10 @@ static void offer(struct nsk_sock *s)
 	struct nsk_conn *c = s->conn;
 	s->candidate = 0;
 	int memfd = nsk_chan_create(&s->chan, nsk_g.ring_size);
-	if (memfd >= 0)
+	if (memfd >= 0) {
+		keep(s, memfd);
 		chan_publish(s);
+	}
 	if (memfd < 0) {
 		pcount(NSK_PC_FALLBACKS);
 		nsk_log(NSK_LOG_INFO, "fd %d: no channel (%s): TCP", s->fd, strerror(-memfd));
@@ -775,6 +1103,8 @@ static void offer(struct nsk_sock *s)
 static int offer_due(struct nsk_sock *s)
 {
 	struct nsk_conn *c = s->conn;
+	if (!nsk_sock_last_holder(s))
+		return 0; /* shared with another process (fork): stays TCP while it is */
 	return CGET(c->tx_tcp_msgs) >= 1 && (CGET(c->tx_tcp_msgs) >= 2 || CGET(c->tx_tcp) >= (256u << 10) ||
 				       CGET(c->rx_tcp) >= (256u << 10));
 }
@@ -797,6 +1127,8 @@ static void client_refresh(struct nsk_sock *s)
 			s->offer_pending = 0;
 		}
 		chan_retire(s);
+	unkeep(s);
+		unkeep(s);
 		nsk_store32(&c->mode, NSK_MODE_PLAIN);
 		return;
 	}
@@ -1489,18 +1821,25 @@ void nsk_sock_kernel_event(struct nsk_sock *s, int revents)
 void nsk_sock_before_close(struct nsk_sock *s)
 {
 	/* A client closing before its offer was claimed: withdraw it, a late claim then fails. */
-	if (atomic_load(&s->refs) == 1 && s->kind == NSK_CK_CLIENT && chan_ok(s) &&
+	int last = atomic_load(&s->refs) == 1;
+	int alone = last && nsk_sock_last_holder(s);
+	if (alone && s->kind == NSK_CK_CLIENT && chan_ok(s) &&
 	    nsk_load32(&s->conn->mode) == NSK_MODE_OFFERED)
 		nsk_chan_withdraw(&s->chan);
 	/* A server socket closing before its claim: an offer for it may be pending (its memfd
-	 * would otherwise be held until the offer expires). */
-	if (atomic_load(&s->refs) == 1 && s->kind == NSK_CK_SERVER && s->candidate) {
+	 * would otherwise be held until the offer expires). If another process still holds the
+	 * socket (fork per connection), the offer is passed on to it instead. */
+	if (last && s->kind == NSK_CK_SERVER && s->candidate) {
 		pthread_mutex_lock(&nsk_g.lock);
 		drain_offers_locked();
 		struct nsk_offer o;
 		int fd;
-		while (npend && (s->tuple_ok || fill_tuple(s) == 0) && (fd = take_offer_locked(s, &o)) >= 0)
-			REAL(close)(fd);
+		while (npend && (s->tuple_ok || fill_tuple(s) == 0) && (fd = take_offer_locked(s, &o)) >= 0) {
+			if (!alone && nsk_g.rv_shared && o.hops < REQUEUE_HOPS)
+				requeue_locked(&o, fd);
+			else
+				REAL(close)(fd);
+		}
 		pthread_mutex_unlock(&nsk_g.lock);
 	}
 	/* Unread control bytes in the kernel socket would turn our FIN into a reset (the kernel

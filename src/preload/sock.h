@@ -39,6 +39,9 @@ struct nsk_global {
 	int rv_fd;         /* our rendezvous socket (listeners) or -1 */
 	char rv_name[40];
 	int offer_fd;      /* unbound datagram socket offers are sent from, or -1 */
+	int rv_shared;     /* the rendezvous socket is shared with forked processes */
+	int tab_fd;        /* our connection table, kept open (close-on-exec) for exec */
+	uint64_t fork_gen; /* forks seen (holders accounting) */
 };
 extern struct nsk_global nsk_g;
 
@@ -67,6 +70,15 @@ struct nsk_sock {
 	int connecting;        /* client: non-blocking connect in progress */
 	int candidate;         /* client: a local listener exists; offer when worth it */
 	int tuple_ok;          /* conn->laddr/raddr are filled in */
+	atomic_int keep_memfd; /* the channel's memfd, kept (close-on-exec, high number) so that
+				* an exec can hand the connection to the new image; -1 if none */
+	uint32_t reg_pid;      /* listener: the pid its registry entry was made with */
+	uint64_t fork_mark;    /* last fork this object was counted for (holders) */
+	int tab_id;            /* connection table of conn: 0 ours, else inherited (inherit.c) */
+	/* exec bookkeeping (inherit.c) */
+	uint64_t exec_keep, exec_seen;
+	int exec_pass, exec_memfd, exec_side;
+	uint64_t exec_nonce;
 	uint64_t id;           /* unique per socket object incarnation */
 	struct nsk_sock *next_free;
 };
@@ -135,6 +147,29 @@ void nsk_sock_disarm(struct nsk_sock *s);
 void nsk_sock_kernel_event(struct nsk_sock *s, int revents);
 /* nsk_sock_is_shm - whether readiness must be computed in user space (not pass-through). */
 int nsk_sock_is_shm(struct nsk_sock *s);
+
+/* Processes sharing sockets (fork, exec). */
+/* nsk_sock_last_holder - no other process holds @s (see holders in layout.h). */
+int nsk_sock_last_holder(struct nsk_sock *s);
+/* nsk_sock_fork_prepare - a fork is about to happen: count the child as a holder of every
+ * tracked socket; nsk_sock_fork_child/parent after it. */
+void nsk_sock_fork_prepare(void);
+void nsk_sock_fork_parent(void);
+void nsk_sock_fork_child(void);
+/* nsk_sock_exec_state - settle @s before an exec that keeps @s's fd open (cloexec == 0) or
+ * closes it (cloexec == 1): an unclaimed upgrade is withdrawn or completed so the new image
+ * sees either plain TCP or a switched connection. Returns 1 if the new image must adopt the
+ * connection (then *@memfd, *@slot, *@side and *@nonce describe it; *@memfd may be -1 when no
+ * descriptor was kept: the new image then fails the connection), 0 if it is plain TCP. */
+int nsk_sock_exec_state(struct nsk_sock *s, int cloexec, int *memfd, int *side, uint64_t *nonce);
+/* nsk_sock_adopt - in a new image: track @fd as the connection described (slot @c in an
+ * inherited connection table). 0 or -errno. */
+int nsk_sock_adopt(int fd, int family, int kind, struct nsk_conn *c, int memfd, int side,
+		   uint64_t nonce);
+
+/* nsk_inherit_adopt - constructor: take over the connections an exec handed to this image
+ * (NEARSOCK_INHERIT, see inherit.c). */
+void nsk_inherit_adopt(void);
 
 /* nsk_epoll_forget - @fd (an epoll set) is being closed. */
 void nsk_epoll_forget(int fd);

@@ -7,7 +7,7 @@
 
 set(NSK_INTEG_DIR ${CMAKE_CURRENT_SOURCE_DIR}/integ)
 
-foreach(helper nsk_many nsk_kill nsk_badin nsk_hostile)
+foreach(helper nsk_many nsk_kill nsk_badin nsk_hostile nsk_fork)
   if(NOT EXISTS ${NSK_INTEG_DIR}/${helper}.c)
     continue()
   endif()
@@ -41,3 +41,4 @@ nsk_integ_test(many_conns 60 many_conns.sh)
 nsk_integ_test(bad_input 60 bad_input.sh)
 nsk_integ_test(bad_domain 60 bad_domain.sh)
 nsk_integ_test(hostile 60 hostile.sh)
+nsk_integ_test(fork 300 fork.sh)
