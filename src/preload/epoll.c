@@ -25,7 +25,9 @@ struct member {
 	uint32_t gen;
 	uint32_t app_events;  /* what the application asked for (with EPOLLET/ONESHOT/...) */
 	epoll_data_t app_data;
-	uint64_t sock_id;     /* socket object incarnation, 0 for non-socket members */
+	struct nsk_sock *sock; /* socket members: pinned while registered (the registration
+				* belongs to the open file, which may outlive this fd number) */
+	int nested;           /* the member is itself a shadowed epoll set */
 	int converted;        /* kernel registration switched to control-byte mode */
 	int disabled;         /* EPOLLONESHOT fired (until EPOLL_CTL_MOD) */
 	uint64_t last_sig;    /* EPOLLET: ring state at the last report */
@@ -51,8 +53,18 @@ static struct ep *ep_get(int epfd)
 	return nsk_fdmap_get(&nsk_epolls, epfd);
 }
 
+static void unpin(struct member *m)
+{
+	if (m->sock) {
+		nsk_sock_leave(m->sock);
+		m->sock = NULL;
+	}
+}
+
 static void ep_free(struct ep *e)
 {
+	for (int i = 0; i < e->cap; i++)
+		unpin(&e->m[i]);
 	pthread_mutex_destroy(&e->lock);
 	free(e->m);
 	free(e->cand);
@@ -153,6 +165,7 @@ int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 		r = REAL(epoll_ctl)(epfd, op, fd, ev);
 		if (r == 0 && fd < e->cap) {
 			e->m[fd].used = 0;
+			unpin(&e->m[fd]);
 			cand_del(e, fd);
 		}
 		goto out;
@@ -169,29 +182,40 @@ int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 	struct member *m = &e->m[fd];
 	struct nsk_sock *s = nsk_sock_enter(fd);
 	int sockm = s && (s->kind == NSK_CK_CLIENT || s->kind == NSK_CK_SERVER);
-	int shm = sockm && nsk_sock_is_shm(s) && !(ev->events & EPOLLEXCLUSIVE);
+	int nested = !s && fd != epfd && ep_get(fd) != NULL;
+	/* EPOLLEXCLUSIVE cannot be modified later: converted at ADD, or by DEL + ADD later. */
+	int shm = sockm && nsk_sock_is_shm(s) && (op == EPOLL_CTL_ADD || !(ev->events & EPOLLEXCLUSIVE));
 	uint32_t gen = op == EPOLL_CTL_ADD ? ++e->gen : m->gen;
 	struct epoll_event kev = {
-		.events = shm ? converted_events(ev->events) : ev->events,
+		.events = shm ? converted_events(ev->events) | (ev->events & EPOLLEXCLUSIVE)
+			      : ev->events,
 		.data.u64 = token(fd, gen),
 	};
 	r = REAL(epoll_ctl)(epfd, op, fd, &kev);
 	if (r == 0) {
+		/* ADD over a member whose file was closed meanwhile (the kernel dropped it) */
+		if (m->sock != s)
+			unpin(m);
+		else if (s)
+			nsk_sock_leave(s); /* already pinned by this registration */
 		m->used = 1;
 		m->gen = gen;
 		m->app_events = ev->events;
 		m->app_data = ev->data;
-		m->sock_id = sockm ? s->id : 0;
+		m->sock = sockm ? s : NULL;
+		m->nested = nested;
 		m->converted = shm;
 		m->disabled = 0;
 		m->last_sig = 0;
-		if (sockm)
+		if (sockm || nested)
 			cand_add(e, fd);
 		else
 			cand_del(e, fd);
-	}
-	if (s)
+		if (s && !sockm)
+			nsk_sock_leave(s);
+	} else if (s) {
 		nsk_sock_leave(s);
+	}
 out:
 	if (r == 0)
 		errno = saved;
@@ -242,31 +266,73 @@ static uint64_t ring_sig(struct nsk_sock *s)
 	return sig | 1;
 }
 
+static int nested_ready(int epfd, int arm);
+static void nested_disarm(int epfd);
+
+/* The member's socket if it is still open somewhere in this process; a member whose every
+ * fd was closed is dropped (the kernel removed its registration with the file). */
+static struct nsk_sock *member_sock(struct ep *e, int fd)
+{
+	struct member *m = &e->m[fd];
+	struct nsk_sock *s = m->sock;
+	if (s && atomic_load(&s->refs) == 0) {
+		unpin(m);
+		m->used = 0;
+		cand_del(e, fd);
+		return NULL;
+	}
+	return s;
+}
+
 /* Readiness of accelerated member @fd (caller holds e->lock). Converts the kernel
- * registration on first sight. Returns epoll events to report (after ET/ONESHOT). */
+ * registration on first sight. Returns epoll events to report (after ET/ONESHOT, unless
+ * @peek: then nothing is consumed). */
 static uint32_t member_ready(struct ep *e, int epfd, int fd, int arm, int *armed_out,
-			     uint32_t kernel_events)
+			     uint32_t kernel_events, int peek)
 {
 	struct member *m = &e->m[fd];
 	if (!m->used || m->disabled)
 		return 0;
-	struct nsk_sock *s = nsk_sock_enter(fd);
+	if (m->nested) {
+		/* An epoll set inside this one: readable when one of its members is. */
+		if (!(m->app_events & EPOLLIN) || nested_ready(fd, arm) <= 0) {
+			if (arm)
+				*armed_out |= 1;
+			return 0;
+		}
+		if (m->app_events & EPOLLET) {
+			if (m->last_sig == 1)
+				return 0;
+			if (!peek)
+				m->last_sig = 1;
+		}
+		if ((m->app_events & EPOLLONESHOT) && !peek)
+			m->disabled = 1;
+		return EPOLLIN;
+	}
+	struct nsk_sock *s = member_sock(e, fd);
 	if (!s)
 		return 0;
 	uint32_t out = 0;
-	if (s->id != m->sock_id)
-		goto done; /* fd number reused by another socket: not this registration */
 	nsk_sock_refresh(s);
 	if (!nsk_sock_is_shm(s))
-		goto done;
-	if (!m->converted && !(m->app_events & EPOLLEXCLUSIVE)) {
-		struct epoll_event kev = {.events = converted_events(m->app_events),
-					  .data.u64 = token(fd, m->gen)};
-		if (REAL(epoll_ctl)(epfd, EPOLL_CTL_MOD, fd, &kev) == 0)
-			m->converted = 1;
+		return 0;
+	if (!m->converted) {
+		uint32_t want = converted_events(m->app_events);
+		struct epoll_event kev = {.events = want, .data.u64 = token(fd, m->gen)};
+		if (!(m->app_events & EPOLLEXCLUSIVE)) {
+			if (REAL(epoll_ctl)(epfd, EPOLL_CTL_MOD, fd, &kev) == 0)
+				m->converted = 1;
+		} else {
+			/* exclusive wake-ups cannot be modified: register again */
+			kev.events |= EPOLLEXCLUSIVE;
+			if (REAL(epoll_ctl)(epfd, EPOLL_CTL_DEL, fd, NULL) == 0 &&
+			    REAL(epoll_ctl)(epfd, EPOLL_CTL_ADD, fd, &kev) == 0)
+				m->converted = 1;
+		}
 	}
 	if (!m->converted)
-		goto done;
+		return 0;
 	int kev, kdec;
 	int want = ep_to_poll(m->app_events);
 	int ev = nsk_sock_ready(s, want, &kev, &kdec, arm);
@@ -283,24 +349,22 @@ static uint32_t member_ready(struct ep *e, int epfd, int fd, int arm, int *armed
 		uint64_t sig = ring_sig(s);
 		if (sig == m->last_sig)
 			out = 0;
-		else
+		else if (!peek)
 			m->last_sig = sig;
 	}
-	if (out && (m->app_events & EPOLLONESHOT))
+	if (out && (m->app_events & EPOLLONESHOT) && !peek)
 		m->disabled = 1;
-done:
-	nsk_sock_leave(s);
 	return out;
 }
 
 static void disarm_all(struct ep *e)
 {
 	for (int i = 0; i < e->ncand; i++) {
-		struct nsk_sock *s = nsk_sock_enter(e->cand[i]);
-		if (s) {
-			nsk_sock_disarm(s);
-			nsk_sock_leave(s);
-		}
+		struct member *m = &e->m[e->cand[i]];
+		if (m->nested)
+			nested_disarm(e->cand[i]);
+		else if (m->sock)
+			nsk_sock_disarm(m->sock);
 	}
 }
 
@@ -310,7 +374,7 @@ static int scan(struct ep *e, int epfd, struct epoll_event *out, int max, int ar
 	int n = 0;
 	for (int i = 0; i < e->ncand && n < max; i++) {
 		int fd = e->cand[i];
-		uint32_t ev = member_ready(e, epfd, fd, arm, armed, 0);
+		uint32_t ev = member_ready(e, epfd, fd, arm, armed, 0, 0);
 		if (ev) {
 			out[n].events = ev;
 			out[n].data = e->m[fd].app_data;
@@ -332,12 +396,9 @@ static int translate(struct ep *e, int epfd, struct epoll_event *k, int nk, stru
 			continue;
 		struct member *m = &e->m[fd];
 		if (m->converted) {
-			struct nsk_sock *s = nsk_sock_enter(fd);
-			if (s) {
-				if (s->id == m->sock_id)
-					nsk_sock_kernel_event(s, (int)k[i].events);
-				nsk_sock_leave(s);
-			}
+			struct nsk_sock *s = member_sock(e, fd);
+			if (s)
+				nsk_sock_kernel_event(s, (int)k[i].events);
 			/* skip if already reported by the ring scan */
 			int dup = 0;
 			for (int j = 0; j < n; j++)
@@ -348,7 +409,7 @@ static int translate(struct ep *e, int epfd, struct epoll_event *k, int nk, stru
 			if (dup || n >= max)
 				continue;
 			int unused;
-			uint32_t ev = member_ready(e, epfd, fd, 0, &unused, k[i].events);
+			uint32_t ev = member_ready(e, epfd, fd, 0, &unused, k[i].events, 0);
 			if (ev) {
 				out[n].events = ev;
 				out[n].data = m->app_data;
@@ -387,13 +448,10 @@ static int wait_common(int epfd, struct epoll_event *out, int max, int timeout,
 		uint64_t spin = 0;
 		if (!n && has_cand && !spun && timeout != 0) {
 			for (int i = 0; i < e->ncand; i++) {
-				struct nsk_sock *s = nsk_sock_enter(e->cand[i]);
-				if (s) {
-					if (nsk_sock_is_shm(s) &&
-					    __atomic_load_n(&s->spin_ns, __ATOMIC_RELAXED) > spin)
-						spin = __atomic_load_n(&s->spin_ns, __ATOMIC_RELAXED);
-					nsk_sock_leave(s);
-				}
+				struct nsk_sock *s = e->m[e->cand[i]].sock;
+				if (s && nsk_sock_is_shm(s) &&
+				    __atomic_load_n(&s->spin_ns, __ATOMIC_RELAXED) > spin)
+					spin = __atomic_load_n(&s->spin_ns, __ATOMIC_RELAXED);
 			}
 		}
 		uint64_t now = nsk_now_ns();
@@ -423,14 +481,13 @@ static int wait_common(int epfd, struct epoll_event *out, int max, int timeout,
 					struct member *m = &e->m[fd];
 					if (!m->used || m->disabled || !m->converted)
 						continue;
-					struct nsk_sock *s = nsk_sock_enter(fd);
+					struct nsk_sock *s = member_sock(e, fd);
 					if (!s)
 						continue;
 					int kev, kdec;
-					if (s->id == m->sock_id && nsk_sock_is_shm(s) &&
+					if (nsk_sock_is_shm(s) &&
 					    nsk_sock_ready(s, ep_to_poll(m->app_events), &kev, &kdec, 0))
 						hit = 1;
-					nsk_sock_leave(s);
 				}
 				pthread_mutex_unlock(&e->lock);
 				for (int i = 0; i < 32 && !hit; i++)
@@ -493,4 +550,51 @@ int epoll_wait(int epfd, struct epoll_event *ev, int max, int timeout)
 int epoll_pwait(int epfd, struct epoll_event *ev, int max, int timeout, const sigset_t *mask)
 {
 	return wait_common(epfd, ev, max, timeout, mask, 1);
+}
+
+/* ------------------------------------------------------------- nested sets --------- */
+/* An epoll set inside another set or a poll()/select() set is readable when epoll_wait on it
+ * would report something: for its accelerated members that is ring state, which the kernel
+ * only learns of through a control byte, sent when the member is armed. */
+
+static int nested_ready(int epfd, int arm)
+{
+	struct ep *e = ep_get(epfd);
+	if (!e)
+		return -1;
+	pthread_mutex_lock(&e->lock);
+	int ready = 0, armed = 0;
+	for (int i = 0; i < e->ncand && !ready; i++)
+		ready = member_ready(e, epfd, e->cand[i], 0, &armed, 0, 1) != 0;
+	if (!ready && arm)
+		for (int i = 0; i < e->ncand && !ready; i++)
+			ready = member_ready(e, epfd, e->cand[i], 1, &armed, 0, 1) != 0;
+	pthread_mutex_unlock(&e->lock);
+	return ready;
+}
+
+static void nested_disarm(int epfd)
+{
+	struct ep *e = ep_get(epfd);
+	if (!e)
+		return;
+	pthread_mutex_lock(&e->lock);
+	disarm_all(e);
+	pthread_mutex_unlock(&e->lock);
+}
+
+int nsk_epoll_nested_ready(int epfd, int arm)
+{
+	return nested_ready(epfd, arm);
+}
+
+void nsk_epoll_nested_disarm(int epfd)
+{
+	nested_disarm(epfd);
+}
+
+int nsk_epoll_is_shadowed(int fd)
+{
+	struct ep *e = ep_get(fd);
+	return e && __atomic_load_n(&e->ncand, __ATOMIC_RELAXED) > 0;
 }

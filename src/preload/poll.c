@@ -44,22 +44,28 @@ static int poll_common(struct pollfd *fds, nfds_t n, int64_t timeout_ns, const s
 {
 	struct nsk_sock *stack_socks[STACK_FDS];
 	struct pollfd stack_k[STACK_FDS];
+	char stack_eps[STACK_FDS];
 	struct nsk_sock **socks = stack_socks;
 	struct pollfd *k = stack_k;
+	char *eps = stack_eps; /* epoll sets with accelerated members (nested readiness) */
 	int any = 0, nplain = 0;
 	if (n > STACK_FDS) {
 		socks = calloc(n, sizeof(*socks));
 		k = calloc(n, sizeof(*k));
-		if (!socks || !k) {
+		eps = calloc(n, 1);
+		if (!socks || !k || !eps) {
 			free(socks);
 			free(k);
+			free(eps);
 			errno = ENOMEM;
 			return -1;
 		}
 	}
 	for (nfds_t i = 0; i < n; i++) {
 		socks[i] = fds[i].fd >= 0 ? shm_sock(fds[i].fd) : NULL;
-		any |= socks[i] != NULL;
+		eps[i] = !socks[i] && fds[i].fd >= 0 && (fds[i].events & POLLIN) &&
+			 nsk_epoll_is_shadowed(fds[i].fd);
+		any |= socks[i] != NULL || eps[i];
 		nplain += socks[i] == NULL;
 	}
 	struct timespec ts, *tsp = NULL;
@@ -83,6 +89,10 @@ static int poll_common(struct pollfd *fds, nfds_t n, int64_t timeout_ns, const s
 		for (nfds_t i = 0; i < n; i++) {
 			k[i] = fds[i];
 			k[i].revents = 0;
+			if (eps[i] && nsk_epoll_nested_ready(fds[i].fd, 0) > 0) {
+				user = 1;
+				fds[i].revents = POLLIN;
+			}
 			if (!socks[i])
 				continue;
 			int kev, kdec;
@@ -119,6 +129,10 @@ static int poll_common(struct pollfd *fds, nfds_t n, int64_t timeout_ns, const s
 			/* 3. arm and sleep in the kernel */
 			int bounded = 0;
 			for (nfds_t i = 0; i < n; i++) {
+				if (eps[i] && nsk_epoll_nested_ready(fds[i].fd, 1) > 0) {
+					user = 1;
+					fds[i].revents = POLLIN;
+				}
 				if (!socks[i])
 					continue;
 				int kev, kdec;
@@ -157,9 +171,12 @@ static int poll_common(struct pollfd *fds, nfds_t n, int64_t timeout_ns, const s
 			r = REAL(ppoll)(k, n, tsp, mask);
 		}
 		int e = errno;
-		for (nfds_t i = 0; i < n; i++)
+		for (nfds_t i = 0; i < n; i++) {
 			if (socks[i])
 				nsk_sock_disarm(socks[i]);
+			else if (eps[i])
+				nsk_epoll_nested_disarm(fds[i].fd);
+		}
 		if (r < 0) {
 			if (e == EINTR || !user) {
 				errno = e;
@@ -169,7 +186,13 @@ static int poll_common(struct pollfd *fds, nfds_t n, int64_t timeout_ns, const s
 		}
 		/* 4. merge kernel and user events */
 		for (nfds_t i = 0; i < n; i++) {
-			if (!socks[i]) {
+			if (eps[i]) {
+				/* the rings may be ready without the kernel knowing (a control byte
+				 * only wakes us); a kernel POLLIN may also be a plain member's */
+				fds[i].revents = k[i].revents;
+				if (nsk_epoll_nested_ready(fds[i].fd, 0) > 0)
+					fds[i].revents |= POLLIN;
+			} else if (!socks[i]) {
 				fds[i].revents = k[i].revents;
 			} else {
 				short kr = k[i].revents;
@@ -199,6 +222,7 @@ out:
 	if (socks != stack_socks) {
 		free(socks);
 		free(k);
+		free(eps);
 	}
 	return r;
 }

@@ -171,6 +171,14 @@ int nsk_sock_adopt(int fd, int family, int kind, struct nsk_conn *c, int memfd, 
  * (NEARSOCK_INHERIT, see inherit.c). */
 void nsk_inherit_adopt(void);
 
+/* Epoll sets as members of poll/select sets (epoll.c). */
+/* nsk_epoll_is_shadowed - @fd is an epoll set with accelerated (or nested) members. */
+int nsk_epoll_is_shadowed(int fd);
+/* nsk_epoll_nested_ready - 1 if epoll_wait on @epfd would report an accelerated member now
+ * (nothing consumed); with @arm the members are armed for a wake-up; -1 if not shadowed. */
+int nsk_epoll_nested_ready(int epfd, int arm);
+void nsk_epoll_nested_disarm(int epfd);
+
 /* nsk_epoll_forget - @fd (an epoll set) is being closed. */
 void nsk_epoll_forget(int fd);
 

@@ -7,7 +7,7 @@
 
 set(NSK_INTEG_DIR ${CMAKE_CURRENT_SOURCE_DIR}/integ)
 
-foreach(helper nsk_many nsk_kill nsk_badin nsk_hostile nsk_fork)
+foreach(helper nsk_many nsk_kill nsk_badin nsk_hostile nsk_fork nsk_epoll)
   if(NOT EXISTS ${NSK_INTEG_DIR}/${helper}.c)
     continue()
   endif()
@@ -42,3 +42,4 @@ nsk_integ_test(bad_input 60 bad_input.sh)
 nsk_integ_test(bad_domain 60 bad_domain.sh)
 nsk_integ_test(hostile 60 hostile.sh)
 nsk_integ_test(fork 300 fork.sh)
+nsk_integ_test(epoll_semantics 120 epoll_sem.sh)
