@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* nearsock — the command line: run a program with the preload library, show the domain's
  * status, clean up after dead processes, and reach the benchmark and dimensioning tools. */
+#include <elf.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,6 +57,57 @@ static int find_library(char *out, size_t len)
 	return -1;
 }
 
+/* Resolve @prog like execvp would (a name without '/' is searched in PATH). */
+static int which(const char *prog, char *out, size_t len)
+{
+	if (strchr(prog, '/'))
+		return snprintf(out, len, "%s", prog) < (int)len ? 0 : -1;
+	const char *path = getenv("PATH");
+	if (!path)
+		path = "/usr/local/bin:/usr/bin:/bin";
+	while (*path) {
+		const char *end = strchr(path, ':');
+		size_t n = end ? (size_t)(end - path) : strlen(path);
+		if (snprintf(out, len, "%.*s/%s", (int)n, n ? path : ".", prog) < (int)len &&
+		    access(out, X_OK) == 0)
+			return 0;
+		path += n + (end ? 1 : 0);
+	}
+	return -1;
+}
+
+/* A statically linked program cannot be preloaded: it runs, on plain TCP, and its peers
+ * simply see a TCP peer. Say so instead of letting the user wonder why nothing changed. */
+static void warn_if_static(const char *prog)
+{
+	char path[PATH_MAX];
+	if (which(prog, path, sizeof(path)) < 0)
+		return;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	Elf64_Ehdr eh;
+	int dynamic = 1, elf = 0;
+	if (pread(fd, &eh, sizeof(eh), 0) == (ssize_t)sizeof(eh) &&
+	    !memcmp(eh.e_ident, ELFMAG, SELFMAG) && eh.e_ident[EI_CLASS] == ELFCLASS64 &&
+	    eh.e_phentsize == sizeof(Elf64_Phdr)) {
+		elf = 1;
+		dynamic = 0;
+		for (int k = 0; k < eh.e_phnum; k++) {
+			Elf64_Phdr ph;
+			if (pread(fd, &ph, sizeof(ph), (off_t)(eh.e_phoff + (uint64_t)k * sizeof(ph))) !=
+			    (ssize_t)sizeof(ph))
+				break;
+			if (ph.p_type == PT_INTERP)
+				dynamic = 1;
+		}
+	}
+	close(fd);
+	if (elf && !dynamic)
+		fprintf(stderr, "nearsock run: %s is statically linked: it cannot be accelerated and "
+				"will use plain TCP (its peers still work)\n", path);
+}
+
 static int cmd_run(int argc, char **argv)
 {
 	int i = 0;
@@ -93,6 +146,7 @@ static int cmd_run(int argc, char **argv)
 	} else {
 		setenv("LD_PRELOAD", lib, 1);
 	}
+	warn_if_static(argv[i]);
 	execvp(argv[i], argv + i);
 	fprintf(stderr, "nearsock run: cannot execute %s: %s\n", argv[i], strerror(errno));
 	return 127;

@@ -2,7 +2,10 @@
 /* io.c — the send/receive family: send, recv, sendto, recvfrom, sendmsg, recvmsg,
  * sendmmsg, recvmmsg, read, write, readv, writev, sendfile and the _FORTIFY_SOURCE
  * variants. Untracked fds and plain-TCP sockets go straight to libc. */
+#include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/ioctl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/sendfile.h>
@@ -308,4 +311,94 @@ ssize_t sendfile64(int out_fd, int in_fd, off_t *off, size_t count)
 	if (!s)
 		return REAL(sendfile64)(out_fd, in_fd, off, count);
 	return sendfile_emul(s, in_fd, off, count);
+}
+
+/* splice with an accelerated socket at one end: the bytes go through the socket's own path
+ * (a kernel splice would move raw control bytes). The other end is a pipe or a file; at
+ * most 64 KiB per call, never more than the other end can take, so nothing read is lost. */
+static ssize_t (*real_splice)(int, loff_t *, int, loff_t *, size_t, unsigned int);
+
+static ssize_t splice_out(struct nsk_sock *s, int fd_in, loff_t *off_in, size_t len)
+{
+	char buf[64 * 1024];
+	size_t want = len < sizeof(buf) ? len : sizeof(buf);
+	ssize_t n = off_in ? pread(fd_in, buf, want, *off_in) : REAL(read)(fd_in, buf, want);
+	if (n <= 0)
+		return n < 0 ? -errno : 0;
+	size_t done = 0;
+	while (done < (size_t)n) {
+		struct iovec iov = {buf + done, (size_t)n - done};
+		ssize_t w = nsk_sock_send(s, &iov, 1, MSG_NOSIGNAL);
+		if (w == -EINTR)
+			continue; /* bytes already taken from the pipe must reach the socket */
+		if (w < 0)
+			return done ? (ssize_t)done : w;
+		done += (size_t)w;
+	}
+	if (off_in)
+		*off_in += n;
+	return n;
+}
+
+static ssize_t splice_in(struct nsk_sock *s, int fd_out, loff_t *off_out, size_t len,
+			 unsigned int flags)
+{
+	char buf[64 * 1024];
+	size_t want = len < sizeof(buf) ? len : sizeof(buf);
+	if (!off_out) {
+		/* a pipe: no more than it can hold now */
+		int cap = REAL(fcntl)(fd_out, F_GETPIPE_SZ), used = 0;
+		if (cap > 0 && REAL(ioctl)(fd_out, FIONREAD, &used) == 0) {
+			size_t room = cap > used ? (size_t)(cap - used) : 0;
+			if (room == 0) {
+				int fl = REAL(fcntl)(fd_out, F_GETFL);
+				if ((flags & SPLICE_F_NONBLOCK) || (fl >= 0 && (fl & O_NONBLOCK)))
+					return -EAGAIN;
+				room = 1; /* the write below waits for space */
+			}
+			if (want > room)
+				want = room;
+		}
+	}
+	struct iovec iov = {buf, want};
+	ssize_t n = nsk_sock_recv(s, &iov, 1, (flags & SPLICE_F_NONBLOCK) ? MSG_DONTWAIT : 0);
+	if (n <= 0)
+		return n;
+	size_t done = 0;
+	while (done < (size_t)n) {
+		ssize_t w = off_out ? pwrite(fd_out, buf + done, (size_t)n - done, *off_out + (off_t)done)
+				    : REAL(write)(fd_out, buf + done, (size_t)n - done);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			return done ? (ssize_t)done : -errno;
+		done += (size_t)w;
+	}
+	if (off_out)
+		*off_out += n;
+	return n;
+}
+
+ssize_t splice(int fd_in, loff_t *off_in, int fd_out, loff_t *off_out, size_t len,
+	       unsigned int flags)
+{
+	if (!real_splice)
+		*(void **)&real_splice = dlsym(RTLD_NEXT, "splice");
+	struct nsk_sock *out = data_sock(fd_out), *in = out ? NULL : data_sock(fd_in);
+	if (!in && !out) {
+		if (!real_splice) {
+			errno = ENOSYS;
+			return -1;
+		}
+		return real_splice(fd_in, off_in, fd_out, off_out, len, flags);
+	}
+	int saved = errno;
+	ssize_t r = out ? splice_out(out, fd_in, off_in, len) : splice_in(in, fd_out, off_out, len, flags);
+	nsk_sock_leave(out ? out : in);
+	if (r < 0) {
+		errno = (int)-r;
+		return -1;
+	}
+	errno = saved;
+	return r;
 }

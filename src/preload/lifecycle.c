@@ -258,8 +258,25 @@ int dup(int fd)
 	return r;
 }
 
+/* @newfd is about to be replaced by a dup: if it is the last fd of an accelerated socket,
+ * prepare its close as close() would (the kernel closes it inside dup2/dup3). */
+static void before_replace(int oldfd, int newfd)
+{
+	if (oldfd == newfd)
+		return;
+	struct nsk_sock *s = nsk_sock_enter(newfd);
+	if (s) {
+		int saved = errno;
+		nsk_sock_before_close(s);
+		errno = saved;
+		nsk_sock_leave(s);
+	}
+}
+
 int dup2(int oldfd, int newfd)
 {
+	if (REAL(fcntl)(oldfd, F_GETFD) >= 0) /* dup2 fails (EBADF) without touching newfd */
+		before_replace(oldfd, newfd);
 	int r = REAL(dup2)(oldfd, newfd);
 	if (r >= 0 && oldfd != newfd)
 		dup_track(oldfd, r);
@@ -268,6 +285,8 @@ int dup2(int oldfd, int newfd)
 
 int dup3(int oldfd, int newfd, int flags)
 {
+	if (oldfd != newfd && REAL(fcntl)(oldfd, F_GETFD) >= 0)
+		before_replace(oldfd, newfd);
 	int r = REAL(dup3)(oldfd, newfd, flags);
 	if (r >= 0)
 		dup_track(oldfd, r);
@@ -344,6 +363,9 @@ int ioctl(int fd, unsigned long req, ...)
 			r = 0;
 		}
 	} else {
+		/* SIOCOUTQ needs nothing: bytes in our ring are already in the peer's receive
+		 * queue, as loopback TCP bytes are once acknowledged; the kernel answers for the
+		 * control bytes (0 once they are acknowledged). */
 		r = REAL(ioctl)(fd, req, arg);
 		if (r == 0 && req == FIONBIO)
 			s->nonblock = !!*(int *)arg;
@@ -361,6 +383,9 @@ int getsockopt(int fd, int level, int name, void *val, socklen_t *len)
 	if (r == 0 && level == IPPROTO_TCP && name == TCP_NODELAY && *len >= sizeof(int) &&
 	    nsk_load32(&s->conn->tx_switched))
 		*(int *)val = s->app_nodelay; /* we force it on for control bytes */
+	if (r == 0 && level == IPPROTO_TCP && name == TCP_CORK && *len >= sizeof(int) &&
+	    nsk_load32(&s->conn->tx_switched))
+		*(int *)val = s->app_cork;
 	if (r == 0 && level == SOL_SOCKET && name == SO_ERROR && *(int *)val == 0 &&
 	    nsk_load32(&s->conn->mode) == NSK_MODE_BROKEN)
 		*(int *)val = ECONNRESET;
@@ -380,6 +405,19 @@ static uint64_t tv_ns(const void *val, socklen_t len)
 
 int setsockopt(int fd, int level, int name, const void *val, socklen_t len)
 {
+	if (level == IPPROTO_TCP && name == TCP_CORK && len >= sizeof(int)) {
+		struct nsk_sock *s = nsk_sock_enter(fd);
+		if (s) {
+			int r = 0, was = s->app_cork;
+			s->app_cork = !!*(const int *)val;
+			if (!nsk_load32(&s->conn->tx_switched))
+				r = REAL(setsockopt)(fd, level, name, val, len);
+			else if (was && !s->app_cork)
+				nsk_sock_uncork(s); /* what was held back goes now */
+			nsk_sock_leave(s);
+			return r;
+		}
+	}
 	if (level == IPPROTO_TCP && name == TCP_NODELAY && len >= sizeof(int)) {
 		struct nsk_sock *s = nsk_sock_enter(fd);
 		if (s) {
@@ -392,14 +430,17 @@ int setsockopt(int fd, int level, int name, const void *val, socklen_t len)
 		}
 	}
 	int r = REAL(setsockopt)(fd, level, name, val, len);
-	if (r < 0 || level != SOL_SOCKET || (name != SO_RCVTIMEO && name != SO_SNDTIMEO))
+	if (r < 0 || level != SOL_SOCKET ||
+	    (name != SO_RCVTIMEO && name != SO_SNDTIMEO && name != SO_RCVLOWAT))
 		return r;
 	struct nsk_sock *s = nsk_sock_enter(fd);
 	if (s) {
 		if (name == SO_RCVTIMEO)
 			s->rcvtimeo_ns = tv_ns(val, len);
-		else
+		else if (name == SO_SNDTIMEO)
 			s->sndtimeo_ns = tv_ns(val, len);
+		else if (len >= sizeof(int))
+			s->rcvlowat = *(const int *)val > 0 ? *(const int *)val : 1;
 		nsk_sock_leave(s);
 	}
 	return r;

@@ -644,6 +644,9 @@ static int rendezvous_open_locked(void)
 	return 0;
 }
 
+/* Listeners of this process per registry slot (SO_REUSEPORT listeners share one). */
+static int listen_refs[NSK_REG_SLOTS];
+
 void nsk_sock_listen(struct nsk_sock *s)
 {
 	if (s->reg_slot >= 0 || !nsk_domain_ready())
@@ -672,6 +675,24 @@ void nsk_sock_listen(struct nsk_sock *s)
 			strerror(-r));
 		return;
 	}
+	/* SO_REUSEPORT: another listener of this process on the same address shares its entry
+	 * (one rendezvous socket per process; clients bump that entry's offer_seq). */
+	struct nsk_reg_entry cur;
+	int same = nsk_registry_lookup(&nsk_g.dom.reg, &k, 1, &cur);
+	if (same >= 0 && cur.pid == (uint32_t)getpid() && cur.start_time == nsk_g.start_time &&
+	    cur.family == k.family && cur.port == k.port && cur.flags == k.flags &&
+	    !memcmp(cur.addr, k.addr, 16)) {
+		pthread_mutex_lock(&nsk_g.lock);
+		listen_refs[same]++;
+		pthread_mutex_unlock(&nsk_g.lock);
+		s->reg_slot = same;
+		s->reg_pid = (uint32_t)getpid();
+		s->seen_seq = nsk_load64(&nsk_g.dom.reg.e[same].offer_seq);
+		s->conn->family = k.family;
+		memcpy(s->conn->laddr, k.addr, 16);
+		s->conn->lport = k.port;
+		return;
+	}
 	r = nsk_registry_insert(&nsk_g.dom.reg, &k, getpid(), nsk_g.start_time, nsk_g.rv_name);
 	if (r < 0) {
 		pcount(NSK_PC_FALLBACKS);
@@ -680,6 +701,9 @@ void nsk_sock_listen(struct nsk_sock *s)
 	}
 	s->reg_slot = r;
 	s->reg_pid = (uint32_t)getpid();
+	pthread_mutex_lock(&nsk_g.lock);
+	listen_refs[r] = 1;
+	pthread_mutex_unlock(&nsk_g.lock);
 	s->seen_seq = nsk_load64(&nsk_g.dom.reg.e[r].offer_seq);
 	s->conn->family = k.family;
 	memcpy(s->conn->laddr, k.addr, 16);
@@ -691,7 +715,11 @@ void nsk_sock_unlisten(struct nsk_sock *s)
 {
 	if (s->reg_slot < 0)
 		return;
-	nsk_registry_remove(&nsk_g.dom.reg, s->reg_slot, (pid_t)s->reg_pid);
+	pthread_mutex_lock(&nsk_g.lock);
+	int left = listen_refs[s->reg_slot] > 0 ? --listen_refs[s->reg_slot] : 0;
+	pthread_mutex_unlock(&nsk_g.lock);
+	if (left == 0)
+		nsk_registry_remove(&nsk_g.dom.reg, s->reg_slot, (pid_t)s->reg_pid);
 	s->reg_slot = -1;
 }
 
@@ -863,8 +891,10 @@ void nsk_sock_internal_fd_check(int fd)
  * Nagle (the application's own TCP_NODELAY is remembered and reported by getsockopt). */
 static void ctl_nodelay(struct nsk_sock *s)
 {
-	int one = 1;
+	int one = 1, zero = 0;
 	REAL(setsockopt)(s->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (s->app_cork) /* a corked kernel socket would hold control bytes back */
+		REAL(setsockopt)(s->fd, IPPROTO_TCP, TCP_CORK, &zero, sizeof(zero));
 }
 
 static void send_ctl(struct nsk_sock *s)
@@ -1299,8 +1329,17 @@ static void wake_after_read(struct nsk_sock *s)
 	}
 }
 
-static void wake_after_write(struct nsk_sock *s)
+/* @more (MSG_MORE, TCP_CORK): the application says more is coming at once. A reader asleep
+ * on the futex is left to the next write (or its 100 ms liveness slice, like the kernel's
+ * 200 ms cork timer); a poll/epoll waiter is always woken (it has no slice). */
+static void wake_after_write_hint(struct nsk_sock *s, int more)
 {
+	if (more) {
+		nsk_fence();
+		uint32_t w = nsk_load32(&s->chan.tx.ctl->cons_armed);
+		if (!(w & NSK_ARM_FD))
+			return;
+	}
 	uint32_t w = nsk_take(&s->chan.tx.ctl->cons_armed);
 	if (!w)
 		return;
@@ -1308,6 +1347,20 @@ static void wake_after_write(struct nsk_sock *s)
 		nsk_futex_bump(&s->chan.tx.ctl->data_seq);
 	if (w & NSK_ARM_FD)
 		send_ctl(s);
+}
+
+static void wake_after_write(struct nsk_sock *s)
+{
+	wake_after_write_hint(s, 0);
+}
+
+void nsk_sock_uncork(struct nsk_sock *s)
+{
+	struct nsk_conn *c = s->conn;
+	xlock(&c->txlock);
+	if (nsk_load32(&c->tx_switched) && chan_ok(s))
+		wake_after_write(s);
+	xunlock(&c->txlock);
 }
 
 #define SLICE_NS (100ull * 1000000ull) /* liveness re-check period while sleeping */
@@ -1339,6 +1392,32 @@ static int spin_ring(struct nsk_sock *s, int tx)
 /* Sleep on the futex of direction @tx until the peer wakes us, a liveness slice ends, or
  * @deadline (0: none) passes. 0, -EINTR (signal without SA_RESTART) or -ETIMEDOUT.
  * Caller holds no lock and re-checks everything afterwards. */
+static void sleep_cancelled(void *arg)
+{
+	struct nsk_sock *s = arg;
+	nsk_disarm(&s->chan.rx.ctl->cons_armed, NSK_ARM_FUTEX);
+	nsk_disarm(&s->chan.tx.ctl->prod_armed, NSK_ARM_FUTEX);
+	nsk_sock_leave(s);
+}
+
+/* A sleep interrupted by a signal handler: the kernel restarts recv/send after handlers
+ * installed with SA_RESTART (without SO_RCVTIMEO/SO_SNDTIMEO). Our sliced futex sleep is
+ * never restarted, so decide like the kernel would: restart unless some caught signal has a
+ * handler without SA_RESTART (which signal came is not known; such mixes are rare). */
+static int restart_after_signal(void)
+{
+	for (int sig = 1; sig < NSIG; sig++) {
+		struct sigaction sa;
+		if (sig == SIGKILL || sig == SIGSTOP || sigaction(sig, NULL, &sa) < 0)
+			continue;
+		if (sa.sa_handler == SIG_DFL || sa.sa_handler == SIG_IGN)
+			continue;
+		if (!(sa.sa_flags & SA_RESTART))
+			return 0;
+	}
+	return 1;
+}
+
 static int sleep_ring(struct nsk_sock *s, int tx, uint64_t deadline)
 {
 	struct nsk_ring *r = tx ? &s->chan.tx : &s->chan.rx;
@@ -1361,7 +1440,14 @@ static int sleep_ring(struct nsk_sock *s, int tx, uint64_t deadline)
 		if (deadline - now < (uint64_t)t)
 			t = (int64_t)(deadline - now);
 	}
-	int ret = nsk_futex_wait(seqw, seq, t);
+	/* The sleep is a cancellation point, as recv/send are; no lock is held here, and the
+	 * cleanup drops the wrapper's pin of the socket. */
+	int ret;
+	pthread_cleanup_push(sleep_cancelled, s);
+	pthread_testcancel();
+	ret = nsk_futex_wait(seqw, seq, t);
+	pthread_testcancel();
+	pthread_cleanup_pop(0);
 	nsk_disarm(armed, NSK_ARM_FUTEX);
 	return ret;
 }
@@ -1372,6 +1458,8 @@ ssize_t nsk_sock_recv(struct nsk_sock *s, const struct iovec *iov, int iovcnt, i
 	size_t total = nsk_iov_total(iov, iovcnt);
 	int peek = flags & MSG_PEEK;
 	int waitall = (flags & MSG_WAITALL) && !peek;
+	/* SO_RCVLOWAT: a blocking read returns once this many bytes (or all asked for) came. */
+	size_t lowat = s->rcvlowat > 1 && !peek && !is_nonblocking(s, flags) ? (size_t)s->rcvlowat : 1;
 	uint64_t deadline = s->rcvtimeo_ns ? nsk_now_ns() + s->rcvtimeo_ns : 0;
 	struct nsk_iovcur cur;
 	nsk_iovcur_init(&cur, iov, iovcnt);
@@ -1492,7 +1580,7 @@ ssize_t nsk_sock_recv(struct nsk_sock *s, const struct iovec *iov, int iovcnt, i
 				CADD(c->rx_shm_msgs, 1);
 				wake_after_read(s);
 			}
-			if (got == total || !waitall) {
+			if (got == total || (!waitall && got >= lowat)) {
 				ret = (ssize_t)got;
 				break;
 			}
@@ -1512,7 +1600,7 @@ ssize_t nsk_sock_recv(struct nsk_sock *s, const struct iovec *iov, int iovcnt, i
 			ret = (ssize_t)got;
 			break;
 		}
-		if (got && !waitall) {
+		if (got && !waitall && got >= lowat) {
 			ret = (ssize_t)got;
 			break;
 		}
@@ -1545,6 +1633,8 @@ ssize_t nsk_sock_recv(struct nsk_sock *s, const struct iovec *iov, int iovcnt, i
 		int w = sleep_ring(s, 0, deadline);
 		xlock(&c->rxlock);
 		spun = 0;
+		if (w == -EINTR && !got && !deadline && restart_after_signal())
+			w = 0; /* as the kernel restarts recv after an SA_RESTART handler */
 		if (w == -EINTR || (w == -ETIMEDOUT && deadline && nsk_now_ns() >= deadline)) {
 			ret = got ? (ssize_t)got : (w == -EINTR ? -EINTR : -EAGAIN);
 			break;
@@ -1635,7 +1725,8 @@ ssize_t nsk_sock_send(struct nsk_sock *s, const struct iovec *iov, int iovcnt, i
 			sent += (size_t)n;
 			CADD(c->tx_shm_bytes, (uint64_t)n);
 			CADD(c->tx_shm_msgs, 1);
-			wake_after_write(s);
+			/* the hint only holds while the whole write fits */
+			wake_after_write_hint(s, sent == total && ((flags & MSG_MORE) || s->app_cork));
 			if (sent == total) {
 				ret = (ssize_t)sent;
 				break;
@@ -1665,6 +1756,10 @@ ssize_t nsk_sock_send(struct nsk_sock *s, const struct iovec *iov, int iovcnt, i
 		int w = sleep_ring(s, 1, deadline);
 		xlock(&c->txlock);
 		spun = 0;
+		/* Interrupted: what was sent is returned; with nothing sent the kernel restarts
+		 * the call after an SA_RESTART handler (not with SO_SNDTIMEO). */
+		if (w == -EINTR && !sent && !deadline && restart_after_signal())
+			w = 0;
 		if (w == -EINTR || (w == -ETIMEDOUT && deadline && nsk_now_ns() >= deadline)) {
 			ret = sent ? (ssize_t)sent : (w == -EINTR ? -EINTR : -EAGAIN);
 			break;
@@ -1752,7 +1847,8 @@ int nsk_sock_ready(struct nsk_sock *s, int want, int *kernel_ev, int *kernel_dec
 				*kernel_ev = 0;
 				return (want & POLLIN) | POLLERR | POLLHUP;
 			}
-			if (used > 0 || fin || nsk_load32(&c->rx_shut))
+			if (used >= (s->rcvlowat > 1 ? s->rcvlowat : 1) || fin ||
+			    nsk_load32(&c->rx_shut))
 				ready |= want & POLLIN;
 			if ((fin || nsk_load32(&c->rx_shut)) && used == 0)
 				ready |= want & POLLRDHUP;
@@ -1761,7 +1857,8 @@ int nsk_sock_ready(struct nsk_sock *s, int want, int *kernel_ev, int *kernel_dec
 				if (arm)
 					nsk_arm(&s->chan.rx.ctl->cons_armed, NSK_ARM_FD);
 				/* re-check after arming (pairs with the producer's nsk_take) */
-				if (nsk_ring_used(&s->chan.rx) != 0 || peer_fin(s))
+				if (nsk_ring_used(&s->chan.rx) >= (s->rcvlowat > 1 ? s->rcvlowat : 1) ||
+				    peer_fin(s))
 					ready |= want & POLLIN;
 			}
 		}

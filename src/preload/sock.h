@@ -53,6 +53,8 @@ struct nsk_sock {
 	int kind;         /* enum nsk_conn_kind */
 	int nonblock;     /* O_NONBLOCK as last set through our wrappers */
 	int app_nodelay;  /* TCP_NODELAY as the application last set it */
+	int app_cork;     /* TCP_CORK as the application last set it (a batching hint) */
+	int rcvlowat;     /* SO_RCVLOWAT */
 	struct nsk_conn *conn; /* slot in the connection table (never NULL for tracked sockets) */
 	struct nsk_chan chan;  /* mapped from the offer (client) or attach (server) until the end */
 	atomic_int chan_ready; /* chan is complete and in use (see chan_ok() in sock.c) */
@@ -127,6 +129,8 @@ ssize_t nsk_sock_recv(struct nsk_sock *s, const struct iovec *iov, int iovcnt, i
 ssize_t nsk_sock_send(struct nsk_sock *s, const struct iovec *iov, int iovcnt, int flags);
 /* nsk_sock_shutdown - shutdown(2) with ring semantics. 0 or -errno. */
 int nsk_sock_shutdown(struct nsk_sock *s, int how);
+/* nsk_sock_uncork - TCP_CORK cleared: wake the peer for what was held back. */
+void nsk_sock_uncork(struct nsk_sock *s);
 /* nsk_sock_fionread - bytes readable now (FIONREAD), or -errno. */
 int nsk_sock_fionread(struct nsk_sock *s);
 
