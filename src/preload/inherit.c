@@ -204,7 +204,7 @@ static char *const *prepare(struct exec_ctx *x, char *const *envp, int own_memor
 		nenv++;
 	int nmax = counted + TABLES_MAX;
 	x->cap = sizeof(ENV_PREFIX) + 32 + (size_t)counted * ENTRY_MAX + TABLES_MAX * 16;
-	size_t arrays = (size_t)nmax * (sizeof(int) * 2 + sizeof(void *)) +
+	size_t arrays = (size_t)nmax * (sizeof(int) * 2 + sizeof(void *)) + 16 +
 			(nenv + 2) * sizeof(char *);
 	size_t total = (x->cap + arrays + 4095) & ~(size_t)4095;
 	void *m = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -216,7 +216,8 @@ static char *const *prepare(struct exec_ctx *x, char *const *envp, int own_memor
 	x->held = (struct nsk_conn **)((char *)m + x->cap + (8 - x->cap % 8) % 8);
 	x->delta = (int *)(x->held + nmax);
 	x->cleared = x->delta + nmax;
-	char **newenv = (char **)(x->cleared + nmax + (nmax & 1));
+	uintptr_t envp_at = ((uintptr_t)(x->cleared + nmax) + 7) & ~(uintptr_t)7;
+	char **newenv = (char **)envp_at;
 	x->own_memory = own_memory;
 	static uint64_t gens;
 	x->gen = __atomic_add_fetch(&gens, 1, __ATOMIC_RELAXED);
