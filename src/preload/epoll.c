@@ -298,6 +298,8 @@ static uint32_t member_ready(struct ep *e, int epfd, int fd, int arm, int *armed
 		if (!(m->app_events & EPOLLIN) || nested_ready(fd, arm) <= 0) {
 			if (arm)
 				*armed_out |= 1;
+			if (!peek)
+				m->last_sig = 0; /* EPOLLET: the next readiness is a new edge */
 			return 0;
 		}
 		if (m->app_events & EPOLLET) {
@@ -347,6 +349,16 @@ static uint32_t member_ready(struct ep *e, int epfd, int fd, int arm, int *armed
 	out = (poll_to_ep(ev) | (kernel_events & kdecides)) & (m->app_events | EPOLLERR | EPOLLHUP);
 	if (out && (m->app_events & EPOLLET) && nsk_load32(&s->conn->rx_crossed)) {
 		uint64_t sig = ring_sig(s);
+		if (sig == m->last_sig && arm) {
+			/* Ready but already reported: the next change must wake the kernel wait,
+			 * although the ring is not empty (nsk_sock_ready armed nothing). Re-check
+			 * after arming (pairs with the peer's publish-then-take). */
+			if (want & POLLIN)
+				nsk_arm(&s->chan.rx.ctl->cons_armed, NSK_ARM_FD);
+			if ((want & POLLOUT) && nsk_load32(&s->conn->tx_switched))
+				nsk_arm(&s->chan.tx.ctl->prod_armed, NSK_ARM_FD);
+			sig = ring_sig(s);
+		}
 		if (sig == m->last_sig)
 			out = 0;
 		else if (!peek)

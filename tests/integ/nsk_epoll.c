@@ -320,6 +320,44 @@ static int t_threads(void)
 	return 0;
 }
 
+/* EPOLLET: reported once per arrival, not again while unread; EPOLL_CTL_MOD to EPOLLOUT;
+ * EPOLL_CTL_DEL: no more reports. */
+static int t_etmod(void)
+{
+	int c = conn(1);
+	int ep = epoll_create1(0);
+	struct epoll_event ev = {.events = EPOLLIN | EPOLLET, .data.u64 = 3};
+	epoll_ctl(ep, EPOLL_CTL_ADD, c, &ev);
+	uint32_t e;
+	uint64_t d;
+	ping(c, "edge-1");
+	if (wait_one(ep, &e, &d, 5000) != 1 || !(e & EPOLLIN))
+		FAIL("etmod: first arrival not reported");
+	if (wait_one(ep, &e, &d, 200) != 0)
+		FAIL("etmod: edge-triggered event reported twice for one arrival");
+	ping(c, "edge-2");
+	if (wait_one(ep, &e, &d, 5000) != 1)
+		FAIL("etmod: second arrival not reported");
+	expect_read(c, "edge-1edge-2");
+	ev.events = EPOLLOUT;
+	if (epoll_ctl(ep, EPOLL_CTL_MOD, c, &ev) < 0)
+		FAIL("etmod: MOD: %s", strerror(errno));
+	if (wait_one(ep, &e, &d, 5000) != 1 || !(e & EPOLLOUT) || (e & EPOLLIN))
+		FAIL("etmod: after MOD to EPOLLOUT got events 0x%x", e);
+	if (epoll_ctl(ep, EPOLL_CTL_DEL, c, NULL) < 0)
+		FAIL("etmod: DEL: %s", strerror(errno));
+	ping(c, "after-del");
+	if (wait_one(ep, &e, &d, 300) != 0)
+		FAIL("etmod: reported after EPOLL_CTL_DEL");
+	if (epoll_ctl(ep, EPOLL_CTL_MOD, c, &ev) == 0 || errno != ENOENT)
+		FAIL("etmod: MOD after DEL: want ENOENT");
+	expect_read(c, "after-del");
+	close(c);
+	done_peer();
+	close(ep);
+	return 0;
+}
+
 static int t_rdhup(void)
 {
 	int c = conn(1);
@@ -360,6 +398,8 @@ int main(int argc, char **argv)
 		return t_threads();
 	if (!strcmp(t, "rdhup"))
 		return t_rdhup();
+	if (!strcmp(t, "etmod"))
+		return t_etmod();
 	fprintf(stderr, "usage: nsk_epoll dupclose|nested|exclusive|twosets|threads|rdhup [--plain]\n");
 	return 2;
 }
