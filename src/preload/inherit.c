@@ -334,58 +334,49 @@ int execveat(int dirfd, const char *path, char *const argv[], char *const envp[]
 
 /* execl, execlp, execle: the argument list onto the stack (no malloc: vfork children). */
 #define ARGS_MAX 4096
-#define COLLECT(first, ap, argv, n)                                                        \
-	do {                                                                               \
-		argv[0] = (char *)(first);                                                 \
-		n = 1;                                                                     \
-		while (argv[n - 1] && n < ARGS_MAX)                                        \
-			argv[n++] = va_arg(ap, char *);                                    \
-	} while (0)
+enum { L_PATH, L_SEARCH, L_ENV };
 
-int execl(const char *path, const char *arg, ...)
+static int execl_common(int how, const char *path, const char *arg, va_list ap)
 {
 	char *argv[ARGS_MAX + 1];
-	int n;
-	va_list ap;
-	va_start(ap, arg);
-	COLLECT(arg, ap, argv, n);
-	va_end(ap);
+	int n = 1;
+	argv[0] = (char *)arg;
+	while (argv[n - 1] && n < ARGS_MAX)
+		argv[n++] = va_arg(ap, char *);
 	if (argv[n - 1]) {
 		errno = E2BIG;
 		return -1;
 	}
-	return execve(path, argv, environ);
+	if (how == L_SEARCH)
+		return execvpe(path, argv, environ);
+	return execve(path, argv, how == L_ENV ? va_arg(ap, char *const *) : environ);
+}
+
+int execl(const char *path, const char *arg, ...)
+{
+	va_list ap;
+	va_start(ap, arg);
+	int r = execl_common(L_PATH, path, arg, ap);
+	va_end(ap);
+	return r;
 }
 
 int execlp(const char *file, const char *arg, ...)
 {
-	char *argv[ARGS_MAX + 1];
-	int n;
 	va_list ap;
 	va_start(ap, arg);
-	COLLECT(arg, ap, argv, n);
+	int r = execl_common(L_SEARCH, file, arg, ap);
 	va_end(ap);
-	if (argv[n - 1]) {
-		errno = E2BIG;
-		return -1;
-	}
-	return execvpe(file, argv, environ);
+	return r;
 }
 
 int execle(const char *path, const char *arg, ...)
 {
-	char *argv[ARGS_MAX + 1];
-	int n;
 	va_list ap;
 	va_start(ap, arg);
-	COLLECT(arg, ap, argv, n);
-	char *const *envp = va_arg(ap, char *const *);
+	int r = execl_common(L_ENV, path, arg, ap);
 	va_end(ap);
-	if (argv[n - 1]) {
-		errno = E2BIG;
-		return -1;
-	}
-	return execve(path, argv, envp);
+	return r;
 }
 
 static int spawn(int (*real)(pid_t *, const char *, const posix_spawn_file_actions_t *,

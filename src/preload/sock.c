@@ -211,29 +211,17 @@ static void xunlock(uint32_t *l)
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct nsk_sock *pool_free;
 
-struct nsk_sock *nsk_sock_new(int fd, int family, int kind)
+/* A recycled (or new) object for @fd on connection slot @c, initialised; NULL without memory. */
+static struct nsk_sock *obj_init(int fd, int family, int kind, struct nsk_conn *c)
 {
-	if (!nsk_domain_ready())
-		return NULL;
-	struct nsk_conn *c = nsk_proctab_alloc(&nsk_g.tab, nsk_g.pid);
-	if (!c) {
-		pcount(NSK_PC_FALLBACKS);
-		nsk_log(NSK_LOG_INFO, "fd %d: connection table full: not tracked", fd);
-		return NULL;
-	}
 	pthread_mutex_lock(&pool_lock);
 	struct nsk_sock *s = pool_free;
 	if (s)
 		pool_free = s->next_free;
 	pthread_mutex_unlock(&pool_lock);
-	if (!s) {
-		/* Objects are never returned to malloc: a racing lookup may still hold one. */
-		s = calloc(1, sizeof(*s));
-		if (!s) {
-			nsk_proctab_free(&nsk_g.tab, c);
-			return NULL;
-		}
-	}
+	/* Objects are never returned to malloc: a racing lookup may still hold one. */
+	if (!s && !(s = calloc(1, sizeof(*s))))
+		return NULL;
 	memset((char *)s + offsetof(struct nsk_sock, fd), 0,
 	       sizeof(*s) - offsetof(struct nsk_sock, fd));
 	static atomic_uint_fast64_t ids;
@@ -247,6 +235,24 @@ struct nsk_sock *nsk_sock_new(int fd, int family, int kind)
 	s->reg_slot = -1;
 	pthread_mutex_init(&s->lock, NULL);
 	s->spin_ns = nsk_cpus_online() > 1 ? nsk_g.spin_ns : 0;
+	return s;
+}
+
+struct nsk_sock *nsk_sock_new(int fd, int family, int kind)
+{
+	if (!nsk_domain_ready())
+		return NULL;
+	struct nsk_conn *c = nsk_proctab_alloc(&nsk_g.tab, nsk_g.pid);
+	if (!c) {
+		pcount(NSK_PC_FALLBACKS);
+		nsk_log(NSK_LOG_INFO, "fd %d: connection table full: not tracked", fd);
+		return NULL;
+	}
+	struct nsk_sock *s = obj_init(fd, family, kind, c);
+	if (!s) {
+		nsk_proctab_free(&nsk_g.tab, c);
+		return NULL;
+	}
 	c->kind = (uint32_t)kind;
 	c->fd = (uint32_t)fd;
 	c->family = (uint16_t)family;
@@ -523,27 +529,10 @@ int nsk_sock_exec_state(struct nsk_sock *s, int cloexec, int *memfd, int *side, 
 int nsk_sock_adopt(int fd, int family, int kind, struct nsk_conn *c, int memfd, int side,
 		   uint64_t nonce)
 {
-	pthread_mutex_lock(&pool_lock);
-	struct nsk_sock *s = pool_free;
-	if (s)
-		pool_free = s->next_free;
-	pthread_mutex_unlock(&pool_lock);
-	if (!s && !(s = calloc(1, sizeof(*s))))
+	struct nsk_sock *s = obj_init(fd, family, kind, c);
+	if (!s)
 		return -ENOMEM;
-	memset((char *)s + offsetof(struct nsk_sock, fd), 0,
-	       sizeof(*s) - offsetof(struct nsk_sock, fd));
-	static atomic_uint_fast64_t ids;
-	s->id = (atomic_fetch_add(&ids, 1) + 1) | (1ull << 63);
-	s->fd = fd;
-	s->family = family;
-	s->kind = kind;
-	s->conn = c;
-	s->offer_memfd = -1;
-	atomic_store(&s->keep_memfd, -1);
-	s->reg_slot = -1;
 	s->tuple_ok = 1;
-	pthread_mutex_init(&s->lock, NULL);
-	s->spin_ns = nsk_cpus_online() > 1 ? nsk_g.spin_ns : 0;
 	int fl = REAL(fcntl)(fd, F_GETFL);
 	s->nonblock = fl >= 0 && (fl & O_NONBLOCK);
 	int r = memfd >= 0 ? nsk_chan_adopt(&s->chan, memfd, side, nonce) : -EBADF;
@@ -736,6 +725,16 @@ static int npend;
 /* Per listener slot: the offer_seq value up to which offers were drained. */
 static uint64_t drained_seq[NSK_REG_SLOTS];
 
+/* The registry key of a destination in our network namespace. */
+static void dst_key(struct nsk_reg_key *k, uint16_t family, const uint8_t addr[16], uint16_t port)
+{
+	memset(k, 0, sizeof(*k));
+	k->family = family;
+	memcpy(k->addr, addr, 16);
+	k->port = port;
+	k->netns = nsk_g.netns;
+}
+
 /* Several processes may read one rendezvous socket (a listener inherited across fork: pre-fork
  * servers, a fork per connection). An offer for a connection this process does not hold is
  * queued again for the others, a bounded number of times (it may also arrive before the
@@ -786,11 +785,7 @@ static void requeue_locked(struct nsk_offer *o, int memfd)
 		return;
 	}
 	struct nsk_reg_key k;
-	memset(&k, 0, sizeof(k));
-	k.family = o->family;
-	memcpy(k.addr, o->saddr, 16);
-	k.port = o->sport;
-	k.netns = nsk_g.netns;
+	dst_key(&k, o->family, o->saddr, o->sport);
 	struct nsk_reg_entry e;
 	int slot = nsk_registry_lookup(&nsk_g.dom.reg, &k, 1, &e);
 	if (slot >= 0)
@@ -1073,11 +1068,7 @@ void nsk_sock_connected(struct nsk_sock *s)
 		return;
 	}
 	struct nsk_reg_key k;
-	memset(&k, 0, sizeof(k));
-	k.family = c->family;
-	memcpy(k.addr, c->raddr, 16);
-	k.port = c->rport;
-	k.netns = nsk_g.netns;
+	dst_key(&k, c->family, c->raddr, c->rport);
 	int dst_local = is_loopback(k.family, k.addr) || !memcmp(c->raddr, c->laddr, 16);
 	struct nsk_reg_entry e;
 	int slot = nsk_registry_lookup(&nsk_g.dom.reg, &k, dst_local, &e);
