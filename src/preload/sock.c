@@ -739,7 +739,11 @@ static void dst_key(struct nsk_reg_key *k, uint16_t family, const uint8_t addr[1
  * servers, a fork per connection). An offer for a connection this process does not hold is
  * queued again for the others, a bounded number of times (it may also arrive before the
  * connection is accepted anywhere; it then waits in the pending table of the last reader). */
-#define REQUEUE_HOPS 16
+#define REQUEUE_HOPS 10000
+/* After passing offers on, this process leaves the queue to the others for a while: an offer
+ * for a connection not yet accepted anywhere circulates at most about once a millisecond. */
+#define REQUEUE_QUIET_NS 1000000ull
+static uint64_t requeue_quiet_until;
 
 struct cand_match {
 	const struct nsk_offer *o;
@@ -780,6 +784,8 @@ static void requeue_locked(struct nsk_offer *o, int memfd)
 	if (nsk_g.offer_fd >= 0 && nsk_rv_path(&nsk_g.dom, nsk_g.rv_name, path, sizeof(path)) == 0)
 		r = nsk_offer_send(nsk_g.offer_fd, path, o, memfd);
 	REAL(close)(memfd);
+	nsk_log(NSK_LOG_DEBUG, "offer for port %u re-queued (hop %u): %s", o->cport, o->hops,
+		r < 0 ? strerror(-r) : "ok");
 	if (r < 0) {
 		pcount(NSK_PC_OFFERS_EXPIRED); /* the client withdraws it at its deadline */
 		return;
@@ -808,6 +814,8 @@ static void drain_offers_locked(void)
 	}
 	if (nsk_g.rv_fd < 0)
 		return;
+	uint64_t requeued[32];
+	int nrq = 0;
 	for (;;) {
 		struct nsk_offer o;
 		int memfd;
@@ -823,7 +831,18 @@ static void drain_offers_locked(void)
 			break;
 		}
 		if (nsk_g.rv_shared && o.hops < REQUEUE_HOPS && !local_candidate(&o)) {
-			requeue_locked(&o, memfd); /* for another process sharing the listener */
+			/* for another process sharing the listener; it went to the end of the
+			 * queue, so stop reading once we meet one of ours again */
+			uint64_t nonce = o.nonce;
+			requeue_locked(&o, memfd);
+			__atomic_store_n(&requeue_quiet_until, now + REQUEUE_QUIET_NS, __ATOMIC_RELAXED);
+			int again = 0;
+			for (int k = 0; k < nrq; k++)
+				again |= requeued[k] == nonce;
+			if (again)
+				break;
+			if (nrq < (int)(sizeof(requeued) / sizeof(requeued[0])))
+				requeued[nrq++] = nonce;
 			continue;
 		}
 		if (npend == PENDING_MAX) {
@@ -948,6 +967,8 @@ static void try_claim(struct nsk_sock *s)
 	uint64_t seq = nsk_load64_acquire(&nsk_g.dom.reg.e[s->reg_slot].offer_seq);
 	if (seq == s->seen_seq)
 		return;
+	if (nsk_g.rv_shared && nsk_now_ns() < __atomic_load_n(&requeue_quiet_until, __ATOMIC_RELAXED))
+		return; /* we just passed offers on: let the others look first (seq kept) */
 	s->seen_seq = seq;
 	struct nsk_offer o;
 	pthread_mutex_lock(&nsk_g.lock);
@@ -1054,6 +1075,7 @@ static void deliver_offer(struct nsk_sock *s)
 		return;
 	}
 	pcount(NSK_PC_OFFERS_SENT);
+	nsk_log(NSK_LOG_DEBUG, "fd %d: offer sent (port %u)", s->fd, s->conn->lport);
 	/* Tell the owner something is queued (it polls this word instead of the socket). */
 	nsk_add64(&nsk_g.dom.reg.e[s->reg_slot].offer_seq, 1);
 }
