@@ -320,6 +320,27 @@ static int scan(struct ep *e, int epfd, struct epoll_event *out, int max, int ar
 	return n;
 }
 
+/* Whether socket member @fd, still registered pass-through, switched to the rings since the
+ * last scan (while the caller slept in the kernel). Its kernel events then come from the
+ * peer's switch marker or wake-ups and must go through member_ready() (which converts the
+ * registration), not to the application: a raw EPOLLIN would be followed by a read that
+ * finds the ring empty (EAGAIN). EPOLLEXCLUSIVE members are never converted. */
+static int became_shm(struct member *m, int fd)
+{
+	if (!m->sock_id || (m->app_events & EPOLLEXCLUSIVE))
+		return 0;
+	struct nsk_sock *s = nsk_sock_enter(fd);
+	if (!s)
+		return 0;
+	int r = 0;
+	if (s->id == m->sock_id) {
+		nsk_sock_refresh(s);
+		r = nsk_sock_is_shm(s);
+	}
+	nsk_sock_leave(s);
+	return r;
+}
+
 /* Translate kernel events in @k (n of them) into application events appended at @out. */
 static int translate(struct ep *e, int epfd, struct epoll_event *k, int nk, struct epoll_event *out,
 		     int have, int max)
@@ -331,7 +352,7 @@ static int translate(struct ep *e, int epfd, struct epoll_event *k, int nk, stru
 		if (fd < 0 || fd >= e->cap || !e->m[fd].used || e->m[fd].gen != gen)
 			continue;
 		struct member *m = &e->m[fd];
-		if (m->converted) {
+		if (m->converted || became_shm(m, fd)) {
 			struct nsk_sock *s = nsk_sock_enter(fd);
 			if (s) {
 				if (s->id == m->sock_id)
