@@ -53,6 +53,15 @@ skip() { echo "SKIP: $*"; exit 77; }
 fail() { echo "FAIL: $*" >&2; exit 1; }
 need() { command -v "$1" >/dev/null 2>&1 || skip "$1 not installed (run scripts/setup.sh)"; }
 
+# san_probe CMD... - in a sanitized build, skip the test when CMD cannot even run with only
+# the sanitizer runtimes preloaded, without nearsock (Debian's curl deadlocks in setlocale
+# at start-up with libasan preloaded): not a nearsock result either way.
+san_probe() {
+	[ "$SANITIZED" = 1 ] || return 0
+	timeout 10 env "LD_PRELOAD=$RT" ASAN_OPTIONS=verify_asan_link_order=0:detect_leaks=0 "$@" >/dev/null 2>&1 ||
+		skip "$1 does not run with the sanitizer runtimes preloaded even without nearsock ($* timed out or failed)"
+}
+
 # ns CMD... - run CMD under nearsock. plain CMD... - run it without.
 ns() { "${NSRUN[@]}" "$@"; }
 plain() { "$@"; }
