@@ -32,6 +32,12 @@ mkdir -p build-asan
 build build-asan -DNSK_SANITIZE=address,undefined
 echo "== ctest: unit + integ under ASan+UBSan"
 (cd build-asan && ctest --output-on-failure --timeout 600 -L 'unit|integ')
+# The Debian programs with the sanitized library preloaded (tests/apps/lib.sh puts the
+# runtimes first): about 5.5 minutes on the 2-core VM, so only on request.
+if [ "${NSK_CHECK_APPS_ASAN:-0}" = 1 ]; then
+	echo "== ctest: apps under ASan+UBSan"
+	(cd build-asan && ctest --output-on-failure --timeout 600 -L apps)
+fi
 
 export TSAN_OPTIONS=halt_on_error=1
 # OpenBLAS' worker threads are not instrumented (false reports); the tool needs one thread.

@@ -8,7 +8,7 @@ PKGS=(
   build-essential cmake pkg-config clang libclang-rt-14-dev valgrind cppcheck clang-tidy
   iproute2 procps psmisc util-linux
   redis-server redis-tools iperf3 sockperf netpipe-tcp socat curl
-  memcached libmemcached-tools nginx-light wrk python3
+  memcached libmemcached-tools nginx-light wrk python3 nodejs
   liblapacke-dev libopenblas-dev gnuplot-nox
 )
 

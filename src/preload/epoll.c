@@ -396,6 +396,20 @@ static int scan(struct ep *e, int epfd, struct epoll_event *out, int max, int ar
 	return n;
 }
 
+/* Whether socket member @fd, still registered pass-through, switched to the rings since the
+ * last scan (while the caller slept in the kernel). Its kernel events then come from the
+ * peer's switch marker or wake-ups and must go through member_ready() (which converts the
+ * registration), not to the application: a raw EPOLLIN would be followed by a read that
+ * finds the ring empty (EAGAIN). */
+static int became_shm(struct ep *e, struct member *m, int fd)
+{
+	struct nsk_sock *s = m->sock ? member_sock(e, fd) : NULL;
+	if (!s)
+		return 0;
+	nsk_sock_refresh(s);
+	return nsk_sock_is_shm(s);
+}
+
 /* Translate kernel events in @k (n of them) into application events appended at @out. */
 static int translate(struct ep *e, int epfd, struct epoll_event *k, int nk, struct epoll_event *out,
 		     int have, int max)
@@ -407,7 +421,7 @@ static int translate(struct ep *e, int epfd, struct epoll_event *k, int nk, stru
 		if (fd < 0 || fd >= e->cap || !e->m[fd].used || e->m[fd].gen != gen)
 			continue;
 		struct member *m = &e->m[fd];
-		if (m->converted) {
+		if (m->converted || became_shm(e, m, fd)) {
 			struct nsk_sock *s = member_sock(e, fd);
 			if (s)
 				nsk_sock_kernel_event(s, (int)k[i].events);

@@ -20,4 +20,6 @@ start_bg iperf3 -s -p "$P2"
 wait_port "$P2"
 tcp=$(iperf3 -c 127.0.0.1 -p "$P2" -t 2 -J | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["end"]["sum_received"]["bits_per_second"])')
 echo "plain TCP: $tcp bit/s; speedup $(ratio "$ns" "$tcp")x"
+row iperf3 "$(pkg_version iperf3)" "iperf3 -c -t 2 (one stream) and -R -t 1 (reverse)" pass \
+	"$(ratio "$ns" "$tcp")x ($(python3 -c "print('%.1f → %.1f Gbit/s' % ($tcp/1e9, $ns/1e9))"))" "claims $claims, shm share $share"
 echo PASS

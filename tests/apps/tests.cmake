@@ -1,7 +1,41 @@
 # SPDX-License-Identifier: MIT
-# Real programs from Debian under nearsock (label apps).
-foreach(app redis iperf3 sockperf)
-  add_test(NAME app_${app} COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/${app}.sh)
-  set_tests_properties(app_${app} PROPERTIES LABELS apps TIMEOUT 180 SKIP_RETURN_CODE 77
-    ENVIRONMENT "NSK_BUILD=${CMAKE_BINARY_DIR}")
-endforeach()
+# Real programs from Debian under nearsock (label apps); one row each in docs/COMPATIBILITY.md.
+# Each script runs its workload plain and under nearsock and exits 0 / 1 / 77 (skip).
+#
+# Tests that assert the correct behaviour of a known limitation and fail today are DISABLED
+# (ctest lists them as "Not Run (Disabled)") unless -DNSK_APPS_KNOWN_FAILURES=ON; the reason
+# is in docs/COMPATIBILITY.md and next to each below.
+option(NSK_APPS_KNOWN_FAILURES "Also run app tests of known limitations (they fail today)" OFF)
+
+# nsk_app_test(NAME TIMEOUT SCRIPT [ARGS...])
+function(nsk_app_test name timeout script)
+  add_test(NAME app_${name} COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/${script} ${ARGN})
+  set_tests_properties(app_${name} PROPERTIES LABELS apps TIMEOUT ${timeout}
+    SKIP_RETURN_CODE 77 ENVIRONMENT "NSK_BUILD=${CMAKE_BINARY_DIR}")
+endfunction()
+
+nsk_app_test(redis 120 redis.sh)
+nsk_app_test(iperf3 120 iperf3.sh)
+nsk_app_test(sockperf 120 sockperf.sh)
+nsk_app_test(memcached 120 memcached.sh)
+nsk_app_test(nginx_wrk 120 nginx.sh wrk)
+nsk_app_test(nginx_curl 120 nginx.sh curl)
+nsk_app_test(netpipe 120 netpipe.sh)
+nsk_app_test(python_http 120 python.sh http)
+nsk_app_test(node 120 node.sh)
+nsk_app_test(socat 120 socat.sh tcp)
+
+# Known limitations (fail today):
+# - nginx workers share one rendezvous socket after fork and keep offers in a per-process
+#   table: an offer drained by the other worker is lost, that connection stays TCP.
+nsk_app_test(nginx_prefork 120 nginx.sh prefork)
+# - a socket upgraded by socat and inherited across exec (EXEC:...,nofork): cat does not
+#   know the connection moved to shared memory; nothing comes back.
+nsk_app_test(socat_exec_nofork 60 socat.sh exec-nofork)
+# - asyncio streams echo: both sides end up asleep in epoll_wait with bytes in a ring (lost
+#   wake-up; reproduces with or without the epoll_switch fix).
+nsk_app_test(python_asyncio 90 python.sh asyncio)
+if(NOT NSK_APPS_KNOWN_FAILURES)
+  set_tests_properties(app_nginx_prefork app_socat_exec_nofork app_python_asyncio
+    PROPERTIES DISABLED TRUE)
+endif()
