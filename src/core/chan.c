@@ -178,9 +178,10 @@ int nsk_offer_send(int sock, const char *path, const struct nsk_offer *o, int me
 	struct sockaddr_un sun;
 	memset(&sun, 0, sizeof(sun));
 	sun.sun_family = AF_UNIX;
-	if (strlen(path) >= sizeof(sun.sun_path))
+	if (path && strlen(path) >= sizeof(sun.sun_path))
 		return -ENAMETOOLONG;
-	strcpy(sun.sun_path, path);
+	if (path)
+		strcpy(sun.sun_path, path);
 	struct iovec iov = {.iov_base = (void *)o, .iov_len = sizeof(*o)};
 	union {
 		char buf[CMSG_SPACE(sizeof(int))];
@@ -188,8 +189,8 @@ int nsk_offer_send(int sock, const char *path, const struct nsk_offer *o, int me
 	} u;
 	memset(&u, 0, sizeof(u));
 	struct msghdr mh = {
-		.msg_name = &sun,
-		.msg_namelen = sizeof(sun),
+		.msg_name = path ? &sun : NULL,
+		.msg_namelen = path ? sizeof(sun) : 0,
 		.msg_iov = &iov,
 		.msg_iovlen = 1,
 		.msg_control = u.buf,

@@ -41,8 +41,8 @@ int nsk_chan_withdraw(struct nsk_chan *c);
 uint32_t nsk_chan_state(const struct nsk_chan *c);
 
 /* nsk_offer_send - send offer @o with @memfd to the rendezvous socket at @path through the
- * unbound datagram socket @sock, without blocking. 0 or -errno (-EAGAIN: queue full,
- * -ECONNREFUSED / -ENOENT: nobody there any more). */
+ * unbound datagram socket @sock (@path NULL: @sock is connected to it), without blocking.
+ * 0 or -errno (-EAGAIN: queue full, -ECONNREFUSED / -ENOENT: nobody there any more). */
 int nsk_offer_send(int sock, const char *path, const struct nsk_offer *o, int memfd);
 /* nsk_offer_recv - take one offer from rendezvous socket @sock without blocking.
  * Returns 0 with *@memfd set (close-on-exec), -EAGAIN when none is queued, -EPROTO for a

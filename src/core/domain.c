@@ -134,6 +134,7 @@ int nsk_rv_path(const struct nsk_domain *d, const char *name, char *buf, size_t 
 int nsk_proctab_create(struct nsk_proctab *t, const struct nsk_domain *d)
 {
 	memset(t, 0, sizeof(*t));
+	t->fd = -1;
 	if (snprintf(t->path, sizeof(t->path), "%s/proc-%d", d->dir, (int)getpid()) >=
 	    (int)sizeof(t->path))
 		return -ENAMETOOLONG;
@@ -150,11 +151,16 @@ int nsk_proctab_create(struct nsk_proctab *t, const struct nsk_domain *d)
 		return r;
 	}
 	void *base = mmap(NULL, NSK_PROC_FILE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	close(fd);
 	if (base == MAP_FAILED) {
+		r = -errno;
+		close(fd);
 		unlink(t->path);
-		return -errno;
+		return r;
 	}
+	/* Kept: a process that drops privileges (nginx workers) can no longer open the file in
+	 * the 0700 domain, yet must still back new slots. Out of the numbers apps expect. */
+	t->fd = fcntl(fd, F_DUPFD_CLOEXEC, 64);
+	close(fd);
 	t->hdr = base;
 	t->conns = (struct nsk_conn *)(t->hdr + 1);
 	t->hdr->pid = (uint32_t)getpid();
@@ -169,6 +175,7 @@ int nsk_proctab_create(struct nsk_proctab *t, const struct nsk_domain *d)
 int nsk_proctab_map(struct nsk_proctab *t, const char *path)
 {
 	memset(t, 0, sizeof(*t));
+	t->fd = -1;
 	snprintf(t->path, sizeof(t->path), "%s", path);
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
@@ -195,6 +202,7 @@ int nsk_proctab_map(struct nsk_proctab *t, const char *path)
 int nsk_proctab_map_fd(struct nsk_proctab *t, int fd)
 {
 	memset(t, 0, sizeof(*t));
+	t->fd = -1; /* the caller keeps @fd and may set it here */
 	snprintf(t->path, sizeof(t->path), "(inherited fd %d)", fd);
 	struct stat st;
 	if (fstat(fd, &st) < 0)
@@ -219,6 +227,9 @@ void nsk_proctab_unmap(struct nsk_proctab *t)
 {
 	if (t->hdr)
 		munmap(t->hdr, NSK_PROC_FILE_SIZE);
+	if (t->fd >= 0)
+		close(t->fd);
+	t->fd = -1;
 	t->hdr = NULL;
 	t->conns = NULL;
 }
@@ -239,11 +250,12 @@ static int back_slot(struct nsk_proctab *t, uint32_t i)
 	uint64_t have = nsk_load64_acquire(&t->hdr->backed);
 	if (have >= end)
 		return 0;
-	int fd = open(t->path, O_RDWR | O_CLOEXEC);
+	int fd = t->fd >= 0 ? t->fd : open(t->path, O_RDWR | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
 	int r = posix_fallocate(fd, (off_t)have, (off_t)(end - have));
-	close(fd);
+	if (fd != t->fd)
+		close(fd);
 	if (r)
 		return -r;
 	/* Release pairs with the acquire above and in the reuse scan. */

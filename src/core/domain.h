@@ -33,6 +33,7 @@ struct nsk_proctab {
 	struct nsk_proc_hdr *hdr;
 	struct nsk_conn *conns;
 	char path[PATH_MAX];
+	int fd; /* kept open (close-on-exec, >= 64): backing after a setuid, exec hand-over; or -1 */
 };
 /* nsk_proctab_create - create and map DIR/proc-PID for this process. 0 or -errno. */
 int nsk_proctab_create(struct nsk_proctab *t, const struct nsk_domain *d);

@@ -39,13 +39,11 @@ extern char **environ;
 /* Table 0 is this image's own; the others were inherited through an exec. */
 #define TABLES_MAX 16
 static struct nsk_proctab tables[TABLES_MAX];
-static int table_fd[TABLES_MAX] = {-1, -1, -1, -1, -1, -1, -1, -1,
-				   -1, -1, -1, -1, -1, -1, -1, -1};
 static int ntables = 1;
 
 static int tab_fd(int id)
 {
-	return id == 0 ? nsk_g.tab_fd : table_fd[id];
+	return id == 0 ? nsk_g.tab.fd : tables[id].fd;
 }
 
 static const struct nsk_proctab *tab(int id)
@@ -449,9 +447,7 @@ static int map_table(int fd)
 	if (nsk_proctab_map_fd(&tables[id], fd) < 0)
 		return -1;
 	/* Keep it (close-on-exec, out of the application's way) for the next exec. */
-	int base = 64;
-	int k = REAL(fcntl)(fd, F_DUPFD_CLOEXEC, base);
-	table_fd[id] = k;
+	tables[id].fd = REAL(fcntl)(fd, F_DUPFD_CLOEXEC, 64);
 	REAL(close)(fd);
 	ntables++;
 	return id;

@@ -37,7 +37,7 @@ struct nsk_global nsk_g = {
 	.lock = PTHREAD_MUTEX_INITIALIZER,
 	.rv_fd = -1,
 	.offer_fd = -1,
-	.tab_fd = -1,
+	.rq_fd = -1,
 	.log_level = NSK_LOG_WARN,
 };
 
@@ -130,11 +130,6 @@ int nsk_domain_ready(void)
 		} else {
 			nsk_g.netns = nsk_netns_id();
 			nsk_g.start_time = nsk_g.tab.hdr->start_time;
-			/* Kept for exec (inherit.c), out of the application's range of numbers. */
-			int tfd = open(nsk_g.tab.path, O_RDWR | O_CLOEXEC);
-			nsk_g.tab_fd = tfd >= 0 ? REAL(fcntl)(tfd, F_DUPFD_CLOEXEC, 64) : -1;
-			if (tfd >= 0)
-				REAL(close)(tfd);
 			nsk_log(NSK_LOG_INFO, "domain %s ready", nsk_g.dom.dir);
 		}
 		__atomic_store_n(&nsk_g.domain_state, r == 0 ? 1 : -1, __ATOMIC_RELEASE);
@@ -630,6 +625,14 @@ static int rendezvous_open_locked(void)
 		return r;
 	}
 	nsk_g.rv_fd = fd;
+	/* Connected to it: offers are passed on to the processes sharing it (fork) through
+	 * this socket, which keeps working after a worker drops privileges (nginx). */
+	int q = REAL(socket)(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (q >= 0 && connect(q, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+		REAL(close)(q);
+		q = -1;
+	}
+	nsk_g.rq_fd = q;
 	return 0;
 }
 
@@ -776,13 +779,8 @@ static int local_candidate(const struct nsk_offer *o)
  * readers. Consumes @memfd. Caller holds nsk_g.lock. */
 static void requeue_locked(struct nsk_offer *o, int memfd)
 {
-	char path[PATH_MAX];
 	o->hops++;
-	if (nsk_g.offer_fd < 0)
-		nsk_g.offer_fd = REAL(socket)(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	int r = -1;
-	if (nsk_g.offer_fd >= 0 && nsk_rv_path(&nsk_g.dom, nsk_g.rv_name, path, sizeof(path)) == 0)
-		r = nsk_offer_send(nsk_g.offer_fd, path, o, memfd);
+	int r = nsk_g.rq_fd >= 0 ? nsk_offer_send(nsk_g.rq_fd, NULL, o, memfd) : -EBADF;
 	REAL(close)(memfd);
 	nsk_log(NSK_LOG_DEBUG, "offer for port %u re-queued (hop %u): %s", o->cport, o->hops,
 		r < 0 ? strerror(-r) : "ok");
@@ -881,8 +879,10 @@ void nsk_sock_internal_fd_check(int fd)
 		return;
 	if (nsk_fdmap_get(&nsk_kept, fd))
 		kept_fd_gone(fd);
-	if (fd == __atomic_load_n(&nsk_g.tab_fd, __ATOMIC_RELAXED))
-		__atomic_store_n(&nsk_g.tab_fd, -1, __ATOMIC_RELAXED);
+	if (fd == __atomic_load_n(&nsk_g.tab.fd, __ATOMIC_RELAXED))
+		__atomic_store_n(&nsk_g.tab.fd, -1, __ATOMIC_RELAXED);
+	if (fd == __atomic_load_n(&nsk_g.rq_fd, __ATOMIC_RELAXED))
+		__atomic_store_n(&nsk_g.rq_fd, -1, __ATOMIC_RELAXED);
 	if (fd != __atomic_load_n(&nsk_g.rv_fd, __ATOMIC_RELAXED) &&
 	    fd != __atomic_load_n(&nsk_g.offer_fd, __ATOMIC_RELAXED) &&
 	    __atomic_load_n(&npend, __ATOMIC_RELAXED) == 0)

@@ -40,7 +40,7 @@ struct nsk_global {
 	char rv_name[40];
 	int offer_fd;      /* unbound datagram socket offers are sent from, or -1 */
 	int rv_shared;     /* the rendezvous socket is shared with forked processes */
-	int tab_fd;        /* our connection table, kept open (close-on-exec) for exec */
+	int rq_fd;         /* connected to rv_fd: offers passed on between forked processes */
 	uint64_t fork_gen; /* forks seen (holders accounting) */
 };
 extern struct nsk_global nsk_g;
