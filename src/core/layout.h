@@ -127,8 +127,12 @@ struct nsk_reg_entry {
 	uint64_t accepted;  /* statistics, written by the owner */
 	uint64_t upgraded;
 	char rv[40]; /* rendezvous socket file name inside the domain directory */
-	uint64_t pad2;
+	/* the listening socket was closed at this CLOCK_MONOTONIC time (0: open). The entry keeps
+	 * matching for NSK_REG_CLOSE_GRACE_NS: a client that connected just before the close
+	 * (inetd style: accept, close the listener, exec) still finds its server. */
+	uint64_t closed_ns;
 };
+#define NSK_REG_CLOSE_GRACE_NS 1000000000ull
 _Static_assert(sizeof(struct nsk_reg_entry) == 128, "registry entry size");
 
 struct nsk_reg_hdr {

@@ -7,6 +7,13 @@
 #include <sys/socket.h>
 
 #include "core/atomics.h"
+#include "platform/linux.h"
+
+/* A closed listener's entry past its grace period: no longer matched, reclaimable. */
+static int closed_expired(const struct nsk_reg_entry *e)
+{
+	return e->closed_ns && nsk_now_ns() - e->closed_ns > NSK_REG_CLOSE_GRACE_NS;
+}
 
 /* Entries are copied word by word with relaxed atomics so that a torn read is merely
  * detected (by the state re-check), never undefined behaviour. */
@@ -119,8 +126,8 @@ int nsk_registry_lookup(struct nsk_registry *r, const struct nsk_reg_key *k, int
 {
 	uint32_t n = r->nslots;
 	uint32_t h = nsk_registry_hash(k->port, k->netns, n);
-	int wildcard_slot = -1;
-	struct nsk_reg_entry wild;
+	int wildcard_slot = -1, closed_slot = -1;
+	struct nsk_reg_entry wild, closed;
 	for (uint32_t i = 0; i < n; i++) {
 		uint32_t slot = (h + i) % n;
 		uint32_t s = nsk_load32_acquire(&r->e[slot].state);
@@ -129,8 +136,16 @@ int nsk_registry_lookup(struct nsk_registry *r, const struct nsk_reg_key *k, int
 		if (NSK_RE_KIND(s) != NSK_RE_VALID)
 			continue;
 		struct nsk_reg_entry tmp;
-		if (!nsk_registry_read(r, (int)slot, &tmp) || !entry_matches(&tmp, k, dst_local))
+		if (!nsk_registry_read(r, (int)slot, &tmp) || !entry_matches(&tmp, k, dst_local) ||
+		    closed_expired(&tmp))
 			continue;
+		if (tmp.closed_ns) { /* a listener just closed: only if no open one matches */
+			if (closed_slot < 0) {
+				closed_slot = (int)slot;
+				closed = tmp;
+			}
+			continue;
+		}
 		if (!is_wildcard(tmp.addr)) { /* an exact bind wins over a wildcard one */
 			*out = tmp;
 			return (int)slot;
@@ -143,6 +158,10 @@ int nsk_registry_lookup(struct nsk_registry *r, const struct nsk_reg_key *k, int
 	if (wildcard_slot >= 0) {
 		*out = wild;
 		return wildcard_slot;
+	}
+	if (closed_slot >= 0) {
+		*out = closed;
+		return closed_slot;
 	}
 	return -ENOENT;
 }
@@ -183,7 +202,8 @@ int nsk_registry_insert(struct nsk_registry *r, const struct nsk_reg_key *k, pid
 			/* Same key held by our own pid with another start time = a dead predecessor. */
 			struct nsk_reg_entry cur;
 			if (nsk_registry_read(r, (int)slot, &cur) && key_equal(&cur, k) &&
-			    cur.pid == (uint32_t)pid && cur.start_time != start_time)
+			    ((cur.pid == (uint32_t)pid && cur.start_time != start_time) ||
+			     closed_expired(&cur)))
 				nsk_registry_mark_dead(r, (int)slot, s);
 			continue;
 		}
@@ -202,6 +222,14 @@ int nsk_registry_insert(struct nsk_registry *r, const struct nsk_reg_key *k, pid
 		return (int)slot;
 	}
 	return -ENOSPC;
+}
+
+void nsk_registry_close(struct nsk_registry *r, int slot, pid_t pid)
+{
+	struct nsk_reg_entry cur;
+	if (!nsk_registry_read(r, slot, &cur) || cur.pid != (uint32_t)pid)
+		return;
+	nsk_store64(&r->e[slot].closed_ns, nsk_now_ns());
 }
 
 void nsk_registry_remove(struct nsk_registry *r, int slot, pid_t pid)

@@ -38,6 +38,9 @@ int nsk_registry_insert(struct nsk_registry *r, const struct nsk_reg_key *k, pid
 /* nsk_registry_remove - withdraw slot @slot if it still holds the entry we published
  * (same owner @pid). */
 void nsk_registry_remove(struct nsk_registry *r, int slot, pid_t pid);
+/* nsk_registry_close - the listener in @slot (owner @pid) was closed: it keeps matching for
+ * NSK_REG_CLOSE_GRACE_NS, then is ignored and reclaimed; the owner removes it at exit. */
+void nsk_registry_close(struct nsk_registry *r, int slot, pid_t pid);
 /* nsk_registry_lookup - find a live-looking listener for destination @k. @dst_local says the
  * destination address is an address of this host (wildcard listeners match only then).
  * Copies the entry to @out; returns its slot or -ENOENT. Liveness is the caller's business

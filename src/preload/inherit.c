@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "core/atomics.h"
+#include "platform/linux.h"
 #include "preload/fdtab.h"
 #include "preload/real.h"
 #include "preload/sock.h"
@@ -57,6 +58,7 @@ struct exec_ctx {
 	char *buf;       /* mmap'ed: the variable, then the new envp */
 	size_t cap, len, total;
 	int own_memory;  /* a real child of its own (fork): not a vfork child or a spawn */
+	int need_rv;     /* a server candidate is passed: so is the rendezvous socket */
 	uint64_t gen;
 	/* rollback if the exec fails */
 	int *cleared;    /* descriptors whose FD_CLOEXEC we cleared */
@@ -136,16 +138,18 @@ static void settle_visit(int fd, void *obj, void *arg)
 			int memfd = -1, side = -1;
 			uint64_t nonce = 0;
 			s->exec_pass = nsk_sock_exec_state(s, 0, &memfd, &side, &nonce);
-			if (s->exec_pass) {
+			if (s->exec_pass == 2 && s->kind == NSK_CK_SERVER)
+				x->need_rv = 1; /* its offer will come to the rendezvous socket */
+			if (s->exec_pass == 1) {
 				s->exec_memfd = memfd;
 				s->exec_side = side;
 				s->exec_nonce = nonce;
 				if (memfd >= 0)
 					clear_cloexec(x, memfd);
-				/* A spawned or vforked image holds it besides this process. */
-				if (!x->own_memory)
-					holders_add(x, s->conn, 1);
 			}
+			/* A spawned or vforked image holds it besides this process. */
+			if (s->exec_pass && !x->own_memory)
+				holders_add(x, s->conn, 1);
 		}
 	}
 	nsk_sock_leave(s);
@@ -168,8 +172,11 @@ static void emit_visit(int fd, void *obj, void *arg)
 		return;
 	const struct nsk_proctab *t = tab(s->tab_id);
 	long slot = s->conn - t->conns;
-	put(e->x, "%d,%d,%d,%ld,%d,%d,%" PRIx64 ";", fd, s->family, s->kind, slot, s->exec_memfd,
-	    s->exec_side, s->exec_nonce);
+	if (s->exec_pass == 2)
+		put(e->x, "C%d,%d,%d,%ld,%d;", fd, s->family, s->kind, slot, s->reg_slot);
+	else
+		put(e->x, "%d,%d,%d,%ld,%d,%d,%" PRIx64 ";", fd, s->family, s->kind, slot,
+		    s->exec_memfd, s->exec_side, s->exec_nonce);
 }
 
 static void rollback(struct exec_ctx *x)
@@ -239,6 +246,11 @@ static char *const *prepare(struct exec_ctx *x, char *const *envp, int own_memor
 			x->len = before; /* nothing from this table */
 		else if (tfd >= 0)
 			clear_cloexec(x, tfd);
+	}
+	if (x->need_rv && x->len > header && nsk_g.rv_fd >= 0) {
+		clear_cloexec(x, nsk_g.rv_fd);
+		put(x, "R%d,%s;", nsk_g.rv_fd, nsk_g.rv_name);
+		nsk_sock_exec_requeue(); /* offers drained here go back for the new image */
 	}
 	size_t k = 0;
 	for (size_t i = 0; i < nenv; i++)
@@ -446,6 +458,19 @@ static int map_table(int fd)
 	int id = ntables;
 	if (nsk_proctab_map_fd(&tables[id], fd) < 0)
 		return -1;
+	/* A plain exec: the table is this process's own (same pid, same start time); it stays
+	 * ours, visible to `nearsock status`, instead of being replaced. */
+	if (!nsk_g.tab.hdr && tables[id].hdr->pid == (uint32_t)getpid() &&
+	    tables[id].hdr->start_time == nsk_proc_start_time(getpid())) {
+		nsk_g.tab = tables[id];
+		char dir[PATH_MAX - 32];
+		nsk_domain_default_dir(dir, sizeof(dir));
+		snprintf(nsk_g.tab.path, sizeof(nsk_g.tab.path), "%s/proc-%d", dir, (int)getpid());
+		nsk_g.tab.fd = REAL(fcntl)(fd, F_DUPFD_CLOEXEC, 64);
+		REAL(close)(fd);
+		memset(&tables[id], 0, sizeof(tables[id]));
+		return 0;
+	}
 	/* Keep it (close-on-exec, out of the application's way) for the next exec. */
 	tables[id].fd = REAL(fcntl)(fd, F_DUPFD_CLOEXEC, 64);
 	REAL(close)(fd);
@@ -467,10 +492,6 @@ void nsk_inherit_adopt(void)
 	unsetenv(ENV_NAME); /* ours alone: a later exec describes its own state */
 	if (!copy)
 		return;
-	if (nsk_g.disabled || !nsk_domain_ready()) {
-		nsk_log(NSK_LOG_WARN, "connections inherited across exec cannot be adopted (domain "
-				      "unusable): they are reset");
-	}
 	const char *p = copy;
 	if (strncmp(p, "1;", 2)) {
 		nsk_log(NSK_LOG_WARN, "malformed %s ignored", ENV_NAME);
@@ -490,6 +511,58 @@ void nsk_inherit_adopt(void)
 				break;
 			p++;
 			cur = tfd >= 0 ? map_table((int)tfd) : -1;
+			if (nsk_g.disabled || !nsk_domain_ready()) {
+				nsk_log(NSK_LOG_WARN, "connections inherited across exec cannot be "
+						      "adopted (domain unusable): they are reset");
+				cur = -1;
+			}
+			continue;
+		}
+		if (*p == 'R') {
+			/* R<fd>,<name>; the rendezvous socket */
+			p++;
+			long rfd;
+			const char *semi;
+			if (parse_long(&p, &rfd, 10) < 0 || *p != ',' || !(semi = strchr(p, ';')))
+				break;
+			char name[64];
+			size_t nl = (size_t)(semi - p - 1);
+			if (nl < sizeof(name)) {
+				memcpy(name, p + 1, nl);
+				name[nl] = 0;
+				nsk_sock_adopt_rv((int)rfd, name);
+			}
+			p = semi + 1;
+			continue;
+		}
+		if (*p == 'C') {
+			/* C<fd>,<family>,<kind>,<slot>,<listener slot>; a candidate on TCP */
+			p++;
+			int okc = 1;
+			for (int i = 0; i < 5 && okc; i++)
+				okc = parse_long(&p, &a[i], 10) == 0 && *p++ == (i < 4 ? ',' : ';');
+			if (!okc)
+				break;
+			struct stat cst;
+			if (cur >= 0 && a[3] >= 0 && (uint64_t)a[3] < nsk_proctab_readable(tab(cur)) &&
+			    fstat((int)a[0], &cst) == 0 && S_ISSOCK(cst.st_mode)) {
+				struct nsk_conn *c = &tab(cur)->conns[a[3]];
+				struct nsk_sock *d = NULL;
+				for (int i = 0; i < nseen && !d; i++)
+					if (seen[i].c == c)
+						d = nsk_fd_get(seen[i].fd);
+				if (d) { /* another fd of the same socket (dup) */
+					atomic_fetch_add(&d->refs, 1);
+					nsk_fd_set((int)a[0], d);
+				} else if (nsk_sock_adopt_candidate((int)a[0], (int)a[1], (int)a[2], c,
+								    (int)a[4]) == 0) {
+					struct nsk_sock *s = nsk_fd_get((int)a[0]);
+					if (s)
+						s->tab_id = cur;
+					if (nseen < 256)
+						seen[nseen++] = (struct adopted){c, (int)a[0]};
+				}
+			}
 			continue;
 		}
 		int ok = 1;
@@ -513,7 +586,7 @@ void nsk_inherit_adopt(void)
 				REAL(close)(memfd);
 			continue;
 		}
-		if (cur < 0 || a[3] < 0 || (uint64_t)a[3] >= nsk_proctab_readable(&tables[cur])) {
+		if (cur < 0 || a[3] < 0 || (uint64_t)a[3] >= nsk_proctab_readable(tab(cur))) {
 			/* Its state is lost: fail it rather than show control bytes as data. */
 			if (memfd >= 0)
 				REAL(close)(memfd);
@@ -526,7 +599,7 @@ void nsk_inherit_adopt(void)
 			}
 			continue;
 		}
-		struct nsk_conn *c = &tables[cur].conns[a[3]];
+		struct nsk_conn *c = &tab(cur)->conns[a[3]];
 		/* A connection at several fds (dup) is one object. */
 		int dup_of = -1;
 		for (int i = 0; i < nseen; i++)

@@ -466,9 +466,10 @@ __attribute__((destructor)) static void nsk_dtor(void)
 		if (listeners[i] && nsk_sock_last_holder(listeners[i]))
 			nsk_sock_unlisten(listeners[i]);
 	pthread_mutex_unlock(&listeners_lock);
+	nsk_sock_unlisten_all_closed();
 	if (getpid() != (pid_t)nsk_g.tab.hdr->pid)
 		return;
-	if (nsk_g.rv_fd >= 0) {
+	if (nsk_g.rv_fd >= 0 && nsk_g.rv_owned) {
 		char path[PATH_MAX];
 		if (nsk_rv_path(&nsk_g.dom, nsk_g.rv_name, path, sizeof(path)) == 0)
 			unlink(path);

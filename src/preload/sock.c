@@ -38,6 +38,7 @@ struct nsk_global nsk_g = {
 	.rv_fd = -1,
 	.offer_fd = -1,
 	.rq_fd = -1,
+	.tab = {.fd = -1},
 	.log_level = NSK_LOG_WARN,
 };
 
@@ -118,7 +119,8 @@ int nsk_domain_ready(void)
 	if (nsk_g.domain_state == 0) {
 		int r = nsk_domain_open(&nsk_g.dom, NULL, 1);
 		if (r == 0) {
-			r = nsk_proctab_create(&nsk_g.tab, &nsk_g.dom);
+			/* our table may have been handed over by the image we were exec'ed from */
+			r = nsk_g.tab.hdr ? 0 : nsk_proctab_create(&nsk_g.tab, &nsk_g.dom);
 			if (r < 0)
 				nsk_domain_close(&nsk_g.dom);
 		}
@@ -332,7 +334,7 @@ void nsk_sock_put(struct nsk_sock *s)
 	if (atomic_fetch_sub(&s->refs, 1) != 1)
 		return;
 	if (s->kind == NSK_CK_LISTENER && nsk_sock_last_holder(s))
-		nsk_sock_unlisten(s);
+		nsk_sock_unlisten_closed(s);
 	if (chan_ok(s)) {
 		/* Wake both of the peer's possible sleepers: it re-checks and sees our FIN soon. */
 		struct nsk_ring_ctl *tx = s->chan.tx.ctl, *rx = s->chan.rx.ctl;
@@ -491,8 +493,12 @@ int nsk_sock_exec_state(struct nsk_sock *s, int cloexec, int *memfd, int *side, 
 		pthread_mutex_unlock(&s->lock);
 		return 0;
 	}
-	/* Not upgraded yet: TCP for good, for every holder (the new image cannot take part in
-	 * an upgrade it did not see begin). */
+	/* Not upgraded yet: the new image carries on as a candidate (an inetd-style server
+	 * execs before the first byte); one in the middle of connecting stays TCP for good. */
+	if (mode == NSK_MODE_TCP && s->candidate && !s->connecting && s->reg_slot >= 0) {
+		pthread_mutex_unlock(&s->lock);
+		return 2;
+	}
 	if (mode == NSK_MODE_TCP) {
 		s->candidate = 0;
 		nsk_store32(&c->mode, NSK_MODE_PLAIN);
@@ -519,6 +525,60 @@ int nsk_sock_exec_state(struct nsk_sock *s, int cloexec, int *memfd, int *side, 
 	*side = chan_ok(s) ? s->chan.side : -1;
 	*nonce = c->nonce;
 	return 1;
+}
+
+int nsk_sock_adopt_candidate(int fd, int family, int kind, struct nsk_conn *c, int reg_slot)
+{
+	if (reg_slot < 0 || (uint32_t)reg_slot >= NSK_REG_SLOTS || !nsk_domain_ready())
+		return -EINVAL;
+	struct nsk_sock *s = obj_init(fd, family, kind, c);
+	if (!s)
+		return -ENOMEM;
+	int fl = REAL(fcntl)(fd, F_GETFL);
+	s->nonblock = fl >= 0 && (fl & O_NONBLOCK);
+	s->reg_slot = reg_slot;
+	s->candidate = 1;
+	if (kind == NSK_CK_CLIENT) {
+		struct nsk_reg_entry e;
+		if (!nsk_registry_read(&nsk_g.dom.reg, reg_slot, &e) ||
+		    nsk_rv_path(&nsk_g.dom, e.rv, s->offer_path, sizeof(s->offer_path)) < 0) {
+			s->candidate = 0;
+			nsk_store32(&c->mode, NSK_MODE_PLAIN);
+		}
+	}
+	atomic_store(&s->refs, 1);
+	atomic_store_explicit(&s->busy, 1, memory_order_release);
+	nsk_fd_set(fd, s);
+	return 0;
+}
+
+void nsk_sock_adopt_rv(int fd, const char *name)
+{
+	pthread_mutex_lock(&nsk_g.lock);
+	if (nsk_g.rv_fd < 0 && strlen(name) < sizeof(nsk_g.rv_name)) {
+		nsk_g.rv_fd = fd;
+		snprintf(nsk_g.rv_name, sizeof(nsk_g.rv_name), "%s", name);
+		int pid = 0;
+		nsk_g.rv_owned = sscanf(name, "rv-%d-", &pid) == 1 && pid == (int)getpid();
+		nsk_g.rv_shared = 1; /* the process that made it may still read it (fork + exec) */
+		struct sockaddr_un sun;
+		memset(&sun, 0, sizeof(sun));
+		sun.sun_family = AF_UNIX;
+		int q = -1;
+		if (nsk_rv_path(&nsk_g.dom, name, sun.sun_path, sizeof(sun.sun_path)) == 0 &&
+		    (q = REAL(socket)(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) >= 0 &&
+		    connect(q, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+			REAL(close)(q);
+			q = -1;
+		}
+		nsk_g.rq_fd = q;
+		int fl = REAL(fcntl)(fd, F_GETFD);
+		if (fl >= 0)
+			REAL(fcntl)(fd, F_SETFD, fl | FD_CLOEXEC);
+	} else {
+		REAL(close)(fd);
+	}
+	pthread_mutex_unlock(&nsk_g.lock);
 }
 
 int nsk_sock_adopt(int fd, int family, int kind, struct nsk_conn *c, int memfd, int side,
@@ -625,6 +685,7 @@ static int rendezvous_open_locked(void)
 		return r;
 	}
 	nsk_g.rv_fd = fd;
+	nsk_g.rv_owned = 1;
 	/* Connected to it: offers are passed on to the processes sharing it (fork) through
 	 * this socket, which keeps working after a worker drops privileges (nginx). */
 	int q = REAL(socket)(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -701,6 +762,37 @@ void nsk_sock_listen(struct nsk_sock *s)
 	memcpy(s->conn->laddr, k.addr, 16);
 	s->conn->lport = k.port;
 	nsk_log(NSK_LOG_DEBUG, "listener fd %d port %u registered in slot %d", s->fd, k.port, r);
+}
+
+/* Entries of listeners this process closed (kept matching for a grace period), removed at
+ * exit by nsk_sock_unlisten_all_closed(). */
+static int closed_slots[256];
+static int nclosed;
+
+void nsk_sock_unlisten_closed(struct nsk_sock *s)
+{
+	if (s->reg_slot < 0)
+		return;
+	pthread_mutex_lock(&nsk_g.lock);
+	int left = listen_refs[s->reg_slot] > 0 ? --listen_refs[s->reg_slot] : 0;
+	if (left == 0) {
+		nsk_registry_close(&nsk_g.dom.reg, s->reg_slot, (pid_t)s->reg_pid);
+		if (nclosed < 256 && s->reg_pid == (uint32_t)getpid())
+			closed_slots[nclosed++] = s->reg_slot;
+		else
+			nsk_registry_remove(&nsk_g.dom.reg, s->reg_slot, (pid_t)s->reg_pid);
+	}
+	pthread_mutex_unlock(&nsk_g.lock);
+	s->reg_slot = -1;
+}
+
+void nsk_sock_unlisten_all_closed(void)
+{
+	pthread_mutex_lock(&nsk_g.lock);
+	for (int i = 0; i < nclosed; i++)
+		nsk_registry_remove(&nsk_g.dom.reg, closed_slots[i], getpid());
+	nclosed = 0;
+	pthread_mutex_unlock(&nsk_g.lock);
 }
 
 void nsk_sock_unlisten(struct nsk_sock *s)
@@ -795,6 +887,16 @@ static void requeue_locked(struct nsk_offer *o, int memfd)
 	if (slot >= 0)
 		nsk_add64(&nsk_g.dom.reg.e[slot].offer_seq, 1);
 }
+
+void nsk_sock_exec_requeue(void)
+{
+	pthread_mutex_lock(&nsk_g.lock);
+	for (int i = 0; i < npend; i++)
+		requeue_locked(&pend[i].o, pend[i].memfd);
+	npend = 0;
+	pthread_mutex_unlock(&nsk_g.lock);
+}
+
 
 /* Pull every queued offer into the pending table. Caller holds nsk_g.lock. */
 static void drain_offers_locked(void)

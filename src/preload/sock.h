@@ -41,6 +41,7 @@ struct nsk_global {
 	int offer_fd;      /* unbound datagram socket offers are sent from, or -1 */
 	int rv_shared;     /* the rendezvous socket is shared with forked processes */
 	int rq_fd;         /* connected to rv_fd: offers passed on between forked processes */
+	int rv_owned;      /* rv_fd was created by this process (it removes the file at exit) */
 	uint64_t fork_gen; /* forks seen (holders accounting) */
 };
 extern struct nsk_global nsk_g;
@@ -123,6 +124,10 @@ void nsk_sock_refresh(struct nsk_sock *s);
 /* nsk_sock_listen - register a listening socket in the domain. */
 void nsk_sock_listen(struct nsk_sock *s);
 void nsk_sock_unlisten(struct nsk_sock *s);
+/* nsk_sock_unlisten_closed - the listener was closed: its entry keeps matching a moment
+ * (connections accepted just before, inetd style), and is removed at exit. */
+void nsk_sock_unlisten_closed(struct nsk_sock *s);
+void nsk_sock_unlisten_all_closed(void);
 
 /* Data path. Both return bytes or -errno and follow recv/send semantics exactly. */
 ssize_t nsk_sock_recv(struct nsk_sock *s, const struct iovec *iov, int iovcnt, int flags);
@@ -162,10 +167,19 @@ void nsk_sock_fork_parent(void);
 void nsk_sock_fork_child(void);
 /* nsk_sock_exec_state - settle @s before an exec that keeps @s's fd open (cloexec == 0) or
  * closes it (cloexec == 1): an unclaimed upgrade is withdrawn or completed so the new image
- * sees either plain TCP or a switched connection. Returns 1 if the new image must adopt the
- * connection (then *@memfd, *@slot, *@side and *@nonce describe it; *@memfd may be -1 when no
- * descriptor was kept: the new image then fails the connection), 0 if it is plain TCP. */
+ * sees plain TCP, a switched connection or a candidate still waiting for its upgrade. Returns
+ * 1 if the new image must adopt the connection (then *@memfd, *@side and *@nonce describe it;
+ * *@memfd may be -1 when no descriptor was kept: the new image then fails the connection),
+ * 2 if it stays a candidate through listener slot s->reg_slot, 0 if it is plain TCP. */
 int nsk_sock_exec_state(struct nsk_sock *s, int cloexec, int *memfd, int *side, uint64_t *nonce);
+/* nsk_sock_exec_requeue - before an exec that passes the rendezvous socket on: offers this
+ * image drained but did not claim go back to the socket for the new image. */
+void nsk_sock_exec_requeue(void);
+/* nsk_sock_adopt_candidate - in a new image: track @fd, still on TCP and waiting for an upgrade
+ * through listener registry slot @reg_slot, as the old image did. 0 or -errno. */
+int nsk_sock_adopt_candidate(int fd, int family, int kind, struct nsk_conn *c, int reg_slot);
+/* nsk_sock_adopt_rv - in a new image: the rendezvous socket @fd named @name was passed on. */
+void nsk_sock_adopt_rv(int fd, const char *name);
 /* nsk_sock_adopt - in a new image: track @fd as the connection described (slot @c in an
  * inherited connection table). 0 or -errno. */
 int nsk_sock_adopt(int fd, int family, int kind, struct nsk_conn *c, int memfd, int side,

@@ -119,7 +119,9 @@ exec-nofork)
 		watch_start "$srv"
 		wait_port "$p"
 		rc=0
-		tmo 15 $run socat -t 10 - TCP:127.0.0.1:$p <"$DATA" >"$SCR/nofork.$run" || rc=$?
+		# the client keeps its side open a second after the data, so that cat (which exits
+		# at EOF) lives long enough for its counters to be sampled
+		{ cat "$DATA"; sleep 2; } | tmo 15 $run socat -t 10 - TCP:127.0.0.1:$p >"$SCR/nofork.$run" || rc=$?
 		timeout 10 tail --pid="$srv" -f /dev/null || true
 		CNT=$(watch_result "$srv")
 		got=$(stat -c %s "$SCR/nofork.$run")
