@@ -25,7 +25,6 @@ nsk_app_test(python_http 120 python.sh http)
 nsk_app_test(node 120 node.sh)
 nsk_app_test(socat 120 socat.sh tcp)
 
-# Known limitations (fail today):
 # nginx master + 2 workers on reuseport listeners: every kept-alive connection upgraded (offers
 # passed between the workers sharing the master's rendezvous socket).
 nsk_app_test(nginx_prefork 120 nginx.sh prefork)
