@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "core/atomics.h"
+#include "core/switchpt.h"
 #include "platform/linux.h"
 #include "preload/fdtab.h"
 #include "preload/real.h"
@@ -880,12 +881,12 @@ static int peer_fin(struct nsk_sock *s)
 {
 	/* Acquire pairs with the release store of fin in nsk_sock_shutdown(): every byte
 	 * written before the FIN is visible. */
-	uint32_t f = nsk_load32_acquire(&s->chan.rx.ctl->fin);
-	if (f > 1) {
+	int f = nsk_sp_fin(nsk_load32_acquire(&s->chan.rx.ctl->fin));
+	if (f < 0) {
 		mark_broken(s, "FIN flag");
 		return 1;
 	}
-	return (int)f;
+	return f;
 }
 
 /* Has the receiver crossed the peer's switch point? Updates rx_crossed. */
@@ -894,18 +895,16 @@ static int rx_crossed(struct nsk_sock *s)
 	struct nsk_conn *c = s->conn;
 	if (nsk_load32(&c->rx_crossed))
 		return 1;
-	uint64_t at;
-	if (!peer_switch(s, &at))
-		return 0;
-	if (c->rx_tcp > at) {
+	uint64_t at = 0;
+	int known = peer_switch(s, &at);
+	int r = nsk_sp_crossed(CGET(c->rx_tcp), known, at);
+	if (r < 0) {
 		mark_broken(s, "switch point behind delivered bytes");
 		return 0;
 	}
-	if (c->rx_tcp == at) {
+	if (r)
 		nsk_store32(&c->rx_crossed, 1);
-		return 1;
-	}
-	return 0;
+	return r;
 }
 
 /* Consume control bytes that wait on the kernel socket (only past the peer's switch point).
@@ -1061,12 +1060,12 @@ ssize_t nsk_sock_recv(struct nsk_sock *s, const struct iovec *iov, int iovcnt, i
 			break;
 		}
 		if (!rx_crossed(s)) {
+			if (nsk_load32(&c->mode) == NSK_MODE_BROKEN)
+				continue; /* the peer's switch point is invalid */
 			/* TCP part of the stream: at most up to the peer's switch point. */
 			uint64_t at = 0;
 			int known = peer_switch(s, &at);
-			size_t lim = total - got;
-			if (known && at - CGET(c->rx_tcp) < lim)
-				lim = (size_t)(at - CGET(c->rx_tcp));
+			size_t lim = nsk_sp_limit(CGET(c->rx_tcp), known, at, total - got);
 			/* Build an iovec view of the remaining buffer limited to lim bytes. */
 			struct iovec view[64];
 			int nv = 0;
@@ -1111,8 +1110,13 @@ ssize_t nsk_sock_recv(struct nsk_sock *s, const struct iovec *iov, int iovcnt, i
 				break;
 			}
 			/* Bytes past a switch point published meanwhile are control bytes. */
-			if (peer_switch(s, &at) && CGET(c->rx_tcp) + (uint64_t)n > at)
-				n = (ssize_t)(at - CGET(c->rx_tcp));
+			known = peer_switch(s, &at);
+			int64_t data = nsk_sp_data(CGET(c->rx_tcp), known, at, (uint64_t)n);
+			if (data < 0) {
+				mark_broken(s, "switch point behind delivered bytes");
+				continue;
+			}
+			n = (ssize_t)data;
 			if (n > 0) {
 				struct nsk_iovcur skip = cur;
 				/* advance the cursor by n */
@@ -1376,10 +1380,14 @@ int nsk_sock_fionread(struct nsk_sock *s)
 	if (!rx_crossed(s)) {
 		if (REAL(ioctl)(s->fd, FIONREAD, &k) < 0)
 			return -errno;
-		uint64_t at;
-		if (peer_switch(s, &at) && CGET(c->rx_tcp) + (uint64_t)k > at)
-			k = (int)(at - CGET(c->rx_tcp));
-		return k;
+		uint64_t at = 0;
+		int known = peer_switch(s, &at);
+		int64_t data = nsk_sp_data(CGET(c->rx_tcp), known, at, (uint64_t)k);
+		if (data < 0) {
+			mark_broken(s, "switch point behind delivered bytes");
+			return -ECONNRESET;
+		}
+		return (int)data;
 	}
 	int64_t used = nsk_ring_used(&s->chan.rx);
 	if (used < 0)
