@@ -85,8 +85,14 @@ static void each_table(const char *dir, tab_fn fn, void *arg, int gc)
 		char path[PATH_MAX];
 		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
 		struct nsk_proctab t;
-		if (nsk_proctab_map(&t, path) < 0)
+		if (nsk_proctab_map(&t, path) < 0) {
+			/* A process killed while creating its table leaves it short or unformatted. */
+			long pid = strtol(de->d_name + 5, NULL, 10);
+			if (gc && pid > 0 && kill((pid_t)pid, 0) < 0 && errno == ESRCH &&
+			    unlink(path) == 0)
+				printf("removed unfinished table of dead process %ld\n", pid);
 			continue;
+		}
 		int alive = nsk_proc_alive((pid_t)t.hdr->pid, t.hdr->start_time) ||
 			    nsk_proctab_in_use(&t, 0) > 0;
 		if (alive)
@@ -234,6 +240,32 @@ static void ignore_table(struct nsk_proctab *t, void *arg)
 	(void)arg;
 }
 
+/* Rendezvous sockets are named rv-PID-RANDOM; a killed process leaves its own behind (the
+ * registry entry that named it may already be gone). Remove those whose process no longer
+ * exists (ESRCH; another user's live process answers EPERM and is left alone). */
+static int gc_rendezvous(const char *dir)
+{
+	DIR *dp = opendir(dir);
+	if (!dp)
+		return 0;
+	int n = 0;
+	struct dirent *de;
+	while ((de = readdir(dp))) {
+		char *end;
+		if (strncmp(de->d_name, "rv-", 3) != 0)
+			continue;
+		long pid = strtol(de->d_name + 3, &end, 10);
+		if (pid <= 0 || *end != '-' || kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+			continue;
+		char path[PATH_MAX];
+		if (snprintf(path, sizeof(path), "%s/%s", dir, de->d_name) < (int)sizeof(path) &&
+		    unlink(path) == 0)
+			n++;
+	}
+	closedir(dp);
+	return n;
+}
+
 int nsk_cli_gc(const char *dir)
 {
 	struct nsk_domain d;
@@ -254,6 +286,7 @@ int nsk_cli_gc(const char *dir)
 	printf("retired %d stale registry entries\n", n);
 	struct out o = {0};
 	each_table(d.dir, ignore_table, &o, 1);
+	printf("removed %d rendezvous sockets of dead processes\n", gc_rendezvous(d.dir));
 	nsk_domain_close(&d);
 	return 0;
 }

@@ -4,7 +4,13 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <arpa/inet.h>
 #include <linux/futex.h>
+#include <linux/inet_diag.h>
+#include <linux/netlink.h>
+#include <linux/sock_diag.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -161,4 +167,77 @@ uint64_t nsk_random64(void)
 	v *= 0xff51afd7ed558ccdull;
 	v ^= v >> 33;
 	return v;
+}
+
+/* The preload library interposes socket calls: raw system calls keep this helper out of its
+ * own wrappers. */
+static int diag_lookup(int family, const uint8_t laddr[16], uint16_t lport,
+		       const uint8_t raddr[16], uint16_t rport)
+{
+	struct {
+		struct nlmsghdr nh;
+		struct inet_diag_req_v2 r;
+	} req;
+	memset(&req, 0, sizeof(req));
+	req.nh.nlmsg_len = sizeof(req);
+	req.nh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+	req.nh.nlmsg_flags = NLM_F_REQUEST; /* exact lookup of one socket, not a dump */
+	req.r.sdiag_protocol = IPPROTO_TCP;
+	req.r.idiag_states = ~0u;
+	/* the peer's socket: its source is our destination */
+	req.r.id.idiag_sport = htons(rport);
+	req.r.id.idiag_dport = htons(lport);
+	req.r.id.idiag_cookie[0] = INET_DIAG_NOCOOKIE;
+	req.r.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
+	if (family == AF_INET) {
+		req.r.sdiag_family = AF_INET;
+		memcpy(req.r.id.idiag_src, raddr, 4);
+		memcpy(req.r.id.idiag_dst, laddr, 4);
+	} else {
+		req.r.sdiag_family = AF_INET6;
+		memcpy(req.r.id.idiag_src, raddr, 16);
+		memcpy(req.r.id.idiag_dst, laddr, 16);
+	}
+	int fd = (int)syscall(SYS_socket, AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+	if (fd < 0)
+		return -errno;
+	struct sockaddr_nl nl = {.nl_family = AF_NETLINK};
+	long r = syscall(SYS_sendto, fd, &req, sizeof(req), 0, &nl, sizeof(nl));
+	union {
+		struct nlmsghdr nh;
+		char buf[1024];
+	} u;
+	if (r >= 0)
+		r = syscall(SYS_recvfrom, fd, u.buf, sizeof(u.buf), 0, NULL, NULL);
+	int e = errno;
+	syscall(SYS_close, fd);
+	if (r < 0)
+		return -e;
+	if (r < (long)sizeof(struct nlmsghdr) || !NLMSG_OK(&u.nh, (unsigned)r))
+		return -EPROTO;
+	if (u.nh.nlmsg_type == NLMSG_ERROR) {
+		const struct nlmsgerr *err = NLMSG_DATA(&u.nh);
+		if (u.nh.nlmsg_len < NLMSG_LENGTH(sizeof(*err)))
+			return -EPROTO;
+		return err->error == -ENOENT ? 1 : (err->error ? err->error : -EPROTO);
+	}
+	if (u.nh.nlmsg_type != SOCK_DIAG_BY_FAMILY ||
+	    u.nh.nlmsg_len < NLMSG_LENGTH(sizeof(struct inet_diag_msg)))
+		return -EPROTO;
+	const struct inet_diag_msg *m = NLMSG_DATA(&u.nh);
+	/* An orphan (closed by its last holder, or its process killed) has no inode. */
+	return m->idiag_inode == 0;
+}
+
+int nsk_tcp_peer_closed(int family, const uint8_t laddr[16], uint16_t lport,
+			const uint8_t raddr[16], uint16_t rport)
+{
+	int r = diag_lookup(family, laddr, lport, raddr, rport);
+	if (r != 1 || family != AF_INET)
+		return r;
+	/* Not found as IPv4: the peer may be a dual-stack socket with v4-mapped addresses. */
+	uint8_t l6[16] = {[10] = 0xff, [11] = 0xff}, r6[16] = {[10] = 0xff, [11] = 0xff};
+	memcpy(l6 + 12, laddr, 4);
+	memcpy(r6 + 12, raddr, 4);
+	return diag_lookup(AF_INET6, l6, lport, r6, rport);
 }

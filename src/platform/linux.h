@@ -26,6 +26,15 @@ void nsk_futex_wake(uint32_t *addr, int n);
 uint64_t nsk_proc_start_time(pid_t pid);
 /* nsk_proc_alive - whether (@pid, @start) names a live process. */
 int nsk_proc_alive(pid_t pid, uint64_t start);
+/* nsk_tcp_peer_closed - whether the local socket at the other end of our TCP connection
+ * (@family AF_INET/AF_INET6; our end @laddr:@lport, its end @raddr:@rport, host order) has
+ * been closed by every process that held it: 1 if the kernel still has it only as an orphan
+ * (no owning file: killed or closed, its FIN possibly stuck behind data our full receive
+ * window does not take) or no longer has it, 0 if a process still holds it, -errno if the
+ * kernel cannot tell (no sock_diag). One netlink round trip (inet_diag exact lookup); only
+ * meaningful for a peer in our own network namespace. */
+int nsk_tcp_peer_closed(int family, const uint8_t laddr[16], uint16_t lport,
+			const uint8_t raddr[16], uint16_t rport);
 /* nsk_netns_id - inode of this process's network namespace (0 if unknown). */
 uint64_t nsk_netns_id(void);
 /* nsk_cpu_mask - CPUs 0..63 this thread may run on, as a bit mask (0 if unknown). */

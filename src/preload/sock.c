@@ -1234,8 +1234,22 @@ static int peer_gone(struct nsk_sock *s)
 	if (nsk_load32(&c->peer_gone))
 		return 1;
 	struct pollfd p = {.fd = s->fd, .events = POLLRDHUP};
-	if (REAL(poll)(&p, 1, 0) <= 0 || !(p.revents & (POLLRDHUP | POLLHUP | POLLERR)))
-		return 0;
+	if (REAL(poll)(&p, 1, 0) <= 0 || !(p.revents & (POLLRDHUP | POLLHUP | POLLERR))) {
+		/* The kernel shows nothing. A peer killed while its data waited for our receive
+		 * window (unread TCP bytes before its switch point) has its FIN stuck behind that
+		 * data, and its empty receive queue sends no reset: ask the kernel whether any
+		 * process still holds the peer's socket (at most every 50 ms). */
+		uint64_t now = nsk_now_ns();
+		if (nsk_load32(&c->rx_crossed) || !s->tuple_ok || now - s->last_diag_ns < 50000000)
+			return 0;
+		s->last_diag_ns = now;
+		if (nsk_tcp_peer_closed(c->family, c->laddr, c->lport, c->raddr, c->rport) != 1)
+			return 0;
+		nsk_log(NSK_LOG_DEBUG, "fd %d: the peer's socket is closed (its FIN waits behind "
+				       "unread data): EPIPE", s->fd);
+		nsk_store32(&c->peer_gone, 1);
+		return 1;
+	}
 	if (!(p.revents & (POLLHUP | POLLERR))) {
 		/* Half-closed or closed: the probe tells. */
 		if (REAL(send)(s->fd, &ctl_byte, 1, MSG_DONTWAIT | MSG_NOSIGNAL) == 1)
@@ -1457,6 +1471,8 @@ int nsk_sock_ready(struct nsk_sock *s, int want, int *kernel_ev, int *kernel_dec
 			}
 			if ((uint64_t)fr >= s->chan.tx.size / 4) {
 				ready |= POLLOUT;
+			} else if (!nsk_sock_space_wake_reliable(s) && peer_gone(s)) {
+				ready |= POLLOUT; /* the peer's socket is closed: the send fails (EPIPE) */
 			} else {
 				/* The peer's space wake-up arrives as a control byte on our rx side. */
 				kev |= POLLIN;

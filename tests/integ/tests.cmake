@@ -7,7 +7,7 @@
 
 set(NSK_INTEG_DIR ${CMAKE_CURRENT_SOURCE_DIR}/integ)
 
-foreach(helper nsk_many nsk_kill nsk_badin nsk_hostile)
+foreach(helper nsk_many nsk_kill nsk_badin nsk_hostile nsk_crash)
   if(NOT EXISTS ${NSK_INTEG_DIR}/${helper}.c)
     continue()
   endif()
@@ -41,3 +41,8 @@ nsk_integ_test(many_conns 60 many_conns.sh)
 nsk_integ_test(bad_input 60 bad_input.sh)
 nsk_integ_test(bad_domain 60 bad_domain.sh)
 nsk_integ_test(hostile 60 hostile.sh)
+nsk_integ_test(crash 240 crash.sh 200)
+# The long version (label stress): 1000 random kills.
+add_test(NAME stress_crash COMMAND bash ${NSK_INTEG_DIR}/crash.sh 1000)
+set_tests_properties(stress_crash PROPERTIES LABELS stress TIMEOUT 1200 SKIP_RETURN_CODE 77
+                     ENVIRONMENT "NSK_BUILD=${CMAKE_BINARY_DIR}")
