@@ -46,7 +46,10 @@ static int offer_roundtrip(const void *msg, size_t len, int fd, int nfds, struct
 	}
 	if (sendmsg(sv[0], &mh, 0) < 0)
 		abort();
-	int r = nsk_offer_recv(sv[1], o, memfd);
+	struct ucred cred;
+	int r = nsk_offer_recv_cred(sv[1], o, memfd, &cred);
+	/* no SO_PASSCRED here: the sender's credentials must read as absent */
+	FUZZ_ASSERT(r != 0 || (cred.pid == 0 && cred.uid == (uid_t)-1));
 	close(sv[0]);
 	close(sv[1]);
 	return r;

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <linux/futex.h>
 #include <linux/inet_diag.h>
 #include <linux/netlink.h>
@@ -171,8 +172,11 @@ uint64_t nsk_random64(void)
 
 /* The preload library interposes socket calls: raw system calls keep this helper out of its
  * own wrappers. */
+/* diag_lookup - the kernel's record of the TCP socket whose own end is @raddr:@rport and whose
+ * remote end is @laddr:@lport: 1 with *@uid, *@inode set (inode 0: orphan), 0 if none exists,
+ * -errno if the kernel cannot tell. */
 static int diag_lookup(int family, const uint8_t laddr[16], uint16_t lport,
-		       const uint8_t raddr[16], uint16_t rport)
+		       const uint8_t raddr[16], uint16_t rport, uint32_t *uid, uint64_t *inode)
 {
 	struct {
 		struct nlmsghdr nh;
@@ -219,25 +223,69 @@ static int diag_lookup(int family, const uint8_t laddr[16], uint16_t lport,
 		const struct nlmsgerr *err = NLMSG_DATA(&u.nh);
 		if (u.nh.nlmsg_len < NLMSG_LENGTH(sizeof(*err)))
 			return -EPROTO;
-		return err->error == -ENOENT ? 1 : (err->error ? err->error : -EPROTO);
+		return err->error == -ENOENT ? 0 : (err->error ? err->error : -EPROTO);
 	}
 	if (u.nh.nlmsg_type != SOCK_DIAG_BY_FAMILY ||
 	    u.nh.nlmsg_len < NLMSG_LENGTH(sizeof(struct inet_diag_msg)))
 		return -EPROTO;
 	const struct inet_diag_msg *m = NLMSG_DATA(&u.nh);
-	/* An orphan (closed by its last holder, or its process killed) has no inode. */
-	return m->idiag_inode == 0;
+	*uid = m->idiag_uid;
+	*inode = m->idiag_inode;
+	return 1;
+}
+
+/* Exact lookup, trying the v4-mapped form of an IPv4 pair as well (dual-stack sockets). */
+static int diag_lookup_any(int family, const uint8_t laddr[16], uint16_t lport,
+			   const uint8_t raddr[16], uint16_t rport, uint32_t *uid, uint64_t *inode)
+{
+	int r = diag_lookup(family, laddr, lport, raddr, rport, uid, inode);
+	if (r != 0 || family != AF_INET)
+		return r;
+	uint8_t l6[16] = {[10] = 0xff, [11] = 0xff}, r6[16] = {[10] = 0xff, [11] = 0xff};
+	memcpy(l6 + 12, laddr, 4);
+	memcpy(r6 + 12, raddr, 4);
+	return diag_lookup(AF_INET6, l6, lport, r6, rport, uid, inode);
+}
+
+int nsk_tcp_sock_owner(int family, const uint8_t laddr[16], uint16_t lport,
+		       const uint8_t raddr[16], uint16_t rport, uint32_t *uid, uint64_t *inode)
+{
+	int r = diag_lookup_any(family, laddr, lport, raddr, rport, uid, inode);
+	return r == 0 ? -ENOENT : r < 0 ? r : 0;
+}
+
+int nsk_proc_has_socket(pid_t pid, uint64_t inode)
+{
+	char dir[64], path[384], want[64], link[64];
+	snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)pid);
+	snprintf(want, sizeof(want), "socket:[%llu]", (unsigned long long)inode);
+	DIR *d = opendir(dir);
+	if (!d)
+		return errno == ENOENT ? 0 : -errno;
+	int found = 0;
+	struct dirent *de;
+	while (!found && (de = readdir(d))) {
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		ssize_t n = readlink(path, link, sizeof(link) - 1);
+		if (n > 0) {
+			link[n] = 0;
+			found = strcmp(link, want) == 0;
+		}
+	}
+	closedir(d);
+	return found;
 }
 
 int nsk_tcp_peer_closed(int family, const uint8_t laddr[16], uint16_t lport,
 			const uint8_t raddr[16], uint16_t rport)
 {
-	int r = diag_lookup(family, laddr, lport, raddr, rport);
-	if (r != 1 || family != AF_INET)
+	uint32_t uid;
+	uint64_t inode;
+	int r = diag_lookup_any(family, laddr, lport, raddr, rport, &uid, &inode);
+	if (r < 0)
 		return r;
-	/* Not found as IPv4: the peer may be a dual-stack socket with v4-mapped addresses. */
-	uint8_t l6[16] = {[10] = 0xff, [11] = 0xff}, r6[16] = {[10] = 0xff, [11] = 0xff};
-	memcpy(l6 + 12, laddr, 4);
-	memcpy(r6 + 12, raddr, 4);
-	return diag_lookup(AF_INET6, l6, lport, r6, rport);
+	/* Gone, or an orphan (closed by its last holder, or its process killed): no inode. */
+	return r == 0 || inode == 0;
 }

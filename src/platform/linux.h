@@ -35,6 +35,16 @@ int nsk_proc_alive(pid_t pid, uint64_t start);
  * meaningful for a peer in our own network namespace. */
 int nsk_tcp_peer_closed(int family, const uint8_t laddr[16], uint16_t lport,
 			const uint8_t raddr[16], uint16_t rport);
+/* nsk_tcp_sock_owner - owner uid and socket inode of the TCP socket whose own end is
+ * @raddr:@rport and whose remote end is @laddr:@lport (e.g. the peer's end of our connection),
+ * from the kernel (sock_diag; works for other users' sockets, unprivileged). 0, -ENOENT if
+ * no such socket exists, or -errno. The inode is 0 for a socket no process holds (orphan,
+ * or not yet accepted). */
+int nsk_tcp_sock_owner(int family, const uint8_t laddr[16], uint16_t lport,
+		       const uint8_t raddr[16], uint16_t rport, uint32_t *uid, uint64_t *inode);
+/* nsk_proc_has_socket - whether process @pid holds socket inode @inode (/proc/PID/fd):
+ * 1 yes, 0 no (or no such process), -EACCES when we may not look (another user's process). */
+int nsk_proc_has_socket(pid_t pid, uint64_t inode);
 /* nsk_netns_id - inode of this process's network namespace (0 if unknown). */
 uint64_t nsk_netns_id(void);
 /* nsk_cpu_mask - CPUs 0..63 this thread may run on, as a bit mask (0 if unknown). */

@@ -23,6 +23,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -32,6 +33,7 @@
 #include "platform/linux.h"
 #include "preload/fdtab.h"
 #include "preload/real.h"
+#include "preload/verify.h"
 
 struct nsk_global nsk_g = {
 	.lock = PTHREAD_MUTEX_INITIALIZER,
@@ -392,9 +394,15 @@ static int rendezvous_open_locked(void)
 	if (fd < 0)
 		return -errno;
 	unlink(sun.sun_path);
-	if (REAL(bind)(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+	/* The kernel attaches each sender's credentials (checked in shared domains). */
+	int one = 1;
+	if (REAL(bind)(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 ||
+	    REAL(setsockopt)(fd, SOL_SOCKET, SO_PASSCRED, &one, sizeof(one)) < 0 ||
+	    (nsk_g.dom.shared && chmod(sun.sun_path, 0660) < 0)) {
+		/* shared domain: members of the domain's group may send offers */
 		r = -errno;
 		REAL(close)(fd);
+		unlink(sun.sun_path);
 		return r;
 	}
 	nsk_g.rv_fd = fd;
@@ -458,6 +466,7 @@ struct pending {
 	struct nsk_offer o;
 	int memfd;
 	uint64_t t;
+	struct ucred cred; /* the sender, as the kernel vouches for it */
 };
 static struct pending pend[PENDING_MAX];
 static int npend;
@@ -482,8 +491,9 @@ static void drain_offers_locked(void)
 		return;
 	for (;;) {
 		struct nsk_offer o;
+		struct ucred cred;
 		int memfd;
-		int r = nsk_offer_recv(nsk_g.rv_fd, &o, &memfd);
+		int r = nsk_offer_recv_cred(nsk_g.rv_fd, &o, &memfd, &cred);
 		if (r == -EAGAIN)
 			break;
 		if (r < 0) {
@@ -500,14 +510,16 @@ static void drain_offers_locked(void)
 			pcount(NSK_PC_OFFERS_EXPIRED);
 		}
 		pend[npend].o = o;
+		pend[npend].cred = cred;
 		pend[npend].memfd = memfd;
 		pend[npend].t = now;
 		npend++;
 	}
 }
 
-/* Find and remove the offer for @s's 4-tuple. Caller holds nsk_g.lock. */
-static int take_offer_locked(struct nsk_sock *s, struct nsk_offer *o)
+/* Find and remove the offer for @s's 4-tuple (its sender's credentials into @cred if not
+ * NULL). Caller holds nsk_g.lock. */
+static int take_offer_locked(struct nsk_sock *s, struct nsk_offer *o, struct ucred *cred)
 {
 	struct nsk_conn *c = s->conn;
 	for (int i = 0; i < npend; i++) {
@@ -515,6 +527,8 @@ static int take_offer_locked(struct nsk_sock *s, struct nsk_offer *o)
 		if (p->family == c->family && p->cport == c->rport && p->sport == c->lport &&
 		    !memcmp(p->caddr, c->raddr, 16) && !memcmp(p->saddr, c->laddr, 16)) {
 			*o = *p;
+			if (cred)
+				*cred = pend[i].cred;
 			int fd = pend[i].memfd;
 			pend[i] = pend[--npend];
 			return fd;
@@ -606,10 +620,24 @@ static void try_claim(struct nsk_sock *s)
 		return;
 	s->seen_seq = seq;
 	struct nsk_offer o;
+	struct ucred cred;
+	int memfd;
 	pthread_mutex_lock(&nsk_g.lock);
 	drain_offers_locked();
 	drained_seq[s->reg_slot] = seq;
-	int memfd = npend && (s->tuple_ok || fill_tuple(s) == 0) ? take_offer_locked(s, &o) : -1;
+	for (;;) {
+		memfd = npend && (s->tuple_ok || fill_tuple(s) == 0) ? take_offer_locked(s, &o, &cred)
+								      : -1;
+		const char *why;
+		if (memfd < 0 || !nsk_g.dom.shared || nsk_verify_offerer(c, &o, &cred, &why) == 0)
+			break;
+		/* Not from the owner of the client end: discarded. The genuine client's offer may
+		 * be pending too, or still come: the connection stays a TCP candidate. */
+		REAL(close)(memfd);
+		pcount(NSK_PC_UNPROVEN);
+		nsk_log(NSK_LOG_WARN, "fd %d: offer from pid %d uid %d refused (%s)", s->fd,
+			(int)cred.pid, (int)cred.uid, why);
+	}
 	pthread_mutex_unlock(&nsk_g.lock);
 	if (memfd < 0)
 		return;
@@ -742,6 +770,20 @@ static void offer(struct nsk_sock *s)
 {
 	struct nsk_conn *c = s->conn;
 	s->candidate = 0;
+	if (nsk_g.dom.shared) {
+		/* Anyone in the domain can write the registry: prove the entry's process owns the
+		 * listener before handing it our memory. */
+		struct nsk_reg_entry e;
+		const char *why = "registry entry gone";
+		if (!nsk_registry_read(&nsk_g.dom.reg, s->reg_slot, &e) ||
+		    nsk_verify_listener(c, &e, s->offer_path, &why) < 0) {
+			pcount(NSK_PC_UNPROVEN);
+			nsk_log(NSK_LOG_WARN, "fd %d: listener %s not proven (%s): TCP", s->fd,
+				s->offer_path, why);
+			nsk_store32(&c->mode, NSK_MODE_PLAIN);
+			return;
+		}
+	}
 	int memfd = nsk_chan_create(&s->chan, nsk_g.ring_size);
 	if (memfd >= 0)
 		chan_publish(s);
@@ -1523,7 +1565,8 @@ void nsk_sock_before_close(struct nsk_sock *s)
 		drain_offers_locked();
 		struct nsk_offer o;
 		int fd;
-		while (npend && (s->tuple_ok || fill_tuple(s) == 0) && (fd = take_offer_locked(s, &o)) >= 0)
+		while (npend && (s->tuple_ok || fill_tuple(s) == 0) &&
+		       (fd = take_offer_locked(s, &o, NULL)) >= 0)
 			REAL(close)(fd);
 		pthread_mutex_unlock(&nsk_g.lock);
 	}

@@ -16,6 +16,16 @@ foreach(helper nsk_many nsk_kill nsk_badin nsk_hostile nsk_crash)
   target_link_libraries(${helper} PRIVATE pthread dl)
 endforeach()
 
+# Helpers that play a domain member directly through nsk_core (an attacker, a prober).
+foreach(helper nsk_forge nsk_exhaust)
+  if(NOT EXISTS ${NSK_INTEG_DIR}/${helper}.c)
+    continue()
+  endif()
+  add_executable(${helper} ${NSK_INTEG_DIR}/${helper}.c)
+  target_include_directories(${helper} PRIVATE ${CMAKE_SOURCE_DIR}/include ${CMAKE_SOURCE_DIR}/src)
+  target_link_libraries(${helper} PRIVATE nsk_core pthread dl)
+endforeach()
+
 # nsk_integ_test(NAME TIMEOUT SCRIPT [ARGS...])
 function(nsk_integ_test name timeout script)
   add_test(NAME integ_${name} COMMAND bash ${NSK_INTEG_DIR}/${script} ${ARGN})
@@ -46,3 +56,4 @@ nsk_integ_test(crash 240 crash.sh 200)
 add_test(NAME stress_crash COMMAND bash ${NSK_INTEG_DIR}/crash.sh 1000)
 set_tests_properties(stress_crash PROPERTIES LABELS stress TIMEOUT 1200 SKIP_RETURN_CODE 77
                      ENVIRONMENT "NSK_BUILD=${CMAKE_BINARY_DIR}")
+nsk_integ_test(shared_domain 90 shared_domain.sh)
