@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "core/atomics.h"
+#include "core/budget.h"
 #include "core/domain.h"
 #include "core/registry.h"
 #include "platform/linux.h"
@@ -168,12 +169,17 @@ static void print_counters(struct nsk_proctab *t, void *arg)
 		printf("%s\n    {\"pid\": %u, \"offers_sent\": %llu, \"offers_failed\": %llu, "
 		       "\"claims\": %llu, \"offers_expired\": %llu, \"fallbacks\": %llu, "
 		       "\"broken\": %llu, \"shm_tx_bytes\": %llu, \"shm_rx_bytes\": %llu, "
-		       "\"tcp_tx_bytes\": %llu, \"tcp_rx_bytes\": %llu}",
+		       "\"tcp_tx_bytes\": %llu, \"tcp_rx_bytes\": %llu, \"unproven\": %llu, "
+		       "\"fallback_fd\": %llu, \"fallback_mem\": %llu, \"fallback_budget\": %llu, "
+		       "\"fallback_registry\": %llu, \"mem_charged\": %llu}",
 		       o->first ? "" : ",", t->hdr->pid, (unsigned long long)k[NSK_PC_OFFERS_SENT],
 		       (unsigned long long)k[NSK_PC_OFFERS_FAILED], (unsigned long long)k[NSK_PC_CLAIMS],
 		       (unsigned long long)k[NSK_PC_OFFERS_EXPIRED],
 		       (unsigned long long)k[NSK_PC_FALLBACKS], (unsigned long long)k[NSK_PC_BROKEN],
-		       stx, srx, ttx, trx);
+		       stx, srx, ttx, trx, (unsigned long long)k[NSK_PC_UNPROVEN],
+		       (unsigned long long)k[NSK_PC_FB_FD], (unsigned long long)k[NSK_PC_FB_MEM],
+		       (unsigned long long)k[NSK_PC_FB_BUDGET], (unsigned long long)k[NSK_PC_FB_REGISTRY],
+		       (unsigned long long)nsk_load64(&t->hdr->mem_charged));
 	else
 		printf("%-7u %8llu %8llu %8llu %8llu %9llu %8llu %14llu %14llu %12llu %12llu\n",
 		       t->hdr->pid, (unsigned long long)k[NSK_PC_OFFERS_SENT],
@@ -191,7 +197,9 @@ int nsk_cli_status(const char *dir, int json)
 		return 1;
 	struct out o = {.json = json, .first = 1};
 	if (json)
-		printf("{\n  \"domain\": \"%s\",\n  \"listeners\": [", d.dir);
+		printf("{\n  \"domain\": \"%s\",\n  \"shared\": %d,\n  \"mem_used\": %llu,\n"
+		       "  \"listeners\": [",
+		       d.dir, d.shared, (unsigned long long)nsk_load64(&d.reg.hdr->mem_used));
 	else
 		printf("domain %s\n\nlisteners\n%-7s %-28s %10s %10s\n", d.dir, "pid", "address",
 		       "accepted", "upgraded");
@@ -284,6 +292,8 @@ int nsk_cli_gc(const char *dir)
 		}
 	}
 	printf("retired %d stale registry entries\n", n);
+	printf("returned %llu bytes of dead processes' memory-budget shares\n",
+	       (unsigned long long)nsk_budget_reclaim(&d));
 	struct out o = {0};
 	each_table(d.dir, ignore_table, &o, 1);
 	printf("removed %d rendezvous sockets of dead processes\n", gc_rendezvous(d.dir));

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "core/atomics.h"
+#include "core/budget.h"
 #include "platform/linux.h"
 
 void nsk_domain_default_dir(char *buf, size_t len)
@@ -163,7 +164,10 @@ int nsk_proctab_create(struct nsk_proctab *t, const struct nsk_domain *d)
 	if (snprintf(t->path, sizeof(t->path), "%s/proc-%d", d->dir, (int)getpid()) >=
 	    (int)sizeof(t->path))
 		return -ENAMETOOLONG;
-	unlink(t->path); /* a previous process with our pid died without cleaning up */
+	/* A previous process with our pid died without cleaning up: give its memory-budget share
+	 * back before its table goes. */
+	nsk_budget_reclaim_table(d, t->path);
+	unlink(t->path);
 	int fd = open(t->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return -errno;

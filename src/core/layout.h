@@ -136,7 +136,8 @@ struct nsk_reg_hdr {
 	uint32_t version;
 	uint32_t nslots;
 	uint32_t entry_size;
-	uint8_t pad[48];
+	uint64_t mem_used; /* channel bytes charged against the domain's memory budget (budget.c) */
+	uint8_t pad[40];
 };
 _Static_assert(sizeof(struct nsk_reg_hdr) == NSK_CACHELINE, "registry header size");
 #define NSK_REG_FILE_SIZE (sizeof(struct nsk_reg_hdr) + NSK_REG_SLOTS * sizeof(struct nsk_reg_entry))
@@ -197,7 +198,8 @@ struct nsk_proc_hdr {
 	uint64_t high;   /* slots [0, high) have been handed out at least once */
 	uint64_t backed; /* bytes [0, backed) of the file have backing store (page multiple) */
 	uint64_t counters[16]; /* enum nsk_pcounter */
-	uint8_t pad[80];
+	uint64_t mem_charged; /* this process's share of the registry's mem_used (budget.c) */
+	uint8_t pad[72];
 };
 _Static_assert(sizeof(struct nsk_proc_hdr) == 256, "proc header size");
 

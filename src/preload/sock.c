@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "core/atomics.h"
+#include "core/budget.h"
 #include "core/switchpt.h"
 #include "platform/linux.h"
 #include "preload/fdtab.h"
@@ -77,6 +78,8 @@ static uint64_t env_u64(const char *name, uint64_t def)
 		x <<= 10;
 	else if (*end == 'm' || *end == 'M')
 		x <<= 20;
+	else if (*end == 'g' || *end == 'G')
+		x <<= 30;
 	return x;
 }
 
@@ -103,6 +106,7 @@ void nsk_global_init(void)
 	nsk_g.ring_size = rs;
 	nsk_g.spin_ns = env_u64("NEARSOCK_SPIN_US", 50) * 1000;
 	nsk_g.offer_timeout_ns = env_u64("NEARSOCK_OFFER_TIMEOUT_MS", 10000) * 1000000ull;
+	nsk_g.mem_budget = env_u64("NEARSOCK_MEM_BUDGET", 0);
 	v = getenv("NEARSOCK_UPGRADE");
 	nsk_g.eager = v && !strcmp(v, "eager");
 	nsk_g.pid = getpid();
@@ -143,6 +147,19 @@ static void pcount(int which)
 {
 	if (nsk_g.tab.hdr)
 		nsk_add64(&nsk_g.tab.hdr->counters[which], 1);
+}
+
+/* A resource ran out: the connection (or listener) stays on TCP. Counted in total and by
+ * cause (-errno @err, or -EDQUOT for the domain budget). */
+static void pcount_fallback(int err)
+{
+	pcount(NSK_PC_FALLBACKS);
+	if (err == -EMFILE || err == -ENFILE)
+		pcount(NSK_PC_FB_FD);
+	else if (err == -ENOMEM || err == -ENOSPC)
+		pcount(NSK_PC_FB_MEM);
+	else if (err == -EDQUOT)
+		pcount(NSK_PC_FB_BUDGET);
 }
 
 /* The channel mapping is set up by one thread while others may be in the data path:
@@ -262,6 +279,10 @@ static void finalize(struct nsk_sock *s)
 	nsk_add64(&k[NSK_PC_CLOSED_TCP_TX], CGET(c->tx_tcp));
 	nsk_add64(&k[NSK_PC_CLOSED_TCP_RX], CGET(c->rx_tcp));
 	nsk_chan_unmap(&s->chan);
+	if (s->charged) {
+		nsk_budget_uncharge(&nsk_g.dom, &nsk_g.tab, s->charged);
+		s->charged = 0;
+	}
 	if (s->offer_memfd >= 0) {
 		REAL(close)(s->offer_memfd);
 		s->offer_memfd = -1;
@@ -432,7 +453,7 @@ void nsk_sock_listen(struct nsk_sock *s)
 	int r = rendezvous_open_locked();
 	pthread_mutex_unlock(&nsk_g.lock);
 	if (r < 0) {
-		pcount(NSK_PC_FALLBACKS);
+		pcount_fallback(r);
 		nsk_log(NSK_LOG_WARN, "listener fd %d: no rendezvous socket (%s)", s->fd,
 			strerror(-r));
 		return;
@@ -440,7 +461,9 @@ void nsk_sock_listen(struct nsk_sock *s)
 	r = nsk_registry_insert(&nsk_g.dom.reg, &k, getpid(), nsk_g.start_time, nsk_g.rv_name);
 	if (r < 0) {
 		pcount(NSK_PC_FALLBACKS);
-		nsk_log(NSK_LOG_WARN, "listener fd %d port %u: registry full", s->fd, k.port);
+		pcount(NSK_PC_FB_REGISTRY);
+		nsk_log(NSK_LOG_WARN, "listener fd %d port %u: registry full: connections to it stay "
+				      "on TCP", s->fd, k.port);
 		return;
 	}
 	s->reg_slot = r;
@@ -646,7 +669,10 @@ static void try_claim(struct nsk_sock *s)
 	if (r == 0)
 		chan_publish(s);
 	if (r < 0) {
-		pcount(r == -EPROTO ? NSK_PC_BROKEN : NSK_PC_FALLBACKS);
+		if (r == -EPROTO)
+			pcount(NSK_PC_BROKEN);
+		else
+			pcount_fallback(r);
 		nsk_log(NSK_LOG_WARN, "fd %d: offer rejected (%s): staying on TCP", s->fd,
 			strerror(-r));
 		nsk_store32(&c->mode, NSK_MODE_PLAIN);
@@ -784,12 +810,23 @@ static void offer(struct nsk_sock *s)
 			return;
 		}
 	}
-	int memfd = nsk_chan_create(&s->chan, nsk_g.ring_size);
+	uint64_t seg = NSK_CHAN_DATA_OFF + 2 * nsk_g.ring_size;
+	int memfd = nsk_g.mem_budget ? nsk_budget_charge(&nsk_g.dom, &nsk_g.tab, seg, nsk_g.mem_budget)
+				     : 0;
+	if (memfd == 0) {
+		s->charged = nsk_g.mem_budget ? seg : 0;
+		memfd = nsk_chan_create(&s->chan, nsk_g.ring_size);
+	}
 	if (memfd >= 0)
 		chan_publish(s);
 	if (memfd < 0) {
-		pcount(NSK_PC_FALLBACKS);
-		nsk_log(NSK_LOG_INFO, "fd %d: no channel (%s): TCP", s->fd, strerror(-memfd));
+		if (s->charged) {
+			nsk_budget_uncharge(&nsk_g.dom, &nsk_g.tab, s->charged);
+			s->charged = 0;
+		}
+		pcount_fallback(memfd);
+		nsk_log(NSK_LOG_INFO, "fd %d: no channel (%s): TCP", s->fd,
+			memfd == -EDQUOT ? "domain memory budget reached" : strerror(-memfd));
 		nsk_store32(&c->mode, NSK_MODE_PLAIN);
 		return;
 	}

@@ -57,3 +57,4 @@ add_test(NAME stress_crash COMMAND bash ${NSK_INTEG_DIR}/crash.sh 1000)
 set_tests_properties(stress_crash PROPERTIES LABELS stress TIMEOUT 1200 SKIP_RETURN_CODE 77
                      ENVIRONMENT "NSK_BUILD=${CMAKE_BINARY_DIR}")
 nsk_integ_test(shared_domain 90 shared_domain.sh)
+nsk_integ_test(exhaust 90 exhaust.sh)
