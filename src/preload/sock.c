@@ -1338,7 +1338,7 @@ static int peer_gone(struct nsk_sock *s)
 	}
 	/* Our probes may have left an error on the kernel socket: the application gets its own
 	 * EPIPE from us, so its SO_ERROR must read as after a plain TCP send. */
-	int err;
+	int err = 0;
 	socklen_t el = sizeof(err);
 	REAL(getsockopt)(s->fd, SOL_SOCKET, SO_ERROR, &err, &el);
 	nsk_store32(&c->peer_gone, 1);
