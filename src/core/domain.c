@@ -102,6 +102,9 @@ int nsk_domain_open(struct nsk_domain *d, const char *dir, int create)
 	}
 	if (st.st_size == 0 && create) {
 		/* Allocate the pages now: a full /dev/shm must fail here, not SIGBUS later. */
+		r = nsk_fsize_ok(NSK_REG_FILE_SIZE);
+		if (r < 0)
+			goto out;
 		r = posix_fallocate(fd, 0, NSK_REG_FILE_SIZE);
 		if (r) {
 			r = -r;
@@ -168,10 +171,12 @@ int nsk_proctab_create(struct nsk_proctab *t, const struct nsk_domain *d)
 	 * back before its table goes. */
 	nsk_budget_reclaim_table(d, t->path);
 	unlink(t->path);
+	int r = nsk_fsize_ok(NSK_PROC_FILE_SIZE);
+	if (r < 0)
+		return r;
 	int fd = open(t->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return -errno;
-	int r = 0;
 	if (ftruncate(fd, (off_t)NSK_PROC_FILE_SIZE) < 0 ||
 	    (r = posix_fallocate(fd, 0, 4096)) != 0) {
 		r = r ? -r : -errno;

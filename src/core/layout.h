@@ -218,7 +218,7 @@ enum nsk_pcounter {
 	NSK_PC_UNPROVEN,    /* shared domain: the peer's identity could not be proven: stayed TCP */
 	/* fallbacks by cause (each also counted in NSK_PC_FALLBACKS) */
 	NSK_PC_FB_FD,       /* EMFILE / ENFILE creating a channel or rendezvous socket */
-	NSK_PC_FB_MEM,      /* ENOMEM / ENOSPC: memfd, its backing store, or mmap */
+	NSK_PC_FB_MEM,      /* ENOMEM / ENOSPC / EFBIG: memfd, its backing store, or mmap */
 	NSK_PC_FB_BUDGET,   /* the domain's memory budget (NEARSOCK_MEM_BUDGET) was reached */
 	NSK_PC_FB_REGISTRY, /* the registry was full: a listener was not registered */
 	NSK_PC_NR

@@ -19,13 +19,25 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
+int nsk_fsize_ok(uint64_t size)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_FSIZE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && size > rl.rlim_cur)
+		return -EFBIG;
+	return 0;
+}
+
 int nsk_memfd_create(const char *name, uint64_t size)
 {
+	int r = nsk_fsize_ok(size);
+	if (r < 0)
+		return r;
 	int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	if (fd < 0)
 		return -errno;

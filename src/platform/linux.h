@@ -9,6 +9,10 @@
 
 /* nsk_memfd_sealed - a sealable anonymous file of @size bytes. Returns fd or -errno. */
 int nsk_memfd_create(const char *name, uint64_t size);
+/* nsk_fsize_ok - 0 if a file may be made @size bytes long under RLIMIT_FSIZE, else -EFBIG.
+ * The kernel applies that limit to memfds and tmpfs files too, with SIGXFSZ (which kills a
+ * program that does not expect it): check before sizing any file. */
+int nsk_fsize_ok(uint64_t size);
 /* nsk_memfd_seal - forbid shrinking/growing @fd (the peer must not SIGBUS us). 0 or -errno. */
 int nsk_memfd_seal(int fd);
 /* nsk_memfd_check_sealed - 0 if @fd cannot shrink and is at least @size bytes, else -EPERM/-EINVAL. */

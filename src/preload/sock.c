@@ -156,7 +156,7 @@ static void pcount_fallback(int err)
 	pcount(NSK_PC_FALLBACKS);
 	if (err == -EMFILE || err == -ENFILE)
 		pcount(NSK_PC_FB_FD);
-	else if (err == -ENOMEM || err == -ENOSPC)
+	else if (err == -ENOMEM || err == -ENOSPC || err == -EFBIG)
 		pcount(NSK_PC_FB_MEM);
 	else if (err == -EDQUOT)
 		pcount(NSK_PC_FB_BUDGET);
@@ -1319,9 +1319,11 @@ static int peer_gone(struct nsk_sock *s)
 		 * data, and its empty receive queue sends no reset: ask the kernel whether any
 		 * process still holds the peer's socket (at most every 50 ms). */
 		uint64_t now = nsk_now_ns();
-		if (nsk_load32(&c->rx_crossed) || !s->tuple_ok || now - s->last_diag_ns < 50000000)
+		/* last_diag_ns: a poller and a sender may both get here (relaxed: a rate limit) */
+		if (nsk_load32(&c->rx_crossed) || !s->tuple_ok ||
+		    now - __atomic_load_n(&s->last_diag_ns, __ATOMIC_RELAXED) < 50000000)
 			return 0;
-		s->last_diag_ns = now;
+		__atomic_store_n(&s->last_diag_ns, now, __ATOMIC_RELAXED);
 		if (nsk_tcp_peer_closed(c->family, c->laddr, c->lport, c->raddr, c->rport) != 1)
 			return 0;
 		nsk_log(NSK_LOG_DEBUG, "fd %d: the peer's socket is closed (its FIN waits behind "

@@ -5,6 +5,8 @@
 # (descriptors, channel mappings), and the cause is counted (nearsock status --json / the
 # process's connection table):
 #   fd        no descriptor left for the channel's memfd (RLIMIT_NOFILE)       -> fallback_fd
+#   fsize     RLIMIT_FSIZE below the segment's size (the kernel would raise SIGXFSZ
+#             on the memfd)                                                   -> fallback_mem
 #   mem       no address space for the segment's mapping (RLIMIT_AS; not under
 #             sanitizers, which reserve terabytes of shadow)                  -> fallback_mem
 #   registry  the domain's registry is full: the listener cannot register     -> fallback_registry
@@ -65,6 +67,15 @@ client fd "$D" fd
 [ "$(jget spare_fds "$R")" -gt 0 ] || fail "fd: the test did not use up the descriptors"
 [ "$(jget fb_fd "$R")" -ge 1 ] && [ "$(jget fallbacks "$R")" -ge 1 ] || fail "fd: fallback not counted: $R"
 no_leak fd
+wait_pid "$SRV" 10
+
+# 1b. RLIMIT_FSIZE below the segment: the kernel would kill the program with SIGXFSZ.
+D=$(new_domain)
+server fsize "$D" 1 || fail "fsize: server did not start"
+client fsize "$D" fsize
+[ "$(jget ok "$R")" = 1 ] || fail "fsize: echo not exact (killed by SIGXFSZ?): $R $(head -3 "$T/fsize.err")"
+[ "$(jget mode "$R")" = 3 ] && [ "$(jget fb_mem "$R")" -ge 1 ] || fail "fsize: fallback not counted: $R"
+no_leak fsize
 wait_pid "$SRV" 10
 
 # 2. ENOMEM mapping the segment.

@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /* nsk_exhaust — integration helper for resource exhaustion (tests/integ/exhaust.sh).
  *
- *   nsk_exhaust client PORT fd|mem|plain|hold [HOLDFILE]   (preloaded, NEARSOCK_DIR set)
+ *   nsk_exhaust client PORT fd|fsize|mem|plain|hold [HOLDFILE]   (preloaded, NEARSOCK_DIR set)
  *       connect to 127.0.0.1:PORT and do one 64 KiB echo round on TCP; then
  *         fd     use up every descriptor (RLIMIT_NOFILE lowered to just above what is open,
  *                the rest filled with dups): the channel cannot be created (EMFILE);
+ *         fsize  lower RLIMIT_FSIZE to 64 KiB: sizing the segment's memfd would raise SIGXFSZ;
  *         mem    lower RLIMIT_AS to 4 MiB above the current address-space size: the segment
  *                (NEARSOCK_RING_SIZE large) cannot be mapped (ENOMEM);
  *         plain  nothing;
@@ -109,6 +110,10 @@ static int client(int port, const char *what, const char *hold)
 		int d;
 		while (nspare < 4096 && (d = dup(0)) >= 0)
 			spare[nspare++] = d;
+	} else if (!strcmp(what, "fsize")) {
+		/* like `ulimit -f 64`: sizing the 1 MiB memfd would raise SIGXFSZ */
+		struct rlimit rl = {64 * 1024, RLIM_INFINITY};
+		setrlimit(RLIMIT_FSIZE, &rl);
 	} else if (!strcmp(what, "mem")) {
 		long kb = 0;
 		vm_size_kb(&kb);
@@ -191,6 +196,6 @@ int main(int argc, char **argv)
 		return client(atoi(argv[2]), argv[3], argc >= 5 ? argv[4] : NULL);
 	if (argc == 4 && !strcmp(argv[1], "fill"))
 		return fill(argv[2], atoi(argv[3]));
-	fprintf(stderr, "usage: nsk_exhaust client PORT fd|mem|plain|hold [HOLDFILE] | fill DIR SECS\n");
+	fprintf(stderr, "usage: nsk_exhaust client PORT fd|fsize|mem|plain|hold [HOLDFILE] | fill DIR SECS\n");
 	return 2;
 }
