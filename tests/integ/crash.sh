@@ -14,7 +14,7 @@
 
 CRASH=$B/nsk_crash
 [ -x "$CRASH" ] || skip "$CRASH not built"
-KILLS=${1:-200}
+KILLS=${NSK_CRASH_KILLS:-${1:-200}} # NSK_CRASH_KILLS overrides (the TSan stage runs fewer)
 D=$(new_domain)
 
 t0=$(now_ms)

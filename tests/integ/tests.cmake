@@ -27,7 +27,11 @@ foreach(helper nsk_forge nsk_exhaust)
 endforeach()
 
 # nsk_integ_test(NAME TIMEOUT SCRIPT [ARGS...])
+# Sanitizer builds run several times slower: their time limits are three times as long.
 function(nsk_integ_test name timeout script)
+  if(NSK_SANITIZE)
+    math(EXPR timeout "${timeout} * 3")
+  endif()
   add_test(NAME integ_${name} COMMAND bash ${NSK_INTEG_DIR}/${script} ${ARGN})
   set_tests_properties(integ_${name} PROPERTIES
     LABELS integ
