@@ -40,10 +40,20 @@ int nsk_budget_charge(struct nsk_domain *d, struct nsk_proctab *t, uint64_t byte
 	return r;
 }
 
+/* Subtract @bytes from *@p, never below zero (a share reclaimed from a process thought dead
+ * while a forked child still used its table must not wrap the sum around). */
+static void sub_clamped(uint64_t *p, uint64_t bytes)
+{
+	uint64_t cur = nsk_load64(p);
+	while (!atomic_compare_exchange_weak_explicit(NSK_A64(p), &cur, cur > bytes ? cur - bytes : 0,
+						      memory_order_relaxed, memory_order_relaxed))
+		;
+}
+
 void nsk_budget_uncharge(struct nsk_domain *d, struct nsk_proctab *t, uint64_t bytes)
 {
-	atomic_fetch_sub_explicit(NSK_A64(&t->hdr->mem_charged), bytes, memory_order_relaxed);
-	atomic_fetch_sub_explicit(NSK_A64(domain_used(d)), bytes, memory_order_relaxed);
+	sub_clamped(&t->hdr->mem_charged, bytes);
+	sub_clamped(domain_used(d), bytes);
 }
 
 uint64_t nsk_budget_reclaim_table(const struct nsk_domain *d, const char *path)
@@ -63,7 +73,7 @@ uint64_t nsk_budget_reclaim_table(const struct nsk_domain *d, const char *path)
 		/* The exchange makes each share reclaimed once, however many reclaim at once. */
 		got = atomic_exchange_explicit(NSK_A64(&h->mem_charged), 0, memory_order_relaxed);
 		if (got)
-			atomic_fetch_sub_explicit(NSK_A64(domain_used(d)), got, memory_order_relaxed);
+			sub_clamped(domain_used(d), got);
 	}
 	munmap(p, sizeof(struct nsk_proc_hdr));
 	return got;

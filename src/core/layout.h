@@ -184,7 +184,9 @@ struct nsk_conn {
 	uint64_t created_ns;
 	uint32_t tx_switched; /* our switch point is published: we send through the ring */
 	uint32_t peer_gone;   /* the peer's socket is closed for good: sends fail with EPIPE */
-	uint8_t pad2[72];
+	uint64_t charged;     /* client: segment bytes charged to the domain budget (budget.c);
+			       * here, not per process, so that forked copies give it back once */
+	uint8_t pad2[64];
 };
 _Static_assert(sizeof(struct nsk_conn) == 256, "connection slot size");
 

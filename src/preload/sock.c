@@ -279,10 +279,10 @@ static void finalize(struct nsk_sock *s)
 	nsk_add64(&k[NSK_PC_CLOSED_TCP_TX], CGET(c->tx_tcp));
 	nsk_add64(&k[NSK_PC_CLOSED_TCP_RX], CGET(c->rx_tcp));
 	nsk_chan_unmap(&s->chan);
-	if (s->charged) {
-		nsk_budget_uncharge(&nsk_g.dom, &nsk_g.tab, s->charged);
-		s->charged = 0;
-	}
+	/* Exchange: a forked copy of this socket finalizing too gives the share back once. */
+	uint64_t charged = atomic_exchange_explicit(NSK_A64(&c->charged), 0, memory_order_relaxed);
+	if (charged)
+		nsk_budget_uncharge(&nsk_g.dom, &nsk_g.tab, charged);
 	if (s->offer_memfd >= 0) {
 		REAL(close)(s->offer_memfd);
 		s->offer_memfd = -1;
@@ -417,10 +417,10 @@ static int rendezvous_open_locked(void)
 	unlink(sun.sun_path);
 	/* The kernel attaches each sender's credentials (checked in shared domains). */
 	int one = 1;
+	/* In a shared domain the members (the domain's group) may send offers: 0660. */
 	if (REAL(bind)(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 ||
 	    REAL(setsockopt)(fd, SOL_SOCKET, SO_PASSCRED, &one, sizeof(one)) < 0 ||
 	    (nsk_g.dom.shared && chmod(sun.sun_path, 0660) < 0)) {
-		/* shared domain: members of the domain's group may send offers */
 		r = -errno;
 		REAL(close)(fd);
 		unlink(sun.sun_path);
@@ -814,16 +814,16 @@ static void offer(struct nsk_sock *s)
 	int memfd = nsk_g.mem_budget ? nsk_budget_charge(&nsk_g.dom, &nsk_g.tab, seg, nsk_g.mem_budget)
 				     : 0;
 	if (memfd == 0) {
-		s->charged = nsk_g.mem_budget ? seg : 0;
+		nsk_store64(&c->charged, nsk_g.mem_budget ? seg : 0);
 		memfd = nsk_chan_create(&s->chan, nsk_g.ring_size);
 	}
 	if (memfd >= 0)
 		chan_publish(s);
 	if (memfd < 0) {
-		if (s->charged) {
-			nsk_budget_uncharge(&nsk_g.dom, &nsk_g.tab, s->charged);
-			s->charged = 0;
-		}
+		uint64_t charged = atomic_exchange_explicit(NSK_A64(&c->charged), 0,
+							    memory_order_relaxed);
+		if (charged)
+			nsk_budget_uncharge(&nsk_g.dom, &nsk_g.tab, charged);
 		pcount_fallback(memfd);
 		nsk_log(NSK_LOG_INFO, "fd %d: no channel (%s): TCP", s->fd,
 			memfd == -EDQUOT ? "domain memory budget reached" : strerror(-memfd));

@@ -66,7 +66,6 @@ struct nsk_sock {
 	uint64_t spin_ns;      /* spin budget before sleeping (0 on a single allowed CPU) */
 	uint64_t last_drain_ns; /* non-blocking readers: last look at the kernel socket */
 	uint64_t last_diag_ns;  /* last sock_diag look at the peer's socket (peer_gone) */
-	uint64_t charged;       /* client: bytes of our segment charged to the domain budget */
 	int connecting;        /* client: non-blocking connect in progress */
 	int candidate;         /* client: a local listener exists; offer when worth it */
 	int tuple_ok;          /* conn->laddr/raddr are filled in */
