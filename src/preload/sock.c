@@ -397,6 +397,20 @@ static int fill_tuple(struct nsk_sock *s)
 	return 0;
 }
 
+/* Accepted sockets: our own address only (the peer's was recorded from accept()); unlike
+ * getpeername it still works once the connection was reset. */
+static int fill_local(struct nsk_sock *s)
+{
+	struct sockaddr_storage la;
+	socklen_t ll = sizeof(la);
+	uint16_t f;
+	if (s->kind != NSK_CK_SERVER || getsockname(s->fd, (struct sockaddr *)&la, &ll) < 0 ||
+	    norm_addr((struct sockaddr *)&la, &f, s->conn->laddr, &s->conn->lport) < 0)
+		return -1;
+	s->tuple_ok = 1;
+	return 0;
+}
+
 /* ---------------------------------------------------------------- listeners ----------- */
 
 static int rendezvous_open_locked(void)
@@ -1604,7 +1618,10 @@ void nsk_sock_before_close(struct nsk_sock *s)
 		drain_offers_locked();
 		struct nsk_offer o;
 		int fd;
-		while (npend && (s->tuple_ok || fill_tuple(s) == 0) &&
+		/* A reset connection has no peer name any more (getpeername fails): ours is enough,
+		 * the peer's came with accept(). Found by the crash test (a killed client's offer
+		 * stayed pending in the server, its segment with it). */
+		while (npend && (s->tuple_ok || fill_tuple(s) == 0 || fill_local(s) == 0) &&
 		       (fd = take_offer_locked(s, &o, NULL)) >= 0)
 			REAL(close)(fd);
 		pthread_mutex_unlock(&nsk_g.lock);

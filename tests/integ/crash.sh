@@ -26,6 +26,11 @@ head -1 "$T/crash.out"
 S=$(tail -1 "$T/crash.out")
 echo "$S"
 echo "$KILLS kills in $(((t1 - t0) / 1000)) s"
+grep -o '"noticed_us": [0-9]*' "$T/crash.out" | awk '{print $2}' | sort -n | awk '{ a[NR] = $1 }
+	END { if (NR) printf "survivor noticed the kill after (ms): median %.1f, p99 %.1f, max %.1f\n",
+		a[int((NR + 1) / 2)] / 1000, a[int(NR * 0.99)] / 1000, a[NR] / 1000 }'
+grep '"kill"' "$T/crash.out" | sort -t: -k8 | grep -o '"victim": "[a-z]*", "phase": "[a-z]*".*"noticed_us": [0-9]*' |
+	sort -t: -k6 -n | tail -3 | sed 's/^/slowest: /'
 grep '"verdict"' "$T/crash.out" | grep -v '"verdict": "ok"\|"verdict": "no-connection"' | head -10
 grep -v '^nearsock\[' "$T/crash.err" | head -10
 [ "$rc" = 0 ] || fail "crash driver exited $rc (failures: $(jget failures "$S"); rerun with NSK_CRASH_SEED=$(jget seed "$(head -1 "$T/crash.out")"))"
@@ -41,8 +46,10 @@ left=$(pgrep -f "$CRASH (server|client) $T/state" | wc -l)
 [ "$left" = 0 ] || fail "$left test processes still running"
 
 # The dead leave traces only gc may remove; afterwards the domain is as new.
-"$NSK" gc --dir "$D" >"$T/gc.out" 2>&1 || fail "nearsock gc failed: $(cat "$T/gc.out")"
-cat "$T/gc.out"
+"$NSK" gc --dir "$D" >"$T/gc.out" 2>&1 || fail "nearsock gc failed: $(grep -v '^removed table of dead process' "$T/gc.out"
+echo "gc removed $(grep -c '^removed table of dead process' "$T/gc.out") tables of dead processes")"
+grep -v '^removed table of dead process' "$T/gc.out"
+echo "gc removed $(grep -c '^removed table of dead process' "$T/gc.out") tables of dead processes"
 extra=$(ls -A "$D" | grep -v '^registry$' | head -5)
 [ -z "$extra" ] || fail "domain holds more than the registry after gc: $extra"
 reg=$(reg_valid "$D")
