@@ -22,7 +22,7 @@
 /* Send @len bytes of @msg with @nfds copies of @fd over a fresh datagram pair and receive it
  * with nsk_offer_recv. Returns its result; *@memfd is set on success. */
 static int offer_roundtrip(const void *msg, size_t len, int fd, int nfds, struct nsk_offer *o,
-			   int *memfd)
+                           int *memfd)
 {
 	int sv[2];
 	if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, sv) < 0)
@@ -63,10 +63,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	uint8_t flags = fin_u8(&f);
 	/* the segment: a memfd of a size near the valid ones, sealed or not */
-	static const uint64_t sizes[] = {
-		NSK_CHAN_DATA_OFF + 2 * NSK_RING_MIN, NSK_CHAN_DATA_OFF + 4 * NSK_RING_MIN,
-		NSK_CHAN_DATA_OFF + 3 * NSK_RING_MIN, NSK_CHAN_DATA_OFF, 2 * NSK_RING_MIN,
-		NSK_CHAN_DATA_OFF + 2 * NSK_RING_MIN + 4096, 64, 0};
+	static const uint64_t sizes[] = {NSK_CHAN_DATA_OFF + 2 * NSK_RING_MIN,
+	                                 NSK_CHAN_DATA_OFF + 4 * NSK_RING_MIN,
+	                                 NSK_CHAN_DATA_OFF + 3 * NSK_RING_MIN,
+	                                 NSK_CHAN_DATA_OFF,
+	                                 2 * NSK_RING_MIN,
+	                                 NSK_CHAN_DATA_OFF + 2 * NSK_RING_MIN + 4096,
+	                                 64,
+	                                 0};
 	uint64_t seg = sizes[(flags >> 1) & 7];
 	int fd = memfd_create("fuzz-chan", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	if (fd < 0 || ftruncate(fd, (off_t)seg) < 0)
@@ -113,11 +117,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		int a = nsk_chan_attach(&c, memfd, &o);
 		close(memfd);
 		if (a == 0) {
-			uint8_t *lo = (uint8_t *)c.base + NSK_CHAN_DATA_OFF, *hi = (uint8_t *)c.base + c.size;
+			uint8_t *lo = (uint8_t *)c.base + NSK_CHAN_DATA_OFF,
+			        *hi = (uint8_t *)c.base + c.size;
 			FUZZ_ASSERT(c.size == o.seg_size && c.size <= seg);
 			FUZZ_ASSERT(c.tx.data >= lo && c.tx.data + c.tx.size <= hi);
 			FUZZ_ASSERT(c.rx.data >= lo && c.rx.data + c.rx.size <= hi);
-			FUZZ_ASSERT(c.tx.data + c.tx.size <= c.rx.data || c.rx.data + c.rx.size <= c.tx.data);
+			FUZZ_ASSERT(c.tx.data + c.tx.size <= c.rx.data ||
+			            c.rx.data + c.rx.size <= c.tx.data);
 			/* use both rings while the hostile client rewrites the header */
 			uint8_t buf[2 * NSK_RING_MIN];
 			memset(buf, 0x5a, sizeof(buf));

@@ -21,18 +21,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct fin f = {data, size};
 	uint8_t mode = fin_u8(&f);
 	int hostile = mode & 1;
-	uint64_t D = fin_u32(&f) % 100000;  /* data bytes the sender sent over TCP */
-	uint64_t rx = 0;                    /* data bytes delivered (rx_tcp) */
-	uint64_t pos = 0;                   /* stream bytes consumed from the kernel */
-	int known = 0;                      /* the switch point is published */
-	uint64_t at = 0;                    /* published switch point */
+	uint64_t D = fin_u32(&f) % 100000; /* data bytes the sender sent over TCP */
+	uint64_t rx = 0;                   /* data bytes delivered (rx_tcp) */
+	uint64_t pos = 0;                  /* stream bytes consumed from the kernel */
+	int known = 0;                     /* the switch point is published */
+	uint64_t at = 0;                   /* published switch point */
 	int broken = 0, crossed = 0;
 	for (int step = 0; fin_left(&f) && step < 512 && !broken && !crossed; step++) {
 		uint8_t op = fin_u8(&f);
 		if (op % 4 == 3) { /* the sender acts */
 			if (hostile) {
 				known = fin_u8(&f) & 1;
-				at = fin_u8(&f) & 1 ? fin_u64(&f) : rx + (uint64_t)(int16_t)fin_u16(&f);
+				at = fin_u8(&f) & 1 ? fin_u64(&f)
+				                    : rx + (uint64_t)(int16_t)fin_u16(&f);
 				int fv = nsk_sp_fin(fin_u32(&f));
 				FUZZ_ASSERT(fv == 0 || fv == 1 || fv == -EPROTO);
 			} else if (!known) {
@@ -48,7 +49,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (known && at >= rx)
 			FUZZ_ASSERT(lim <= at - rx);
 		/* The sender may publish its switch point (and send control bytes) between the
-		 * receiver's look at it and the read: the race the re-read after the read covers. */
+		 * receiver's look at it and the read: the race the re-read after the read covers.
+		 */
 		if (!hostile && !known && (op & 4)) {
 			known = 1;
 			at = D;

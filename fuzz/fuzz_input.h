@@ -64,7 +64,7 @@ static inline uint64_t fin_u64(struct fin *f)
 #define FUZZ_ASSERT(c)                                                                             \
 	do {                                                                                       \
 		if (!(c)) {                                                                        \
-			fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, __LINE__, #c); \
+			fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, __LINE__, #c);  \
 			abort();                                                                   \
 		}                                                                                  \
 	} while (0)

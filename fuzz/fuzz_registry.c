@@ -51,23 +51,28 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct nsk_registry r;
 	if (nsk_registry_attach(&r, base, len) == 0) {
 		FUZZ_ASSERT(r.nslots > 0);
-		FUZZ_ASSERT(sizeof(struct nsk_reg_hdr) + (size_t)r.nslots * sizeof(struct nsk_reg_entry) <= len);
+		FUZZ_ASSERT(sizeof(struct nsk_reg_hdr) +
+		                (size_t)r.nslots * sizeof(struct nsk_reg_entry) <=
+		            len);
 		struct nsk_reg_entry e, out;
 		for (uint32_t i = 0; i < r.nslots; i++) {
 			if (!nsk_registry_read(&r, (int)i, &e))
 				continue;
-			FUZZ_ASSERT(e.rv[sizeof(e.rv) - 1] == 0); /* rendezvous name always terminated */
+			FUZZ_ASSERT(e.rv[sizeof(e.rv) - 1] ==
+			            0); /* rendezvous name always terminated */
 			struct nsk_reg_key k;
 			key_from_entry(&k, &e);
 			for (int local = 0; local < 2; local++) {
 				int s = nsk_registry_lookup(&r, &k, local, &out);
 				FUZZ_ASSERT(s == -ENOENT || (s >= 0 && (uint32_t)s < r.nslots));
 				if (s >= 0)
-					FUZZ_ASSERT(out.rv[sizeof(out.rv) - 1] == 0 && out.port == k.port);
+					FUZZ_ASSERT(out.rv[sizeof(out.rv) - 1] == 0 &&
+					            out.port == k.port);
 			}
 		}
 		/* out-of-range slots are refused */
-		FUZZ_ASSERT(!nsk_registry_read(&r, -1, &e) && !nsk_registry_read(&r, (int)r.nslots, &e));
+		FUZZ_ASSERT(!nsk_registry_read(&r, -1, &e) &&
+		            !nsk_registry_read(&r, (int)r.nslots, &e));
 		struct nsk_reg_key k;
 		memset(&k, 0, sizeof(k));
 		k.family = AF_INET;
@@ -85,7 +90,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			FUZZ_ASSERT(s >= 0);
 			nsk_registry_remove(&r, slot, 4242);
 			FUZZ_ASSERT(!nsk_registry_read(&r, slot, &e) || e.pid != 4242 ||
-				    e.start_time != 99);
+			            e.start_time != 99);
 		}
 		nsk_registry_mark_dead(&r, (int)(size % (r.nslots + 2)) - 1, (uint32_t)size);
 	}

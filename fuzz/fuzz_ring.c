@@ -18,9 +18,9 @@
 #define MAXOP (3 * RING)
 
 struct model {
-	int valid;          /* no hostile store since the start: the stream must be exact */
-	uint64_t produced;  /* bytes written (the byte at stream offset i is pattern(i)) */
-	uint64_t consumed;  /* bytes read */
+	int valid;         /* no hostile store since the start: the stream must be exact */
+	uint64_t produced; /* bytes written (the byte at stream offset i is pattern(i)) */
+	uint64_t consumed; /* bytes read */
 };
 
 static uint8_t pattern(uint64_t i)
@@ -73,7 +73,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			FUZZ_ASSERT(n <= RING);
 			if (m.valid) {
 				FUZZ_ASSERT(used == (int64_t)(m.produced - m.consumed));
-				FUZZ_ASSERT(n == (ssize_t)((size_t)used < len ? (size_t)used : len));
+				FUZZ_ASSERT(n ==
+				            (ssize_t)((size_t)used < len ? (size_t)used : len));
 				for (ssize_t i = 0; i < n; i++)
 					FUZZ_ASSERT(buf[i] == pattern(m.consumed + (uint64_t)i));
 				if (!peek)

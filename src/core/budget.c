@@ -25,8 +25,8 @@ static int try_charge(struct nsk_domain *d, uint64_t bytes, uint64_t budget)
 	do {
 		if (cur > budget || bytes > budget - cur)
 			return -EDQUOT;
-	} while (!atomic_compare_exchange_weak_explicit(NSK_A64(used), &cur, cur + bytes,
-							memory_order_relaxed, memory_order_relaxed));
+	} while (!atomic_compare_exchange_weak_explicit(
+	    NSK_A64(used), &cur, cur + bytes, memory_order_relaxed, memory_order_relaxed));
 	return 0;
 }
 
@@ -45,8 +45,9 @@ int nsk_budget_charge(struct nsk_domain *d, struct nsk_proctab *t, uint64_t byte
 static void sub_clamped(uint64_t *p, uint64_t bytes)
 {
 	uint64_t cur = nsk_load64(p);
-	while (!atomic_compare_exchange_weak_explicit(NSK_A64(p), &cur, cur > bytes ? cur - bytes : 0,
-						      memory_order_relaxed, memory_order_relaxed))
+	while (!atomic_compare_exchange_weak_explicit(NSK_A64(p), &cur,
+	                                              cur > bytes ? cur - bytes : 0,
+	                                              memory_order_relaxed, memory_order_relaxed))
 		;
 }
 
@@ -61,7 +62,8 @@ uint64_t nsk_budget_reclaim_table(const struct nsk_domain *d, const char *path)
 	int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0)
 		return 0;
-	void *p = mmap(NULL, sizeof(struct nsk_proc_hdr), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	void *p =
+	    mmap(NULL, sizeof(struct nsk_proc_hdr), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	close(fd);
 	if (p == MAP_FAILED)
 		return 0;

@@ -15,8 +15,7 @@
 /* nsk_budget_charge - charge @bytes for this process (table @t) against @budget bytes in
  * domain @d. 0, or -EDQUOT when the budget would be exceeded even after reclaiming the shares
  * of dead processes. Thread-safe. */
-int nsk_budget_charge(struct nsk_domain *d, struct nsk_proctab *t, uint64_t bytes,
-		      uint64_t budget);
+int nsk_budget_charge(struct nsk_domain *d, struct nsk_proctab *t, uint64_t bytes, uint64_t budget);
 /* nsk_budget_uncharge - give back @bytes charged by this process. */
 void nsk_budget_uncharge(struct nsk_domain *d, struct nsk_proctab *t, uint64_t bytes);
 /* nsk_budget_reclaim - return the shares of dead processes' tables in @d to the domain.

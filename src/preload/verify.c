@@ -23,7 +23,7 @@ static uint32_t rv_pid(const char *path)
 }
 
 int nsk_verify_listener(const struct nsk_conn *c, const struct nsk_reg_entry *e,
-			const char *rv_path, const char **why)
+                        const char *rv_path, const char **why)
 {
 	static const uint8_t any[16];
 	uint32_t luid, suid;
@@ -34,7 +34,8 @@ int nsk_verify_listener(const struct nsk_conn *c, const struct nsk_reg_entry *e,
 		return -EACCES;
 	}
 	/* The server end of our own connection: the same user must own it. */
-	if (nsk_tcp_sock_owner(c->family, c->laddr, c->lport, c->raddr, c->rport, &suid, &sino) < 0 ||
+	if (nsk_tcp_sock_owner(c->family, c->laddr, c->lport, c->raddr, c->rport, &suid, &sino) <
+	        0 ||
 	    suid != luid) {
 		*why = "server end of the connection not owned by the listener's user";
 		return -EACCES;
@@ -59,7 +60,7 @@ int nsk_verify_listener(const struct nsk_conn *c, const struct nsk_reg_entry *e,
 }
 
 int nsk_verify_offerer(const struct nsk_conn *c, const struct nsk_offer *o, const struct ucred *cr,
-		       const char **why)
+                       const char **why)
 {
 	if (cr->pid <= 0 || cr->uid == (uid_t)-1) {
 		*why = "offer without credentials";
@@ -72,7 +73,8 @@ int nsk_verify_offerer(const struct nsk_conn *c, const struct nsk_offer *o, cons
 	uint32_t cuid;
 	uint64_t cino;
 	/* The client end of our connection (its own end is our remote address). */
-	if (nsk_tcp_sock_owner(c->family, c->laddr, c->lport, c->raddr, c->rport, &cuid, &cino) < 0) {
+	if (nsk_tcp_sock_owner(c->family, c->laddr, c->lport, c->raddr, c->rport, &cuid, &cino) <
+	    0) {
 		*why = "client end of the connection not found";
 		return -EACCES;
 	}

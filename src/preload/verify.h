@@ -19,12 +19,12 @@
  * @e's pid, and — when this process may read /proc/PID/fd — that pid holds the listening
  * socket. 0, or -EACCES with the reason in @why. */
 int nsk_verify_listener(const struct nsk_conn *c, const struct nsk_reg_entry *e,
-			const char *rv_path, const char **why);
+                        const char *rv_path, const char **why);
 /* nsk_verify_offerer - server side: may we claim offer @o for connection @c, received with
  * the sender's credentials @cr? Requires: credentials present, their pid the offer's, their uid
  * the owner of the client end of @c, and — when /proc/PID/fd is readable — that pid holding
  * it. 0, or -EACCES with the reason in @why. */
 int nsk_verify_offerer(const struct nsk_conn *c, const struct nsk_offer *o, const struct ucred *cr,
-		       const char **why);
+                       const char **why);
 
 #endif

@@ -47,8 +47,8 @@ enum phase {
 	PH_DONE,      /* finished, about to exit */
 	PH_NR
 };
-static const char *phase_name[PH_NR] = {"start", "accept", "connect", "tcp",
-					"offered", "shm", "close", "done"};
+static const char *phase_name[PH_NR] = {"start",   "accept", "connect", "tcp",
+                                        "offered", "shm",    "close",   "done"};
 
 struct side {
 	_Atomic uint32_t phase;
@@ -57,7 +57,7 @@ struct side {
 	_Atomic int32_t detect_err; /* 0: EOF; else errno */
 	_Atomic uint32_t reported;  /* leak counts below are valid */
 	_Atomic uint32_t maps, memfds;
-	_Atomic int32_t fd_delta;   /* descriptors after closing minus before connecting */
+	_Atomic int32_t fd_delta; /* descriptors after closing minus before connecting */
 	uint32_t pad[8];
 };
 struct shared {
@@ -112,8 +112,8 @@ static void phase_from_mode(int fd)
 	if (!fd_stats || fd_stats(fd, &st) < 0)
 		return;
 	uint32_t p = st.mode == NEARSOCK_MODE_OFFERED ? PH_OFFERED
-		     : st.mode == NEARSOCK_MODE_SHM   ? PH_SHM
-						      : PH_TCP;
+	             : st.mode == NEARSOCK_MODE_SHM   ? PH_SHM
+	                                              : PH_TCP;
 	if (atomic_load(&me->phase) < PH_CLOSE)
 		set_phase(p);
 }
@@ -254,8 +254,9 @@ static int run_client(struct shared *sh, int port, uint64_t seed)
 	me = &sh->s[1];
 	int fd_base = count_fds();
 	int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-				.sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	struct sockaddr_in a = {.sin_family = AF_INET,
+	                        .sin_port = htons((uint16_t)port),
+	                        .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	set_phase(PH_CONNECT);
 	if (c < 0 || connect(c, (struct sockaddr *)&a, sizeof(a)) < 0) {
 		detect(errno);
@@ -368,7 +369,8 @@ static void show_stuck(pid_t p)
 		snprintf(f, sizeof(f), "%s/%s/syscall", path, de->d_name);
 		FILE *fp = fopen(f, "r");
 		if (fp && fgets(buf, sizeof(buf), fp))
-			fprintf(stderr, "hung survivor %d thread %s: syscall %s", (int)p, de->d_name, buf);
+			fprintf(stderr, "hung survivor %d thread %s: syscall %s", (int)p,
+			        de->d_name, buf);
 		if (fp)
 			fclose(fp);
 	}
@@ -376,8 +378,8 @@ static void show_stuck(pid_t p)
 		closedir(d);
 	if (getenv("NSK_CRASH_GDB")) { /* debugging aid: the hung process's stacks */
 		char cmd[128];
-		snprintf(cmd, sizeof(cmd), "gdb -p %d -batch -ex 'thread apply all bt' >&2 2>/dev/null",
-			 (int)p);
+		snprintf(cmd, sizeof(cmd),
+		         "gdb -p %d -batch -ex 'thread apply all bt' >&2 2>/dev/null", (int)p);
 		(void)!system(cmd);
 		snprintf(cmd, sizeof(cmd), "ss -tanpio | grep -A1 'pid=%d,' >&2", (int)p);
 		(void)!system(cmd);
@@ -402,7 +404,8 @@ static int driver(int argc, char **argv)
 			limit_ms = atoi(argv[i + 1]);
 	}
 	if (!lib || !state) {
-		fprintf(stderr, "usage: nsk_crash run --lib LIB --state FILE [--kills N] [--seed S]\n");
+		fprintf(stderr,
+		        "usage: nsk_crash run --lib LIB --state FILE [--kills N] [--seed S]\n");
 		return 2;
 	}
 	if (!seed)
@@ -441,8 +444,8 @@ static int driver(int argc, char **argv)
 		if (rng(&seed) & 1) {
 			/* a random moment over the round's expected life, from the client's
 			 * connect() on (its start-up under the preload is not of interest) */
-			while (now_ns() - tc < 2000000000ull && atomic_load(&sh->s[1].phase) < PH_CONNECT &&
-			       !exited_nowait(cli))
+			while (now_ns() - tc < 2000000000ull &&
+			       atomic_load(&sh->s[1].phase) < PH_CONNECT && !exited_nowait(cli))
 				pause_us(20);
 			deadline = now_ns() + rng(&seed) % (life_ns + life_ns / 4);
 			while (now_ns() < deadline && atomic_load(&vs->phase) < PH_DONE)
@@ -450,12 +453,13 @@ static int driver(int argc, char **argv)
 		} else {
 			/* as soon as the victim reaches a chosen phase, plus up to 300 us */
 			static const uint32_t targets[] = {PH_CONNECT, PH_TCP, PH_OFFERED, PH_SHM,
-							   PH_CLOSE};
+			                                   PH_CLOSE};
 			uint32_t want = targets[rng(&seed) % 5];
 			if (victim == 0 && want == PH_CONNECT)
 				want = PH_ACCEPT;
 			/* generous: a slow (sanitized) start must not turn into a kill at start-up;
-			 * a phase the victim skips (offered is short) ends the wait at the next one */
+			 * a phase the victim skips (offered is short) ends the wait at the next one
+			 */
 			deadline = tc + 3000000000ull;
 			while (now_ns() < deadline && atomic_load(&vs->phase) < want &&
 			       !exited_nowait(vp))
@@ -478,7 +482,8 @@ static int driver(int argc, char **argv)
 			int src = reap(sp, 3000);
 			life_ns = (life_ns * 7 + (now_ns() - tc)) / 8;
 			if (src != 0) {
-				printf("{\"round\": %d, \"error\": \"unkilled round: %s exited %d\"}\n",
+				printf("{\"round\": %d, \"error\": \"unkilled round: %s exited "
+				       "%d\"}\n",
 				       rounds, victim ? "server" : "client", src);
 				failures++;
 			}
@@ -519,7 +524,7 @@ static int driver(int argc, char **argv)
 			/* A client keeps one descriptor for good after its first offer: the
 			 * library's datagram socket offers are sent from. */
 			else if (atomic_load(&ss->maps) || atomic_load(&ss->memfds) ||
-				 atomic_load(&ss->fd_delta) > (victim == 0 ? 1 : 0))
+			         atomic_load(&ss->fd_delta) > (victim == 0 ? 1 : 0))
 				verdict = "leak";
 		}
 		int okk = !strcmp(verdict, "ok") || !strcmp(verdict, "no-connection");
@@ -536,15 +541,16 @@ static int driver(int argc, char **argv)
 		       atomic_load(&ss->memfds), atomic_load(&ss->fd_delta), verdict);
 		fflush(stdout);
 	}
-	printf("{\"kills\": %d, \"rounds\": %d, \"failures\": %d, \"late\": %d, \"no_connection\": %d, "
+	printf("{\"kills\": %d, \"rounds\": %d, \"failures\": %d, \"late\": %d, \"no_connection\": "
+	       "%d, "
 	       "\"worst_noticed_ms\": %.1f, \"by_phase\": {",
 	       done, rounds, failures, late, no_conn, (double)worst_ns / 1e6);
 	int first = 1;
 	for (int v = 0; v < 2; v++)
 		for (int p = 0; p < PH_NR; p++)
 			if (by_phase[v][p]) {
-				printf("%s\"%s-%s\": %d", first ? "" : ", ", v ? "client" : "server",
-				       phase_name[p], by_phase[v][p]);
+				printf("%s\"%s-%s\": %d", first ? "" : ", ",
+				       v ? "client" : "server", phase_name[p], by_phase[v][p]);
 				first = 0;
 			}
 	printf("}}\n");
@@ -558,13 +564,14 @@ int main(int argc, char **argv)
 		return driver(argc, argv);
 	if (argc >= 4 && !strcmp(argv[1], "server")) {
 		fd_stats = (int (*)(int, struct nearsock_conn_stats *))dlsym(RTLD_DEFAULT,
-									      "nearsock_fd_stats");
+		                                                             "nearsock_fd_stats");
 		return run_server(map_state(argv[2]), strtoull(argv[3], NULL, 0) | 1);
 	}
 	if (argc >= 5 && !strcmp(argv[1], "client")) {
 		fd_stats = (int (*)(int, struct nearsock_conn_stats *))dlsym(RTLD_DEFAULT,
-									      "nearsock_fd_stats");
-		return run_client(map_state(argv[2]), atoi(argv[3]), strtoull(argv[4], NULL, 0) | 1);
+		                                                             "nearsock_fd_stats");
+		return run_client(map_state(argv[2]), atoi(argv[3]),
+		                  strtoull(argv[4], NULL, 0) | 1);
 	}
 	fprintf(stderr, "usage: nsk_crash run --lib LIB --state FILE [--kills N] [--seed S]\n");
 	return 2;

@@ -95,8 +95,9 @@ static void vm_size_kb(long *kb)
 static int client(int port, const char *what, const char *hold)
 {
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-				.sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	struct sockaddr_in a = {.sin_family = AF_INET,
+	                        .sin_port = htons((uint16_t)port),
+	                        .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || round_trip(fd, 1) < 0) {
 		printf("{\"ok\": 0, \"error\": \"first round: %s\"}\n", strerror(errno));
 		return 1;
@@ -136,7 +137,7 @@ static int client(int port, const char *what, const char *hold)
 		close(spare[i]);
 	struct nearsock_conn_stats cs = {0};
 	int (*fs)(int, struct nearsock_conn_stats *) =
-		(int (*)(int, struct nearsock_conn_stats *))dlsym(RTLD_DEFAULT, "nearsock_fd_stats");
+	    (int (*)(int, struct nearsock_conn_stats *))dlsym(RTLD_DEFAULT, "nearsock_fd_stats");
 	if (fs)
 		fs(fd, &cs);
 	/* this process's counters, from its own connection table */
@@ -144,7 +145,8 @@ static int client(int port, const char *what, const char *hold)
 	char path[PATH_MAX];
 	const char *dir = getenv("NEARSOCK_DIR");
 	struct nsk_proctab t;
-	if (dir && snprintf(path, sizeof(path), "%s/proc-%d", dir, (int)getpid()) < (int)sizeof(path) &&
+	if (dir &&
+	    snprintf(path, sizeof(path), "%s/proc-%d", dir, (int)getpid()) < (int)sizeof(path) &&
 	    nsk_proctab_map(&t, path) == 0) {
 		for (int i = 0; i < NSK_PC_NR; i++)
 			k[i] = nsk_load64(&t.hdr->counters[i]);
@@ -155,8 +157,8 @@ static int client(int port, const char *what, const char *hold)
 	       "\"fds_after\": %d, \"maps_before\": %d, \"maps_after\": %d}\n",
 	       ok, cs.mode, (unsigned long long)cs.tx_shm_bytes,
 	       (unsigned long long)k[NSK_PC_FALLBACKS], (unsigned long long)k[NSK_PC_FB_FD],
-	       (unsigned long long)k[NSK_PC_FB_MEM], (unsigned long long)k[NSK_PC_FB_BUDGET], nspare,
-	       fds_before, fds_after, maps_before, maps_after);
+	       (unsigned long long)k[NSK_PC_FB_MEM], (unsigned long long)k[NSK_PC_FB_BUDGET],
+	       nspare, fds_before, fds_after, maps_before, maps_after);
 	struct stat st;
 	for (int i = 0; hold && i < 6000 && stat(hold, &st) < 0; i++)
 		usleep(10000);
@@ -175,8 +177,8 @@ static int fill(const char *dir, int secs)
 	uint64_t st = nsk_proc_start_time(getpid());
 	int n = 0;
 	for (int port = 60000; port > 0; port--) {
-		struct nsk_reg_key k = {.family = AF_INET, .port = (uint16_t)port,
-					.netns = nsk_netns_id()};
+		struct nsk_reg_key k = {
+		    .family = AF_INET, .port = (uint16_t)port, .netns = nsk_netns_id()};
 		k.addr[0] = 127;
 		k.addr[3] = 1;
 		if (nsk_registry_insert(&d.reg, &k, getpid(), st, "rv-0-none") < 0)
@@ -196,6 +198,8 @@ int main(int argc, char **argv)
 		return client(atoi(argv[2]), argv[3], argc >= 5 ? argv[4] : NULL);
 	if (argc == 4 && !strcmp(argv[1], "fill"))
 		return fill(argv[2], atoi(argv[3]));
-	fprintf(stderr, "usage: nsk_exhaust client PORT fd|fsize|mem|plain|hold [HOLDFILE] | fill DIR SECS\n");
+	fprintf(
+	    stderr,
+	    "usage: nsk_exhaust client PORT fd|fsize|mem|plain|hold [HOLDFILE] | fill DIR SECS\n");
 	return 2;
 }

@@ -112,7 +112,8 @@ static int find_client(int port, uint8_t addr[16], uint16_t *cport)
 		if (sscanf(line, " %*d: %8X:%4X %8X:%4X %2X", &la, &lp, &ra, &rp, &st) == 5 &&
 		    (int)rp == port && st == 1 /* ESTABLISHED */) {
 			memset(addr, 0, 16);
-			memcpy(addr, &la, 4); /* /proc shows the address in network order as a word */
+			memcpy(addr, &la,
+			       4); /* /proc shows the address in network order as a word */
 			*cport = (uint16_t)lp;
 			found = 1;
 		}
@@ -186,8 +187,9 @@ static int echo_round(int fd, size_t len, unsigned seed)
 static int slow_client(int port, const char *go)
 {
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-				.sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	struct sockaddr_in a = {.sin_family = AF_INET,
+	                        .sin_port = htons((uint16_t)port),
+	                        .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || echo_round(fd, 100, 1) < 0) {
 		printf("{\"ok\": 0, \"error\": \"first round\"}\n");
 		return 1;
@@ -201,7 +203,7 @@ static int slow_client(int port, const char *go)
 	for (unsigned i = 0; i < 16 && ok; i++)
 		ok = echo_round(fd, 65536, i + 2) == 0;
 	int (*fs)(int, struct nearsock_conn_stats *) =
-		(int (*)(int, struct nearsock_conn_stats *))dlsym(RTLD_DEFAULT, "nearsock_fd_stats");
+	    (int (*)(int, struct nearsock_conn_stats *))dlsym(RTLD_DEFAULT, "nearsock_fd_stats");
 	struct nearsock_conn_stats cs = {0};
 	if (fs)
 		fs(fd, &cs);
