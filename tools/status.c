@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "core/atomics.h"
+#include "core/budget.h"
 #include "core/domain.h"
 #include "core/registry.h"
 #include "platform/linux.h"
@@ -85,8 +86,14 @@ static void each_table(const char *dir, tab_fn fn, void *arg, int gc)
 		char path[PATH_MAX];
 		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
 		struct nsk_proctab t;
-		if (nsk_proctab_map(&t, path) < 0)
+		if (nsk_proctab_map(&t, path) < 0) {
+			/* A process killed while creating its table leaves it short or unformatted. */
+			long pid = strtol(de->d_name + 5, NULL, 10);
+			if (gc && pid > 0 && kill((pid_t)pid, 0) < 0 && errno == ESRCH &&
+			    unlink(path) == 0)
+				printf("removed unfinished table of dead process %ld\n", pid);
 			continue;
+		}
 		int alive = nsk_proc_alive((pid_t)t.hdr->pid, t.hdr->start_time) ||
 			    nsk_proctab_in_use(&t, 0) > 0;
 		if (alive)
@@ -162,12 +169,17 @@ static void print_counters(struct nsk_proctab *t, void *arg)
 		printf("%s\n    {\"pid\": %u, \"offers_sent\": %llu, \"offers_failed\": %llu, "
 		       "\"claims\": %llu, \"offers_expired\": %llu, \"fallbacks\": %llu, "
 		       "\"broken\": %llu, \"shm_tx_bytes\": %llu, \"shm_rx_bytes\": %llu, "
-		       "\"tcp_tx_bytes\": %llu, \"tcp_rx_bytes\": %llu}",
+		       "\"tcp_tx_bytes\": %llu, \"tcp_rx_bytes\": %llu, \"unproven\": %llu, "
+		       "\"fallback_fd\": %llu, \"fallback_mem\": %llu, \"fallback_budget\": %llu, "
+		       "\"fallback_registry\": %llu, \"mem_charged\": %llu}",
 		       o->first ? "" : ",", t->hdr->pid, (unsigned long long)k[NSK_PC_OFFERS_SENT],
 		       (unsigned long long)k[NSK_PC_OFFERS_FAILED], (unsigned long long)k[NSK_PC_CLAIMS],
 		       (unsigned long long)k[NSK_PC_OFFERS_EXPIRED],
 		       (unsigned long long)k[NSK_PC_FALLBACKS], (unsigned long long)k[NSK_PC_BROKEN],
-		       stx, srx, ttx, trx);
+		       stx, srx, ttx, trx, (unsigned long long)k[NSK_PC_UNPROVEN],
+		       (unsigned long long)k[NSK_PC_FB_FD], (unsigned long long)k[NSK_PC_FB_MEM],
+		       (unsigned long long)k[NSK_PC_FB_BUDGET], (unsigned long long)k[NSK_PC_FB_REGISTRY],
+		       (unsigned long long)nsk_load64(&t->hdr->mem_charged));
 	else
 		printf("%-7u %8llu %8llu %8llu %8llu %9llu %8llu %14llu %14llu %12llu %12llu\n",
 		       t->hdr->pid, (unsigned long long)k[NSK_PC_OFFERS_SENT],
@@ -185,7 +197,9 @@ int nsk_cli_status(const char *dir, int json)
 		return 1;
 	struct out o = {.json = json, .first = 1};
 	if (json)
-		printf("{\n  \"domain\": \"%s\",\n  \"listeners\": [", d.dir);
+		printf("{\n  \"domain\": \"%s\",\n  \"shared\": %d,\n  \"mem_used\": %llu,\n"
+		       "  \"listeners\": [",
+		       d.dir, d.shared, (unsigned long long)nsk_load64(&d.reg.hdr->mem_used));
 	else
 		printf("domain %s\n\nlisteners\n%-7s %-28s %10s %10s\n", d.dir, "pid", "address",
 		       "accepted", "upgraded");
@@ -234,6 +248,32 @@ static void ignore_table(struct nsk_proctab *t, void *arg)
 	(void)arg;
 }
 
+/* Rendezvous sockets are named rv-PID-RANDOM; a killed process leaves its own behind (the
+ * registry entry that named it may already be gone). Remove those whose process no longer
+ * exists (ESRCH; another user's live process answers EPERM and is left alone). */
+static int gc_rendezvous(const char *dir)
+{
+	DIR *dp = opendir(dir);
+	if (!dp)
+		return 0;
+	int n = 0;
+	struct dirent *de;
+	while ((de = readdir(dp))) {
+		char *end;
+		if (strncmp(de->d_name, "rv-", 3) != 0)
+			continue;
+		long pid = strtol(de->d_name + 3, &end, 10);
+		if (pid <= 0 || *end != '-' || kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+			continue;
+		char path[PATH_MAX];
+		if (snprintf(path, sizeof(path), "%s/%s", dir, de->d_name) < (int)sizeof(path) &&
+		    unlink(path) == 0)
+			n++;
+	}
+	closedir(dp);
+	return n;
+}
+
 int nsk_cli_gc(const char *dir)
 {
 	struct nsk_domain d;
@@ -252,8 +292,11 @@ int nsk_cli_gc(const char *dir)
 		}
 	}
 	printf("retired %d stale registry entries\n", n);
+	printf("returned %llu bytes of dead processes' memory-budget shares\n",
+	       (unsigned long long)nsk_budget_reclaim(&d));
 	struct out o = {0};
 	each_table(d.dir, ignore_table, &o, 1);
+	printf("removed %d rendezvous sockets of dead processes\n", gc_rendezvous(d.dir));
 	nsk_domain_close(&d);
 	return 0;
 }

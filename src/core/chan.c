@@ -208,10 +208,16 @@ int nsk_offer_send(int sock, const char *path, const struct nsk_offer *o, int me
 
 int nsk_offer_recv(int sock, struct nsk_offer *o, int *memfd)
 {
+	return nsk_offer_recv_cred(sock, o, memfd, NULL);
+}
+
+int nsk_offer_recv_cred(int sock, struct nsk_offer *o, int *memfd, struct ucred *cred)
+{
 	union {
-		char buf[CMSG_SPACE(sizeof(int) * 4)];
+		char buf[CMSG_SPACE(sizeof(int) * 4) + CMSG_SPACE(sizeof(struct ucred))];
 		struct cmsghdr align;
 	} u;
+	struct ucred who = {.pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1};
 	struct iovec iov = {.iov_base = o, .iov_len = sizeof(*o)};
 	struct msghdr mh = {
 		.msg_iov = &iov,
@@ -224,6 +230,11 @@ int nsk_offer_recv(int sock, struct nsk_offer *o, int *memfd)
 		return errno == EWOULDBLOCK ? -EAGAIN : -errno;
 	int fd = -1, bad = (size_t)n != sizeof(*o) || (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC));
 	for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
+		if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_CREDENTIALS &&
+		    cm->cmsg_len >= CMSG_LEN(sizeof(who))) {
+			memcpy(&who, CMSG_DATA(cm), sizeof(who));
+			continue;
+		}
 		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
 			continue;
 		size_t nfd = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
@@ -243,5 +254,7 @@ int nsk_offer_recv(int sock, struct nsk_offer *o, int *memfd)
 		return -EPROTO;
 	}
 	*memfd = fd;
+	if (cred)
+		*cred = who;
 	return 0;
 }

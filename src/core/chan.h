@@ -48,5 +48,10 @@ int nsk_offer_send(int sock, const char *path, const struct nsk_offer *o, int me
  * Returns 0 with *@memfd set (close-on-exec), -EAGAIN when none is queued, -EPROTO for a
  * malformed message (already discarded, its descriptors closed). */
 int nsk_offer_recv(int sock, struct nsk_offer *o, int *memfd);
+/* nsk_offer_recv_cred - nsk_offer_recv, also storing into @cred (if not NULL) the sender's
+ * credentials as the kernel vouches for them (SO_PASSCRED must be set on @sock), or pid 0 /
+ * uid and gid -1 when the message carried none. */
+struct ucred;
+int nsk_offer_recv_cred(int sock, struct nsk_offer *o, int *memfd, struct ucred *cred);
 
 #endif

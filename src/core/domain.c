@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "core/atomics.h"
+#include "core/budget.h"
 #include "platform/linux.h"
 
 void nsk_domain_default_dir(char *buf, size_t len)
@@ -26,6 +27,20 @@ void nsk_domain_default_dir(char *buf, size_t len)
 		snprintf(buf, len, "/dev/shm/nearsock-%u", (unsigned)getuid());
 }
 
+int nsk_domain_check_shared(const char *dir, const struct stat *st)
+{
+	if (st->st_uid != 0 || (st->st_mode & 07777) != 03770)
+		return -EACCES;
+	char path[PATH_MAX];
+	struct stat ms;
+	if (snprintf(path, sizeof(path), "%s/%s", dir, NSK_SHARED_MARKER) >= (int)sizeof(path) ||
+	    lstat(path, &ms) < 0 || !S_ISREG(ms.st_mode) || ms.st_uid != 0 || (ms.st_mode & 022))
+		return -EACCES;
+	return 0;
+}
+
+/* check_dir - 0 for our own private directory, 1 for an administrator's shared domain,
+ * or -errno. */
 static int check_dir(const char *dir, int create)
 {
 	struct stat st;
@@ -39,12 +54,17 @@ static int check_dir(const char *dir, int create)
 	}
 	if (!S_ISDIR(st.st_mode))
 		return -ENOTDIR;
-	/* A directory someone else controls could hand us forged registry entries. */
-	if (st.st_uid != getuid() || (st.st_mode & 077))
-		return -EACCES;
+	/* A directory someone else controls could hand us forged registry entries; only an
+	 * administrator's explicit shared domain is accepted instead. */
+	int shared = 0;
+	if (st.st_uid != getuid() || (st.st_mode & 077)) {
+		if (nsk_domain_check_shared(dir, &st) < 0)
+			return -EACCES;
+		shared = 1;
+	}
 	if (access(dir, W_OK | X_OK) < 0)
 		return -errno;
-	return 0;
+	return shared;
 }
 
 int nsk_domain_open(struct nsk_domain *d, const char *dir, int create)
@@ -57,13 +77,20 @@ int nsk_domain_open(struct nsk_domain *d, const char *dir, int create)
 	int r = check_dir(d->dir, create);
 	if (r < 0)
 		return r;
+	d->shared = r;
 
 	char path[PATH_MAX];
 	if (snprintf(path, sizeof(path), "%s/registry", d->dir) >= (int)sizeof(path))
 		return -ENAMETOOLONG;
-	int fd = open(path, O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0), 0600);
+	int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW | (create ? O_CREAT : 0), 0600);
 	if (fd < 0)
 		return -errno;
+	/* In a shared domain every member writes the registry (its group is the domain's). */
+	if (d->shared && fchmod(fd, 0660) < 0 && errno != EPERM) {
+		r = -errno;
+		close(fd);
+		return r;
+	}
 	if (flock(fd, LOCK_EX) < 0) {
 		r = -errno;
 		goto out;
@@ -75,6 +102,9 @@ int nsk_domain_open(struct nsk_domain *d, const char *dir, int create)
 	}
 	if (st.st_size == 0 && create) {
 		/* Allocate the pages now: a full /dev/shm must fail here, not SIGBUS later. */
+		r = nsk_fsize_ok(NSK_REG_FILE_SIZE);
+		if (r < 0)
+			goto out;
 		r = posix_fallocate(fd, 0, NSK_REG_FILE_SIZE);
 		if (r) {
 			r = -r;
@@ -138,11 +168,16 @@ int nsk_proctab_create(struct nsk_proctab *t, const struct nsk_domain *d)
 	if (snprintf(t->path, sizeof(t->path), "%s/proc-%d", d->dir, (int)getpid()) >=
 	    (int)sizeof(t->path))
 		return -ENAMETOOLONG;
-	unlink(t->path); /* a previous process with our pid died without cleaning up */
+	/* A previous process with our pid died without cleaning up: give its memory-budget share
+	 * back before its table goes. */
+	nsk_budget_reclaim_table(d, t->path);
+	unlink(t->path);
+	int r = nsk_fsize_ok(NSK_PROC_FILE_SIZE);
+	if (r < 0)
+		return r;
 	int fd = open(t->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return -errno;
-	int r = 0;
 	if (ftruncate(fd, (off_t)NSK_PROC_FILE_SIZE) < 0 ||
 	    (r = posix_fallocate(fd, 0, 4096)) != 0) {
 		r = r ? -r : -errno;

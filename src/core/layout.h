@@ -140,7 +140,8 @@ struct nsk_reg_hdr {
 	uint32_t version;
 	uint32_t nslots;
 	uint32_t entry_size;
-	uint8_t pad[48];
+	uint64_t mem_used; /* channel bytes charged against the domain's memory budget (budget.c) */
+	uint8_t pad[40];
 };
 _Static_assert(sizeof(struct nsk_reg_hdr) == NSK_CACHELINE, "registry header size");
 #define NSK_REG_FILE_SIZE (sizeof(struct nsk_reg_hdr) + NSK_REG_SLOTS * sizeof(struct nsk_reg_entry))
@@ -191,7 +192,10 @@ struct nsk_conn {
 	 * close-on-exec copy removes); the slot is freed at zero, and a connection shared by
 	 * several processes is never upgraded (their mappings could not agree) */
 	uint32_t holders;
-	uint8_t pad2[68];
+	uint32_t pad1b;
+	uint64_t charged;     /* client: segment bytes charged to the domain budget (budget.c);
+			       * here, not per process, so that forked copies give it back once */
+	uint8_t pad2[56];
 };
 _Static_assert(sizeof(struct nsk_conn) == 256, "connection slot size");
 
@@ -205,7 +209,8 @@ struct nsk_proc_hdr {
 	uint64_t high;   /* slots [0, high) have been handed out at least once */
 	uint64_t backed; /* bytes [0, backed) of the file have backing store (page multiple) */
 	uint64_t counters[16]; /* enum nsk_pcounter */
-	uint8_t pad[80];
+	uint64_t mem_charged; /* this process's share of the registry's mem_used (budget.c) */
+	uint8_t pad[72];
 };
 _Static_assert(sizeof(struct nsk_proc_hdr) == 256, "proc header size");
 
@@ -221,6 +226,12 @@ enum nsk_pcounter {
 	NSK_PC_CLOSED_SHM_RX,
 	NSK_PC_CLOSED_TCP_TX,
 	NSK_PC_CLOSED_TCP_RX,
+	NSK_PC_UNPROVEN,    /* shared domain: the peer's identity could not be proven: stayed TCP */
+	/* fallbacks by cause (each also counted in NSK_PC_FALLBACKS) */
+	NSK_PC_FB_FD,       /* EMFILE / ENFILE creating a channel or rendezvous socket */
+	NSK_PC_FB_MEM,      /* ENOMEM / ENOSPC / EFBIG: memfd, its backing store, or mmap */
+	NSK_PC_FB_BUDGET,   /* the domain's memory budget (NEARSOCK_MEM_BUDGET) was reached */
+	NSK_PC_FB_REGISTRY, /* the registry was full: a listener was not registered */
 	NSK_PC_NR
 };
 _Static_assert(NSK_PC_NR <= 16, "process counters");

@@ -4,7 +4,14 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <arpa/inet.h>
+#include <dirent.h>
 #include <linux/futex.h>
+#include <linux/inet_diag.h>
+#include <linux/netlink.h>
+#include <linux/sock_diag.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -12,13 +19,25 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
+int nsk_fsize_ok(uint64_t size)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_FSIZE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && size > rl.rlim_cur)
+		return -EFBIG;
+	return 0;
+}
+
 int nsk_memfd_create(const char *name, uint64_t size)
 {
+	int r = nsk_fsize_ok(size);
+	if (r < 0)
+		return r;
 	int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	if (fd < 0)
 		return -errno;
@@ -161,4 +180,124 @@ uint64_t nsk_random64(void)
 	v *= 0xff51afd7ed558ccdull;
 	v ^= v >> 33;
 	return v;
+}
+
+/* The preload library interposes socket calls: raw system calls keep this helper out of its
+ * own wrappers. */
+/* diag_lookup - the kernel's record of the TCP socket whose own end is @raddr:@rport and whose
+ * remote end is @laddr:@lport: 1 with *@uid, *@inode set (inode 0: orphan), 0 if none exists,
+ * -errno if the kernel cannot tell. */
+static int diag_lookup(int family, const uint8_t laddr[16], uint16_t lport,
+		       const uint8_t raddr[16], uint16_t rport, uint32_t *uid, uint64_t *inode)
+{
+	struct {
+		struct nlmsghdr nh;
+		struct inet_diag_req_v2 r;
+	} req;
+	memset(&req, 0, sizeof(req));
+	req.nh.nlmsg_len = sizeof(req);
+	req.nh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+	req.nh.nlmsg_flags = NLM_F_REQUEST; /* exact lookup of one socket, not a dump */
+	req.r.sdiag_protocol = IPPROTO_TCP;
+	req.r.idiag_states = ~0u;
+	/* the peer's socket: its source is our destination */
+	req.r.id.idiag_sport = htons(rport);
+	req.r.id.idiag_dport = htons(lport);
+	req.r.id.idiag_cookie[0] = INET_DIAG_NOCOOKIE;
+	req.r.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
+	if (family == AF_INET) {
+		req.r.sdiag_family = AF_INET;
+		memcpy(req.r.id.idiag_src, raddr, 4);
+		memcpy(req.r.id.idiag_dst, laddr, 4);
+	} else {
+		req.r.sdiag_family = AF_INET6;
+		memcpy(req.r.id.idiag_src, raddr, 16);
+		memcpy(req.r.id.idiag_dst, laddr, 16);
+	}
+	int fd = (int)syscall(SYS_socket, AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+	if (fd < 0)
+		return -errno;
+	struct sockaddr_nl nl = {.nl_family = AF_NETLINK};
+	long r = syscall(SYS_sendto, fd, &req, sizeof(req), 0, &nl, sizeof(nl));
+	union {
+		struct nlmsghdr nh;
+		char buf[1024];
+	} u;
+	if (r >= 0)
+		r = syscall(SYS_recvfrom, fd, u.buf, sizeof(u.buf), 0, NULL, NULL);
+	int e = errno;
+	syscall(SYS_close, fd);
+	if (r < 0)
+		return -e;
+	if (r < (long)sizeof(struct nlmsghdr) || !NLMSG_OK(&u.nh, (unsigned)r))
+		return -EPROTO;
+	if (u.nh.nlmsg_type == NLMSG_ERROR) {
+		const struct nlmsgerr *err = NLMSG_DATA(&u.nh);
+		if (u.nh.nlmsg_len < NLMSG_LENGTH(sizeof(*err)))
+			return -EPROTO;
+		return err->error == -ENOENT ? 0 : (err->error ? err->error : -EPROTO);
+	}
+	if (u.nh.nlmsg_type != SOCK_DIAG_BY_FAMILY ||
+	    u.nh.nlmsg_len < NLMSG_LENGTH(sizeof(struct inet_diag_msg)))
+		return -EPROTO;
+	const struct inet_diag_msg *m = NLMSG_DATA(&u.nh);
+	*uid = m->idiag_uid;
+	*inode = m->idiag_inode;
+	return 1;
+}
+
+/* Exact lookup, trying the v4-mapped form of an IPv4 pair as well (dual-stack sockets). */
+static int diag_lookup_any(int family, const uint8_t laddr[16], uint16_t lport,
+			   const uint8_t raddr[16], uint16_t rport, uint32_t *uid, uint64_t *inode)
+{
+	int r = diag_lookup(family, laddr, lport, raddr, rport, uid, inode);
+	if (r != 0 || family != AF_INET)
+		return r;
+	uint8_t l6[16] = {[10] = 0xff, [11] = 0xff}, r6[16] = {[10] = 0xff, [11] = 0xff};
+	memcpy(l6 + 12, laddr, 4);
+	memcpy(r6 + 12, raddr, 4);
+	return diag_lookup(AF_INET6, l6, lport, r6, rport, uid, inode);
+}
+
+int nsk_tcp_sock_owner(int family, const uint8_t laddr[16], uint16_t lport,
+		       const uint8_t raddr[16], uint16_t rport, uint32_t *uid, uint64_t *inode)
+{
+	int r = diag_lookup_any(family, laddr, lport, raddr, rport, uid, inode);
+	return r == 0 ? -ENOENT : r < 0 ? r : 0;
+}
+
+int nsk_proc_has_socket(pid_t pid, uint64_t inode)
+{
+	char dir[64], path[384], want[64], link[64];
+	snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)pid);
+	snprintf(want, sizeof(want), "socket:[%llu]", (unsigned long long)inode);
+	DIR *d = opendir(dir);
+	if (!d)
+		return errno == ENOENT ? 0 : -errno;
+	int found = 0;
+	struct dirent *de;
+	while (!found && (de = readdir(d))) {
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		ssize_t n = readlink(path, link, sizeof(link) - 1);
+		if (n > 0) {
+			link[n] = 0;
+			found = strcmp(link, want) == 0;
+		}
+	}
+	closedir(d);
+	return found;
+}
+
+int nsk_tcp_peer_closed(int family, const uint8_t laddr[16], uint16_t lport,
+			const uint8_t raddr[16], uint16_t rport)
+{
+	uint32_t uid;
+	uint64_t inode;
+	int r = diag_lookup_any(family, laddr, lport, raddr, rport, &uid, &inode);
+	if (r < 0)
+		return r;
+	/* Gone, or an orphan (closed by its last holder, or its process killed): no inode. */
+	return r == 0 || inode == 0;
 }

@@ -135,7 +135,7 @@ static int do_accept(int fd, struct sockaddr *sa, socklen_t *len, int flags)
 		return REAL(accept4)(fd, sa, len, flags);
 	}
 	/* We need the peer's address even when the application does not ask for it. */
-	struct sockaddr_storage peer;
+	struct sockaddr_storage peer = {0}; /* initialised: cppcheck does not see accept4 fill it */
 	socklen_t plen = sizeof(peer);
 	int nfd = REAL(accept4)(fd, (struct sockaddr *)&peer, &plen, flags);
 	int e = errno;

@@ -24,14 +24,18 @@
 #include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include "core/atomics.h"
+#include "core/budget.h"
+#include "core/switchpt.h"
 #include "platform/linux.h"
 #include "preload/fdtab.h"
 #include "preload/real.h"
+#include "preload/verify.h"
 
 struct nsk_global nsk_g = {
 	.lock = PTHREAD_MUTEX_INITIALIZER,
@@ -77,6 +81,8 @@ static uint64_t env_u64(const char *name, uint64_t def)
 		x <<= 10;
 	else if (*end == 'm' || *end == 'M')
 		x <<= 20;
+	else if (*end == 'g' || *end == 'G')
+		x <<= 30;
 	return x;
 }
 
@@ -103,6 +109,7 @@ void nsk_global_init(void)
 	nsk_g.ring_size = rs;
 	nsk_g.spin_ns = env_u64("NEARSOCK_SPIN_US", 50) * 1000;
 	nsk_g.offer_timeout_ns = env_u64("NEARSOCK_OFFER_TIMEOUT_MS", 10000) * 1000000ull;
+	nsk_g.mem_budget = env_u64("NEARSOCK_MEM_BUDGET", 0);
 	v = getenv("NEARSOCK_UPGRADE");
 	nsk_g.eager = v && !strcmp(v, "eager");
 	nsk_g.pid = getpid();
@@ -144,6 +151,19 @@ static void pcount(int which)
 {
 	if (nsk_g.tab.hdr)
 		nsk_add64(&nsk_g.tab.hdr->counters[which], 1);
+}
+
+/* A resource ran out: the connection (or listener) stays on TCP. Counted in total and by
+ * cause (-errno @err, or -EDQUOT for the domain budget). */
+static void pcount_fallback(int err)
+{
+	pcount(NSK_PC_FALLBACKS);
+	if (err == -EMFILE || err == -ENFILE)
+		pcount(NSK_PC_FB_FD);
+	else if (err == -ENOMEM || err == -ENOSPC || err == -EFBIG)
+		pcount(NSK_PC_FB_MEM);
+	else if (err == -EDQUOT)
+		pcount(NSK_PC_FB_BUDGET);
 }
 
 /* The channel mapping is set up by one thread while others may be in the data path:
@@ -271,6 +291,10 @@ static void finalize(struct nsk_sock *s)
 {
 	struct nsk_conn *c = s->conn;
 	nsk_chan_unmap(&s->chan);
+	/* Exchange: a forked copy of this socket finalizing too gives the share back once. */
+	uint64_t charged = atomic_exchange_explicit(NSK_A64(&c->charged), 0, memory_order_relaxed);
+	if (charged)
+		nsk_budget_uncharge(&nsk_g.dom, &nsk_g.tab, charged);
 	if (s->offer_memfd >= 0) {
 		REAL(close)(s->offer_memfd);
 		s->offer_memfd = -1;
@@ -661,6 +685,20 @@ static int fill_tuple(struct nsk_sock *s)
 	return 0;
 }
 
+/* Accepted sockets: our own address only (the peer's was recorded from accept()); unlike
+ * getpeername it still works once the connection was reset. */
+static int fill_local(struct nsk_sock *s)
+{
+	struct sockaddr_storage la;
+	socklen_t ll = sizeof(la);
+	uint16_t f;
+	if (s->kind != NSK_CK_SERVER || getsockname(s->fd, (struct sockaddr *)&la, &ll) < 0 ||
+	    norm_addr((struct sockaddr *)&la, &f, s->conn->laddr, &s->conn->lport) < 0)
+		return -1;
+	s->tuple_ok = 1;
+	return 0;
+}
+
 /* ---------------------------------------------------------------- listeners ----------- */
 
 static int rendezvous_open_locked(void)
@@ -679,9 +717,15 @@ static int rendezvous_open_locked(void)
 	if (fd < 0)
 		return -errno;
 	unlink(sun.sun_path);
-	if (REAL(bind)(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+	/* The kernel attaches each sender's credentials (checked in shared domains). */
+	int one = 1;
+	/* In a shared domain the members (the domain's group) may send offers: 0660. */
+	if (REAL(bind)(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 ||
+	    REAL(setsockopt)(fd, SOL_SOCKET, SO_PASSCRED, &one, sizeof(one)) < 0 ||
+	    (nsk_g.dom.shared && chmod(sun.sun_path, 0660) < 0)) {
 		r = -errno;
 		REAL(close)(fd);
+		unlink(sun.sun_path);
 		return r;
 	}
 	nsk_g.rv_fd = fd;
@@ -723,7 +767,7 @@ void nsk_sock_listen(struct nsk_sock *s)
 	int r = rendezvous_open_locked();
 	pthread_mutex_unlock(&nsk_g.lock);
 	if (r < 0) {
-		pcount(NSK_PC_FALLBACKS);
+		pcount_fallback(r);
 		nsk_log(NSK_LOG_WARN, "listener fd %d: no rendezvous socket (%s)", s->fd,
 			strerror(-r));
 		return;
@@ -749,7 +793,9 @@ void nsk_sock_listen(struct nsk_sock *s)
 	r = nsk_registry_insert(&nsk_g.dom.reg, &k, getpid(), nsk_g.start_time, nsk_g.rv_name);
 	if (r < 0) {
 		pcount(NSK_PC_FALLBACKS);
-		nsk_log(NSK_LOG_WARN, "listener fd %d port %u: registry full", s->fd, k.port);
+		pcount(NSK_PC_FB_REGISTRY);
+		nsk_log(NSK_LOG_WARN, "listener fd %d port %u: registry full: connections to it stay "
+				      "on TCP", s->fd, k.port);
 		return;
 	}
 	s->reg_slot = r;
@@ -814,6 +860,7 @@ struct pending {
 	struct nsk_offer o;
 	int memfd;
 	uint64_t t;
+	struct ucred cred; /* the sender, as the kernel vouches for it */
 };
 static struct pending pend[PENDING_MAX];
 static int npend;
@@ -918,8 +965,9 @@ static void drain_offers_locked(void)
 	int nrq = 0;
 	for (;;) {
 		struct nsk_offer o;
+		struct ucred cred;
 		int memfd;
-		int r = nsk_offer_recv(nsk_g.rv_fd, &o, &memfd);
+		int r = nsk_offer_recv_cred(nsk_g.rv_fd, &o, &memfd, &cred);
 		if (r == -EAGAIN)
 			break;
 		if (r < 0) {
@@ -951,14 +999,16 @@ static void drain_offers_locked(void)
 			pcount(NSK_PC_OFFERS_EXPIRED);
 		}
 		pend[npend].o = o;
+		pend[npend].cred = cred;
 		pend[npend].memfd = memfd;
 		pend[npend].t = now;
 		npend++;
 	}
 }
 
-/* Find and remove the offer for @s's 4-tuple. Caller holds nsk_g.lock. */
-static int take_offer_locked(struct nsk_sock *s, struct nsk_offer *o)
+/* Find and remove the offer for @s's 4-tuple (its sender's credentials into @cred if not
+ * NULL). Caller holds nsk_g.lock. */
+static int take_offer_locked(struct nsk_sock *s, struct nsk_offer *o, struct ucred *cred)
 {
 	struct nsk_conn *c = s->conn;
 	for (int i = 0; i < npend; i++) {
@@ -966,6 +1016,8 @@ static int take_offer_locked(struct nsk_sock *s, struct nsk_offer *o)
 		if (p->family == c->family && p->cport == c->rport && p->sport == c->lport &&
 		    !memcmp(p->caddr, c->raddr, 16) && !memcmp(p->saddr, c->laddr, 16)) {
 			*o = *p;
+			if (cred)
+				*cred = pend[i].cred;
 			int fd = pend[i].memfd;
 			pend[i] = pend[--npend];
 			return fd;
@@ -1073,10 +1125,24 @@ static void try_claim(struct nsk_sock *s)
 		return; /* we just passed offers on: let the others look first (seq kept) */
 	s->seen_seq = seq;
 	struct nsk_offer o;
+	struct ucred cred;
+	int memfd;
 	pthread_mutex_lock(&nsk_g.lock);
 	drain_offers_locked();
 	drained_seq[s->reg_slot] = seq;
-	int memfd = npend && (s->tuple_ok || fill_tuple(s) == 0) ? take_offer_locked(s, &o) : -1;
+	for (;;) {
+		memfd = npend && (s->tuple_ok || fill_tuple(s) == 0) ? take_offer_locked(s, &o, &cred)
+								      : -1;
+		const char *why;
+		if (memfd < 0 || !nsk_g.dom.shared || nsk_verify_offerer(c, &o, &cred, &why) == 0)
+			break;
+		/* Not from the owner of the client end: discarded. The genuine client's offer may
+		 * be pending too, or still come: the connection stays a TCP candidate. */
+		REAL(close)(memfd);
+		pcount(NSK_PC_UNPROVEN);
+		nsk_log(NSK_LOG_WARN, "fd %d: offer from pid %d uid %d refused (%s)", s->fd,
+			(int)cred.pid, (int)cred.uid, why);
+	}
 	pthread_mutex_unlock(&nsk_g.lock);
 	if (memfd < 0)
 		return;
@@ -1087,7 +1153,10 @@ static void try_claim(struct nsk_sock *s)
 	if (r == 0)
 		chan_publish(s);
 	if (r < 0) {
-		pcount(r == -EPROTO ? NSK_PC_BROKEN : NSK_PC_FALLBACKS);
+		if (r == -EPROTO)
+			pcount(NSK_PC_BROKEN);
+		else
+			pcount_fallback(r);
 		nsk_log(NSK_LOG_WARN, "fd %d: offer rejected (%s): staying on TCP", s->fd,
 			strerror(-r));
 		nsk_store32(&c->mode, NSK_MODE_PLAIN);
@@ -1212,14 +1281,39 @@ static void offer(struct nsk_sock *s)
 {
 	struct nsk_conn *c = s->conn;
 	s->candidate = 0;
-	int memfd = nsk_chan_create(&s->chan, nsk_g.ring_size);
+	if (nsk_g.dom.shared) {
+		/* Anyone in the domain can write the registry: prove the entry's process owns the
+		 * listener before handing it our memory. */
+		struct nsk_reg_entry e;
+		const char *why = "registry entry gone";
+		if (!nsk_registry_read(&nsk_g.dom.reg, s->reg_slot, &e) ||
+		    nsk_verify_listener(c, &e, s->offer_path, &why) < 0) {
+			pcount(NSK_PC_UNPROVEN);
+			nsk_log(NSK_LOG_WARN, "fd %d: listener %s not proven (%s): TCP", s->fd,
+				s->offer_path, why);
+			nsk_store32(&c->mode, NSK_MODE_PLAIN);
+			return;
+		}
+	}
+	uint64_t seg = NSK_CHAN_DATA_OFF + 2 * nsk_g.ring_size;
+	int memfd = nsk_g.mem_budget ? nsk_budget_charge(&nsk_g.dom, &nsk_g.tab, seg, nsk_g.mem_budget)
+				     : 0;
+	if (memfd == 0) {
+		nsk_store64(&c->charged, nsk_g.mem_budget ? seg : 0);
+		memfd = nsk_chan_create(&s->chan, nsk_g.ring_size);
+	}
 	if (memfd >= 0) {
 		keep(s, memfd);
 		chan_publish(s);
 	}
 	if (memfd < 0) {
-		pcount(NSK_PC_FALLBACKS);
-		nsk_log(NSK_LOG_INFO, "fd %d: no channel (%s): TCP", s->fd, strerror(-memfd));
+		uint64_t charged = atomic_exchange_explicit(NSK_A64(&c->charged), 0,
+							    memory_order_relaxed);
+		if (charged)
+			nsk_budget_uncharge(&nsk_g.dom, &nsk_g.tab, charged);
+		pcount_fallback(memfd);
+		nsk_log(NSK_LOG_INFO, "fd %d: no channel (%s): TCP", s->fd,
+			memfd == -EDQUOT ? "domain memory budget reached" : strerror(-memfd));
 		nsk_store32(&c->mode, NSK_MODE_PLAIN);
 		return;
 	}
@@ -1357,12 +1451,12 @@ static int peer_fin(struct nsk_sock *s)
 {
 	/* Acquire pairs with the release store of fin in nsk_sock_shutdown(): every byte
 	 * written before the FIN is visible. */
-	uint32_t f = nsk_load32_acquire(&s->chan.rx.ctl->fin);
-	if (f > 1) {
+	int f = nsk_sp_fin(nsk_load32_acquire(&s->chan.rx.ctl->fin));
+	if (f < 0) {
 		mark_broken(s, "FIN flag");
 		return 1;
 	}
-	return (int)f;
+	return f;
 }
 
 /* Has the receiver crossed the peer's switch point? Updates rx_crossed. */
@@ -1371,18 +1465,16 @@ static int rx_crossed(struct nsk_sock *s)
 	struct nsk_conn *c = s->conn;
 	if (nsk_load32(&c->rx_crossed))
 		return 1;
-	uint64_t at;
-	if (!peer_switch(s, &at))
-		return 0;
-	if (c->rx_tcp > at) {
+	uint64_t at = 0;
+	int known = peer_switch(s, &at);
+	int r = nsk_sp_crossed(CGET(c->rx_tcp), known, at);
+	if (r < 0) {
 		mark_broken(s, "switch point behind delivered bytes");
 		return 0;
 	}
-	if (c->rx_tcp == at) {
+	if (r)
 		nsk_store32(&c->rx_crossed, 1);
-		return 1;
-	}
-	return 0;
+	return r;
 }
 
 /* Consume control bytes that wait on the kernel socket (only past the peer's switch point).
@@ -1599,12 +1691,12 @@ ssize_t nsk_sock_recv(struct nsk_sock *s, const struct iovec *iov, int iovcnt, i
 			break;
 		}
 		if (!rx_crossed(s)) {
+			if (nsk_load32(&c->mode) == NSK_MODE_BROKEN)
+				continue; /* the peer's switch point is invalid */
 			/* TCP part of the stream: at most up to the peer's switch point. */
 			uint64_t at = 0;
 			int known = peer_switch(s, &at);
-			size_t lim = total - got;
-			if (known && at - CGET(c->rx_tcp) < lim)
-				lim = (size_t)(at - CGET(c->rx_tcp));
+			size_t lim = nsk_sp_limit(CGET(c->rx_tcp), known, at, total - got);
 			/* Build an iovec view of the remaining buffer limited to lim bytes. */
 			struct iovec view[64];
 			int nv = 0;
@@ -1649,8 +1741,13 @@ ssize_t nsk_sock_recv(struct nsk_sock *s, const struct iovec *iov, int iovcnt, i
 				break;
 			}
 			/* Bytes past a switch point published meanwhile are control bytes. */
-			if (peer_switch(s, &at) && CGET(c->rx_tcp) + (uint64_t)n > at)
-				n = (ssize_t)(at - CGET(c->rx_tcp));
+			known = peer_switch(s, &at);
+			int64_t data = nsk_sp_data(CGET(c->rx_tcp), known, at, (uint64_t)n);
+			if (data < 0) {
+				mark_broken(s, "switch point behind delivered bytes");
+				continue;
+			}
+			n = (ssize_t)data;
 			if (n > 0) {
 				struct nsk_iovcur skip = cur;
 				/* advance the cursor by n */
@@ -1770,8 +1867,24 @@ static int peer_gone(struct nsk_sock *s)
 	if (nsk_load32(&c->peer_gone))
 		return 1;
 	struct pollfd p = {.fd = s->fd, .events = POLLRDHUP};
-	if (REAL(poll)(&p, 1, 0) <= 0 || !(p.revents & (POLLRDHUP | POLLHUP | POLLERR)))
-		return 0;
+	if (REAL(poll)(&p, 1, 0) <= 0 || !(p.revents & (POLLRDHUP | POLLHUP | POLLERR))) {
+		/* The kernel shows nothing. A peer killed while its data waited for our receive
+		 * window (unread TCP bytes before its switch point) has its FIN stuck behind that
+		 * data, and its empty receive queue sends no reset: ask the kernel whether any
+		 * process still holds the peer's socket (at most every 50 ms). */
+		uint64_t now = nsk_now_ns();
+		/* last_diag_ns: a poller and a sender may both get here (relaxed: a rate limit) */
+		if (nsk_load32(&c->rx_crossed) || !s->tuple_ok ||
+		    now - __atomic_load_n(&s->last_diag_ns, __ATOMIC_RELAXED) < 50000000)
+			return 0;
+		__atomic_store_n(&s->last_diag_ns, now, __ATOMIC_RELAXED);
+		if (nsk_tcp_peer_closed(c->family, c->laddr, c->lport, c->raddr, c->rport) != 1)
+			return 0;
+		nsk_log(NSK_LOG_DEBUG, "fd %d: the peer's socket is closed (its FIN waits behind "
+				       "unread data): EPIPE", s->fd);
+		nsk_store32(&c->peer_gone, 1);
+		return 1;
+	}
 	if (!(p.revents & (POLLHUP | POLLERR))) {
 		/* Half-closed or closed: the probe tells. */
 		if (REAL(send)(s->fd, &ctl_byte, 1, MSG_DONTWAIT | MSG_NOSIGNAL) == 1)
@@ -1781,7 +1894,7 @@ static int peer_gone(struct nsk_sock *s)
 	}
 	/* Our probes may have left an error on the kernel socket: the application gets its own
 	 * EPIPE from us, so its SO_ERROR must read as after a plain TCP send. */
-	int err;
+	int err = 0;
 	socklen_t el = sizeof(err);
 	REAL(getsockopt)(s->fd, SOL_SOCKET, SO_ERROR, &err, &el);
 	nsk_store32(&c->peer_gone, 1);
@@ -1921,10 +2034,14 @@ int nsk_sock_fionread(struct nsk_sock *s)
 	if (!rx_crossed(s)) {
 		if (REAL(ioctl)(s->fd, FIONREAD, &k) < 0)
 			return -errno;
-		uint64_t at;
-		if (peer_switch(s, &at) && CGET(c->rx_tcp) + (uint64_t)k > at)
-			k = (int)(at - CGET(c->rx_tcp));
-		return k;
+		uint64_t at = 0;
+		int known = peer_switch(s, &at);
+		int64_t data = nsk_sp_data(CGET(c->rx_tcp), known, at, (uint64_t)k);
+		if (data < 0) {
+			mark_broken(s, "switch point behind delivered bytes");
+			return -ECONNRESET;
+		}
+		return (int)data;
 	}
 	int64_t used = nsk_ring_used(&s->chan.rx);
 	if (used < 0)
@@ -1996,6 +2113,8 @@ int nsk_sock_ready(struct nsk_sock *s, int want, int *kernel_ev, int *kernel_dec
 			}
 			if ((uint64_t)fr >= s->chan.tx.size / 4) {
 				ready |= POLLOUT;
+			} else if (!nsk_sock_space_wake_reliable(s) && peer_gone(s)) {
+				ready |= POLLOUT; /* the peer's socket is closed: the send fails (EPIPE) */
 			} else {
 				/* The peer's space wake-up arrives as a control byte on our rx side. */
 				kev |= POLLIN;
@@ -2049,7 +2168,12 @@ void nsk_sock_before_close(struct nsk_sock *s)
 		drain_offers_locked();
 		struct nsk_offer o;
 		int fd;
-		while (npend && (s->tuple_ok || fill_tuple(s) == 0) && (fd = take_offer_locked(s, &o)) >= 0) {
+		/* A reset connection has no peer name any more (getpeername fails): ours is enough,
+		 * the peer's came with accept(). Found by the crash test (a killed client's offer
+		 * stayed pending in the server, its segment with it). If another process still holds
+		 * the socket (fork per connection), the offer is passed on to it instead. */
+		while (npend && (s->tuple_ok || fill_tuple(s) == 0 || fill_local(s) == 0) &&
+		       (fd = take_offer_locked(s, &o, NULL)) >= 0) {
 			if (!alone && nsk_g.rv_shared && o.hops < REQUEUE_HOPS)
 				requeue_locked(&o, fd);
 			else

@@ -28,6 +28,7 @@ struct nsk_global {
 	uint64_t ring_size;
 	uint64_t spin_ns;
 	uint64_t offer_timeout_ns;
+	uint64_t mem_budget; /* NEARSOCK_MEM_BUDGET: channel bytes the domain may hold (0: none) */
 	pthread_mutex_t lock; /* domain set-up, rendezvous and pending offers */
 	int domain_state;     /* 0 untried, 1 ready, -1 failed */
 	struct nsk_domain dom;
@@ -70,6 +71,7 @@ struct nsk_sock {
 	uint64_t rcvtimeo_ns, sndtimeo_ns; /* SO_RCVTIMEO / SO_SNDTIMEO (0: none) */
 	uint64_t spin_ns;      /* spin budget before sleeping (0 on a single allowed CPU) */
 	uint64_t last_drain_ns; /* non-blocking readers: last look at the kernel socket */
+	uint64_t last_diag_ns;  /* last sock_diag look at the peer's socket (peer_gone) */
 	int connecting;        /* client: non-blocking connect in progress */
 	int candidate;         /* client: a local listener exists; offer when worth it */
 	int tuple_ok;          /* conn->laddr/raddr are filled in */

@@ -7,7 +7,7 @@
 
 set(NSK_INTEG_DIR ${CMAKE_CURRENT_SOURCE_DIR}/integ)
 
-foreach(helper nsk_many nsk_kill nsk_badin nsk_hostile nsk_fork nsk_epoll nsk_sem)
+foreach(helper nsk_many nsk_kill nsk_badin nsk_hostile nsk_fork nsk_epoll nsk_sem nsk_crash)
   if(NOT EXISTS ${NSK_INTEG_DIR}/${helper}.c)
     continue()
   endif()
@@ -16,8 +16,22 @@ foreach(helper nsk_many nsk_kill nsk_badin nsk_hostile nsk_fork nsk_epoll nsk_se
   target_link_libraries(${helper} PRIVATE pthread dl)
 endforeach()
 
+# Helpers that play a domain member directly through nsk_core (an attacker, a prober).
+foreach(helper nsk_forge nsk_exhaust)
+  if(NOT EXISTS ${NSK_INTEG_DIR}/${helper}.c)
+    continue()
+  endif()
+  add_executable(${helper} ${NSK_INTEG_DIR}/${helper}.c)
+  target_include_directories(${helper} PRIVATE ${CMAKE_SOURCE_DIR}/include ${CMAKE_SOURCE_DIR}/src)
+  target_link_libraries(${helper} PRIVATE nsk_core pthread dl)
+endforeach()
+
 # nsk_integ_test(NAME TIMEOUT SCRIPT [ARGS...])
+# Sanitizer builds run several times slower: their time limits are three times as long.
 function(nsk_integ_test name timeout script)
+  if(NSK_SANITIZE)
+    math(EXPR timeout "${timeout} * 3")
+  endif()
   add_test(NAME integ_${name} COMMAND bash ${NSK_INTEG_DIR}/${script} ${ARGN})
   set_tests_properties(integ_${name} PROPERTIES
     LABELS integ
@@ -57,3 +71,10 @@ if(NOT NSK_SANITIZE)
   endif()
 endif()
 nsk_integ_test(epoll_switch 60 epoll_switch.sh)
+nsk_integ_test(crash 240 crash.sh 200)
+# The long version (label stress): 1000 random kills.
+add_test(NAME stress_crash COMMAND bash ${NSK_INTEG_DIR}/crash.sh 1000)
+set_tests_properties(stress_crash PROPERTIES LABELS stress TIMEOUT 1200 SKIP_RETURN_CODE 77
+                     ENVIRONMENT "NSK_BUILD=${CMAKE_BINARY_DIR}")
+nsk_integ_test(shared_domain 90 shared_domain.sh)
+nsk_integ_test(exhaust 90 exhaust.sh)
