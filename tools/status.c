@@ -44,6 +44,8 @@ static const char *kind_name(uint32_t k)
 		return "client";
 	case NSK_CK_SERVER:
 		return "server";
+	case NSK_CK_UDP:
+		return "udp";
 	}
 	return "socket";
 }

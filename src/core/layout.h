@@ -101,6 +101,83 @@ struct nsk_offer {
 };
 _Static_assert(sizeof(struct nsk_offer) == 72, "offer wire size");
 
+/* ---------------------------------------------------------------- UDP inbox ----------- */
+/* One per bound UDP socket: a multi-producer/single-consumer queue of whole datagrams in a
+ * sealed memfd. Producers (local senders, any process of the domain) serialise on a lock word
+ * held only while one record is copied in; the owner is the only consumer. */
+#define NSK_INBOX_MAGIC 0x49534b4eu /* "NKSI" */
+#define NSK_INBOX_VERSION 1u
+#define NSK_INBOX_DATA_OFF 4096u
+#define NSK_INBOX_MIN (128u << 10) /* a 64 KiB datagram always fits */
+#define NSK_INBOX_MAX (64u << 20)
+#define NSK_INBOX_WAKERS 48
+#define NSK_DGRAM_MAX 65535u       /* largest payload a record may claim */
+
+/* A process that may send wake-up datagrams to the owner's kernel socket, from a loopback
+ * socket it owns: datagrams from (family, loopback, port) are wake-ups, never data. */
+struct nsk_inbox_waker {
+	uint32_t pid;    /* 0: free slot (claimed by CAS) */
+	uint16_t family; /* AF_INET: 127.0.0.1, AF_INET6: ::1 */
+	uint16_t port;   /* host order; 0 while being filled in */
+	uint64_t start_time;
+};
+_Static_assert(sizeof(struct nsk_inbox_waker) == 16, "waker size");
+
+struct nsk_inbox_hdr {
+	/* line 0 — written once by the owner before the segment is published */
+	uint32_t magic;
+	uint32_t version;
+	uint64_t nonce;
+	uint64_t seg_size;
+	uint64_t data_off;
+	uint64_t data_size; /* power of two */
+	uint32_t owner_pid;
+	uint32_t pad0;
+	uint64_t owner_start;
+	uint64_t pad0b;
+	/* line 1 — producers */
+	uint32_t plock; /* pid of the producer copying a record in; 0: free */
+	uint32_t pad1;
+	uint64_t tail;    /* bytes ever published (free-running, 8-byte records) */
+	uint64_t drops;   /* datagrams dropped because the inbox was full */
+	uint64_t enq;     /* datagrams enqueued */
+	uint64_t steals;  /* locks taken over from dead producers */
+	uint64_t pad1b[3];
+	/* line 2 — consumer */
+	uint64_t head;    /* bytes ever consumed */
+	uint64_t limit;   /* bytes the queue may hold (from SO_RCVBUF); <= data_size */
+	uint32_t closed;  /* the owner withdrew the inbox: send through the kernel */
+	uint32_t pad2;
+	uint64_t svc_ns;  /* consumer: mean time to drain after a wake-up (aggregation model) */
+	uint64_t corrupt; /* malformed records or indices seen by the consumer (queue reset) */
+	uint64_t pad2b[3];
+	/* line 3 — consumer's wake-up request (as struct nsk_ring_ctl's cons_armed/data_seq) */
+	uint32_t armed;
+	uint32_t seq;
+	uint32_t pad3[14];
+	/* lines 4.. — processes that send wake-up datagrams */
+	struct nsk_inbox_waker wakers[NSK_INBOX_WAKERS];
+};
+_Static_assert(offsetof(struct nsk_inbox_hdr, plock) == NSK_CACHELINE, "producer line");
+_Static_assert(offsetof(struct nsk_inbox_hdr, head) == 2 * NSK_CACHELINE, "consumer line");
+_Static_assert(offsetof(struct nsk_inbox_hdr, armed) == 3 * NSK_CACHELINE, "arm line");
+_Static_assert(offsetof(struct nsk_inbox_hdr, wakers) == 4 * NSK_CACHELINE, "wakers");
+_Static_assert(sizeof(struct nsk_inbox_hdr) <= NSK_INBOX_DATA_OFF, "header fits its page");
+
+/* Each datagram is one record: this header, then the payload, padded to 8 bytes. Records
+ * may wrap around the end of the data area. */
+#define NSK_DGRAM_CHECK 0x5244u
+struct nsk_dgram_rec {
+	uint32_t len;    /* payload bytes (<= NSK_DGRAM_MAX) */
+	uint16_t family; /* source address family: AF_INET or AF_INET6 */
+	uint16_t port;   /* source port, host order */
+	uint8_t addr[16]; /* source address (AF_INET: first 4 bytes) */
+	uint16_t check;  /* NSK_DGRAM_CHECK */
+	uint16_t pad;
+	uint32_t sum;    /* len ^ family ^ port ^ check: catches torn or garbage headers */
+};
+_Static_assert(sizeof(struct nsk_dgram_rec) == 32, "record header size");
+
 /* ---------------------------------------------------------------- registry ------------ */
 #define NSK_REG_MAGIC 0x47534b4eu /* "NKSG" */
 #define NSK_REG_VERSION 1u
@@ -111,6 +188,7 @@ enum nsk_reg_kind { NSK_RE_EMPTY = 0, NSK_RE_BUSY = 1, NSK_RE_VALID = 2, NSK_RE_
 #define NSK_RE_GEN(s) ((s) >> 2)
 
 #define NSK_RE_V6ONLY 1u
+#define NSK_RE_UDP 2u /* a bound UDP socket's inbox (else a TCP listener) */
 
 struct nsk_reg_entry {
 	uint32_t state; /* generation << 2 | kind; readers re-check it after copying the entry */
@@ -121,13 +199,13 @@ struct nsk_reg_entry {
 	uint8_t addr[16]; /* all zero: wildcard */
 	uint64_t netns;
 	uint32_t pid;
-	uint32_t pad1;
+	uint32_t inbox_fd; /* UDP: the owner's descriptor of the inbox memfd (/proc/PID/fd/N) */
 	uint64_t start_time;
 	uint64_t offer_seq; /* bumped by clients after posting an offer (the owner polls it) */
 	uint64_t accepted;  /* statistics, written by the owner */
 	uint64_t upgraded;
 	char rv[40]; /* rendezvous socket file name inside the domain directory */
-	uint64_t pad2;
+	uint64_t inbox_nonce; /* UDP: must equal the inbox header's nonce */
 };
 _Static_assert(sizeof(struct nsk_reg_entry) == 128, "registry entry size");
 
@@ -148,7 +226,7 @@ _Static_assert(sizeof(struct nsk_reg_hdr) == NSK_CACHELINE, "registry header siz
 #define NSK_PROC_VERSION 1u
 #define NSK_PROC_SLOTS 65536u
 
-enum nsk_conn_kind { NSK_CK_NONE = 0, NSK_CK_LISTENER, NSK_CK_CLIENT, NSK_CK_SERVER };
+enum nsk_conn_kind { NSK_CK_NONE = 0, NSK_CK_LISTENER, NSK_CK_CLIENT, NSK_CK_SERVER, NSK_CK_UDP };
 enum nsk_conn_mode {
 	NSK_MODE_TCP = 0,   /* plain TCP, may still upgrade */
 	NSK_MODE_OFFERED,   /* client posted an offer / server waits for one */
@@ -183,7 +261,12 @@ struct nsk_conn {
 	uint64_t created_ns;
 	uint32_t tx_switched; /* our switch point is published: we send through the ring */
 	uint32_t peer_gone;   /* the peer's socket is closed for good: sends fail with EPIPE */
-	uint8_t pad2[72];
+	/* UDP sockets use the fields above as: tx/rx_shm_* = datagrams through inboxes,
+	 * tx/rx_tcp(_msgs) = datagrams through the kernel, wakes_sent = wake-up datagrams sent,
+	 * ctl_bytes = wake-up datagrams received and filtered out; and these: */
+	uint64_t udp_tx_drops; /* datagrams dropped because the receiver's inbox was full */
+	uint64_t udp_deferred; /* wake-ups delayed by packet aggregation */
+	uint8_t pad2[56];
 };
 _Static_assert(sizeof(struct nsk_conn) == 256, "connection slot size");
 

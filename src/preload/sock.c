@@ -31,6 +31,7 @@
 #include "platform/linux.h"
 #include "preload/fdtab.h"
 #include "preload/real.h"
+#include "preload/udp.h"
 
 struct nsk_global nsk_g = {
 	.lock = PTHREAD_MUTEX_INITIALIZER,
@@ -259,6 +260,7 @@ static void finalize(struct nsk_sock *s)
 	nsk_add64(&k[NSK_PC_CLOSED_TCP_TX], CGET(c->tx_tcp));
 	nsk_add64(&k[NSK_PC_CLOSED_TCP_RX], CGET(c->rx_tcp));
 	nsk_chan_unmap(&s->chan);
+	nsk_udp_free(s);
 	if (s->offer_memfd >= 0) {
 		REAL(close)(s->offer_memfd);
 		s->offer_memfd = -1;
@@ -308,6 +310,8 @@ void nsk_sock_put(struct nsk_sock *s)
 		return;
 	if (s->kind == NSK_CK_LISTENER)
 		nsk_sock_unlisten(s);
+	if (s->kind == NSK_CK_UDP)
+		nsk_udp_release(s);
 	if (chan_ok(s)) {
 		/* Wake both of the peer's possible sleepers: it re-checks and sees our FIN soon. */
 		struct nsk_ring_ctl *tx = s->chan.tx.ctl, *rx = s->chan.rx.ctl;
@@ -524,6 +528,7 @@ static int take_offer_locked(struct nsk_sock *s, struct nsk_offer *o)
 
 void nsk_sock_internal_fd_check(int fd)
 {
+	nsk_udp_internal_fd_check(fd);
 	/* Fast path for every close(): nothing of ours can be at this number. */
 	if (fd < 0 || (fd != __atomic_load_n(&nsk_g.rv_fd, __ATOMIC_RELAXED) &&
 		       fd != __atomic_load_n(&nsk_g.offer_fd, __ATOMIC_RELAXED) &&
@@ -819,6 +824,8 @@ static int connecting_done(struct nsk_sock *s)
 
 void nsk_sock_refresh(struct nsk_sock *s)
 {
+	if (s->kind == NSK_CK_UDP)
+		return; /* nothing to upgrade: udp.c decides per datagram */
 	struct nsk_conn *c = s->conn;
 	uint32_t mode = nsk_load32(&c->mode);
 	if (mode == NSK_MODE_PLAIN || mode == NSK_MODE_BROKEN || nsk_load32(&c->tx_switched))
@@ -1036,6 +1043,8 @@ static int sleep_ring(struct nsk_sock *s, int tx, uint64_t deadline)
 
 ssize_t nsk_sock_recv(struct nsk_sock *s, const struct iovec *iov, int iovcnt, int flags)
 {
+	if (s->kind == NSK_CK_UDP)
+		return nsk_udp_recvv(s, iov, iovcnt, flags);
 	struct nsk_conn *c = s->conn;
 	size_t total = nsk_iov_total(iov, iovcnt);
 	int peek = flags & MSG_PEEK;
@@ -1257,6 +1266,8 @@ static ssize_t epipe(int flags)
 
 ssize_t nsk_sock_send(struct nsk_sock *s, const struct iovec *iov, int iovcnt, int flags)
 {
+	if (s->kind == NSK_CK_UDP)
+		return nsk_udp_sendv(s, iov, iovcnt, flags);
 	struct nsk_conn *c = s->conn;
 	size_t total = nsk_iov_total(iov, iovcnt);
 	uint64_t deadline = s->sndtimeo_ns ? nsk_now_ns() + s->sndtimeo_ns : 0;
@@ -1371,6 +1382,8 @@ int nsk_sock_shutdown(struct nsk_sock *s, int how)
 
 int nsk_sock_fionread(struct nsk_sock *s)
 {
+	if (s->kind == NSK_CK_UDP)
+		return nsk_udp_fionread(s);
 	int k = 0;
 	struct nsk_conn *c = s->conn;
 	if (!rx_crossed(s)) {
@@ -1391,12 +1404,16 @@ int nsk_sock_fionread(struct nsk_sock *s)
 
 int nsk_sock_is_shm(struct nsk_sock *s)
 {
+	if (s->kind == NSK_CK_UDP)
+		return nsk_udp_is_shm(s);
 	return chan_ok(s) && nsk_load32(&s->conn->mode) == NSK_MODE_SHM &&
 	       nsk_load32(&s->conn->tx_switched);
 }
 
 int nsk_sock_ready(struct nsk_sock *s, int want, int *kernel_ev, int *kernel_decides, int arm)
 {
+	if (s->kind == NSK_CK_UDP)
+		return nsk_udp_ready(s, want, kernel_ev, kernel_decides, arm);
 	struct nsk_conn *c = s->conn;
 	int ready = 0, kev = 0, kdec = 0;
 	*kernel_decides = 0;
@@ -1474,6 +1491,8 @@ int nsk_sock_space_wake_reliable(struct nsk_sock *s)
 
 void nsk_sock_disarm(struct nsk_sock *s)
 {
+	if (s->kind == NSK_CK_UDP)
+		return nsk_udp_disarm(s);
 	if (!chan_ok(s))
 		return;
 	nsk_disarm(&s->chan.rx.ctl->cons_armed, NSK_ARM_FD);
@@ -1482,6 +1501,8 @@ void nsk_sock_disarm(struct nsk_sock *s)
 
 void nsk_sock_kernel_event(struct nsk_sock *s, int revents)
 {
+	if (s->kind == NSK_CK_UDP)
+		return nsk_udp_kernel_event(s, revents);
 	if ((revents & (POLLIN | POLLHUP | POLLERR | POLLRDHUP)) && chan_ok(s) && rx_crossed(s))
 		drain_ctl(s);
 }
@@ -1508,4 +1529,16 @@ void nsk_sock_before_close(struct nsk_sock *s)
 	 * switch point, where every TCP byte is a control byte. */
 	if (atomic_load(&s->refs) == 1 && chan_ok(s) && rx_crossed(s))
 		drain_ctl(s);
+}
+
+/* ---------------------------------------------------------------- shared helpers ------ */
+
+void nsk_shared_lock(uint32_t *l)
+{
+	xlock(l);
+}
+
+void nsk_shared_unlock(uint32_t *l)
+{
+	xunlock(l);
 }

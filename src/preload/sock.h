@@ -68,6 +68,7 @@ struct nsk_sock {
 	int candidate;         /* client: a local listener exists; offer when worth it */
 	int tuple_ok;          /* conn->laddr/raddr are filled in */
 	uint64_t id;           /* unique per socket object incarnation */
+	struct nsk_udp *udp;   /* UDP sockets (kind NSK_CK_UDP): see udp.c */
 	struct nsk_sock *next_free;
 };
 
@@ -135,6 +136,11 @@ void nsk_sock_disarm(struct nsk_sock *s);
 void nsk_sock_kernel_event(struct nsk_sock *s, int revents);
 /* nsk_sock_is_shm - whether readiness must be computed in user space (not pass-through). */
 int nsk_sock_is_shm(struct nsk_sock *s);
+
+/* nsk_shared_lock - futex mutex on a word in the connection table (shared with forked
+ * children): the txlock/rxlock of a socket. */
+void nsk_shared_lock(uint32_t *l);
+void nsk_shared_unlock(uint32_t *l);
 
 /* nsk_epoll_forget - @fd (an epoll set) is being closed. */
 void nsk_epoll_forget(int fd);

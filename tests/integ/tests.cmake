@@ -7,7 +7,7 @@
 
 set(NSK_INTEG_DIR ${CMAKE_CURRENT_SOURCE_DIR}/integ)
 
-foreach(helper nsk_many nsk_kill nsk_badin nsk_hostile)
+foreach(helper nsk_many nsk_kill nsk_badin nsk_hostile nsk_udp)
   if(NOT EXISTS ${NSK_INTEG_DIR}/${helper}.c)
     continue()
   endif()
