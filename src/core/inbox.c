@@ -60,6 +60,7 @@ int nsk_inbox_create(struct nsk_inbox *ib, uint64_t data_size, pid_t pid, uint64
 	}
 	uint64_t nonce = nsk_random64() | 1;
 	hdr_init(ib->h, data_size, pid, start, nonce);
+	ib->h->wake_key = nsk_random64();
 	ib->data = (uint8_t *)ib->h + NSK_INBOX_DATA_OFF;
 	ib->size = data_size;
 	ib->nonce = nonce;
@@ -247,10 +248,22 @@ void nsk_inbox_drop(struct nsk_inbox *ib)
 
 /* ---------------------------------------------------------------- consumer ----------- */
 
+/* The consumer's view of the tail: the cached one while records remain below it (reading
+ * the producers' line for every record would move it between caches each time). */
+static uint64_t cons_tail(struct nsk_inbox *ib, uint64_t head)
+{
+	if (ib->tail_cache - head - 1 < ib->size) /* head < tail_cache, within one queue */
+		return ib->tail_cache;
+	/* Acquire pairs with the producer's seq_cst store of tail in nsk_inbox_put: the record
+	 * bytes are visible once we see the tail that covers them. */
+	ib->tail_cache = nsk_load64_acquire(&ib->h->tail);
+	return ib->tail_cache;
+}
+
 int nsk_inbox_empty(struct nsk_inbox *ib)
 {
-	/* Acquire pairs with the producer's seq_cst store of tail in nsk_inbox_put. */
-	return nsk_load64_acquire(&ib->h->tail) == nsk_load64(&ib->h->head);
+	uint64_t head = nsk_load64(&ib->h->head);
+	return cons_tail(ib, head) == head;
 }
 
 /* The queue is malformed (a buggy or hostile producer): drop everything published so far. */
@@ -262,10 +275,8 @@ static void reset(struct nsk_inbox *ib, uint64_t tail)
 
 int nsk_inbox_peek(struct nsk_inbox *ib, struct nsk_dgram_rec *rec)
 {
-	/* Acquire pairs with the producer's seq_cst store of tail in nsk_inbox_put: the record
-	 * bytes are visible once we see the tail that covers them. */
-	uint64_t tail = nsk_load64_acquire(&ib->h->tail);
 	uint64_t head = nsk_load64(&ib->h->head);
+	uint64_t tail = cons_tail(ib, head);
 	uint64_t used = tail - head;
 	if (used == 0)
 		return 0;

@@ -27,6 +27,7 @@ struct nsk_inbox {
 	uint64_t seg_size;
 	uint64_t nonce;
 	uint64_t head_cache; /* producer: last head seen (never ahead of the real one) */
+	uint64_t tail_cache; /* consumer: last tail seen (never ahead of the real one) */
 };
 
 /* Source address of a datagram, normalised: AF_INET addresses in the first 4 bytes. */

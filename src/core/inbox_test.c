@@ -390,7 +390,7 @@ static void test_hostile(void)
 		CHECK(r == 0 || r == -EPROTO || r == -ENOBUFS);
 		/* the consumer resynchronises: afterwards the queue works again */
 		ib.h->head = ib.h->tail = ib.h->tail & ~7ull;
-		ib.head_cache = ib.h->head;
+		ib.head_cache = ib.tail_cache = ib.h->head;
 	}
 	corrupt0 = ib.h->corrupt;
 	CHECK(corrupt0 > 0);

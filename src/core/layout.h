@@ -134,7 +134,7 @@ struct nsk_inbox_hdr {
 	uint32_t owner_pid;
 	uint32_t pad0;
 	uint64_t owner_start;
-	uint64_t pad0b;
+	uint64_t wake_key; /* secret of this inbox carried by every wake-up datagram */
 	/* line 1 — producers */
 	uint32_t plock; /* pid of the producer copying a record in; 0: free */
 	uint32_t pad1;
@@ -145,16 +145,24 @@ struct nsk_inbox_hdr {
 	uint64_t pad1b[3];
 	/* line 2 — consumer */
 	uint64_t head;    /* bytes ever consumed */
-	uint64_t limit;   /* bytes the queue may hold (from SO_RCVBUF); <= data_size */
-	uint32_t closed;  /* the owner withdrew the inbox: send through the kernel */
-	uint32_t pad2;
+	uint64_t pad2[2];
 	uint64_t svc_ns;  /* consumer: mean time to drain after a wake-up (aggregation model) */
 	uint64_t corrupt; /* malformed records or indices seen by the consumer (queue reset) */
-	uint64_t pad2b[3];
+	/* The owner's connect(): its kernel socket then takes datagrams from that peer only, so
+	 * wake-ups must come from the peer's own socket (set under conn_seq, a seqlock). */
+	uint32_t conn_seq;  /* odd while being written */
+	uint16_t conn_family; /* 0: not connected */
+	uint16_t conn_port;
+	uint8_t conn_addr[16];
 	/* line 3 — consumer's wake-up request (as struct nsk_ring_ctl's cons_armed/data_seq) */
 	uint32_t armed;
 	uint32_t seq;
-	uint32_t pad3[14];
+	uint64_t sender_cpus; /* union of the CPU masks (0..63) of senders that attached */
+	/* read by producers at every datagram, written by the owner rarely: on this line,
+	 * which producers read anyway (armed), not on the consumer's (head) */
+	uint64_t limit;   /* bytes the queue may hold (from SO_RCVBUF); <= data_size */
+	uint32_t closed;  /* the owner withdrew the inbox: send through the kernel */
+	uint32_t pad3[9];
 	/* lines 4.. — processes that send wake-up datagrams */
 	struct nsk_inbox_waker wakers[NSK_INBOX_WAKERS];
 };
@@ -163,6 +171,16 @@ _Static_assert(offsetof(struct nsk_inbox_hdr, head) == 2 * NSK_CACHELINE, "consu
 _Static_assert(offsetof(struct nsk_inbox_hdr, armed) == 3 * NSK_CACHELINE, "arm line");
 _Static_assert(offsetof(struct nsk_inbox_hdr, wakers) == 4 * NSK_CACHELINE, "wakers");
 _Static_assert(sizeof(struct nsk_inbox_hdr) <= NSK_INBOX_DATA_OFF, "header fits its page");
+
+/* A wake-up datagram (to the owner's kernel socket): magic, the inbox's wake_key, the
+ * sender's CLOCK_MONOTONIC time (hand-over latency for the aggregation model). */
+#define NSK_WAKE_MAGIC 0x454b41574b534e4eull /* "NNSKWAKE" */
+struct nsk_wake_dgram {
+	uint64_t magic;
+	uint64_t key;
+	uint64_t sent_ns;
+};
+_Static_assert(sizeof(struct nsk_wake_dgram) == 24, "wake-up datagram size");
 
 /* Each datagram is one record: this header, then the payload, padded to 8 bytes. Records
  * may wrap around the end of the data area. */

@@ -13,6 +13,7 @@
 #include "core/atomics.h"
 #include "core/ring.h"
 #include "platform/linux.h"
+#include "preload/sock.h"
 
 #define WINDOW_NS 1000000ull /* rate estimation window */
 #define K_MAX 64             /* containers larger than this buy nothing measurable */
@@ -196,7 +197,7 @@ static void *flusher(void *arg)
 static int list_add(struct nsk_agg *a)
 {
 	pthread_mutex_lock(&list_lock);
-	if (!flusher_started || flusher_pid != getpid()) {
+	if (!flusher_started || flusher_pid != nsk_g.pid) {
 		pthread_t t;
 		pthread_attr_t at;
 		sigset_t all, old;
@@ -213,7 +214,7 @@ static int list_add(struct nsk_agg *a)
 			return -r; /* no deadline keeper: do not defer */
 		}
 		flusher_started = 1;
-		flusher_pid = getpid();
+		flusher_pid = nsk_g.pid;
 	}
 	if (!a->listed) {
 		if (n_owed_list == MAX_OWED) {
@@ -258,6 +259,13 @@ static void reevaluate(struct nsk_agg *a, uint64_t now)
 	uint64_t svc = (a->svc_ns ? nsk_load64(a->svc_ns) : 0) + a->wake_cost_ns;
 	if (svc < 1000)
 		svc = 1000;
+	/* The choice costs a few microseconds (a bisection per k tried): only when the inputs
+	 * moved by more than 20 %. */
+	if (a->lambda < a->eval_lambda * 1.2 && a->lambda > a->eval_lambda * 0.8 &&
+	    (double)svc < (double)a->eval_svc * 1.2 && (double)svc > (double)a->eval_svc * 0.8)
+		return;
+	a->eval_lambda = a->lambda;
+	a->eval_svc = svc;
 	struct nsk_adapt ad;
 	int r = nsk_adapt_choose(a->lambda, 1e9 / (double)svc, (double)cfg_target_ns / 1000.0, K_MAX,
 				 &ad);

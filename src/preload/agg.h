@@ -39,6 +39,8 @@ struct nsk_agg {
 	uint64_t wake_cost_ns; /* what one wake-up costs the producer (EWMA) */
 	unsigned k;
 	uint64_t t_ns;
+	double eval_lambda;    /* inputs of the last model evaluation */
+	uint64_t eval_svc;
 	uint64_t containers, deferred; /* wake-ups delivered / wake-ups delayed */
 };
 

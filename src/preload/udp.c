@@ -43,6 +43,7 @@
 #define ROUTE_TTL_NS 1000000000ull    /* source address choice cached for */
 #define FAIR_EVERY 64                 /* the kernel queue is looked at after this many ... */
 #define FAIR_NS 50000ull              /* ... inbox datagrams, or this long */
+#define KERN_RECENT_NS 100000000ull   /* kernel traffic this recent: look there first */
 #define LOCK_SPIN_NS 20000ull         /* a producer waits this long for the inbox lock */
 #define FULL_WAIT_NS 2000000ull       /* a blocking sender waits this long for space */
 #define MAX_PEERS 256
@@ -61,6 +62,7 @@ struct peer {
 	int waker[2];    /* our slot in its waker table for AF_INET, AF_INET6 (-1: none) */
 	uint32_t waker_pid; /* the process that registered them (a forked child re-registers) */
 	uint64_t checked_ns;
+	uint64_t wake_key;       /* its wake-up secret, copied at attach */
 	struct nsk_src wake_dst; /* where our wake-up datagrams go (set at attach) */
 	struct nsk_agg agg; /* packet aggregation of our wake-ups to this inbox */
 	pthread_mutex_t wlock; /* waker registration, aggregation state */
@@ -87,12 +89,15 @@ struct nsk_udp {
 	uint64_t kern_seq;    /* bumped whenever kern_pending is set (EPOLLET signature) */
 	unsigned since_kern;  /* inbox datagrams delivered since the last kernel look */
 	uint64_t kern_ns;
+	uint64_t kern_data_ns; /* when the kernel last gave us a real datagram */
 	/* both */
 	int bound;            /* the kernel socket has a local port */
 	struct nsk_src local;
 	int connected;
 	struct nsk_src peer;
 	int corked;           /* UDP_CORK: datagrams are assembled by the kernel */
+	uint64_t wake_key;    /* our inbox's wake-up secret (private copy) */
+	uint64_t cpus;        /* CPUs this process may run on (at creation) */
 	/* sender */
 	struct dest dests[DEST_CACHE];
 };
@@ -293,6 +298,7 @@ struct nsk_sock *nsk_udp_new(int fd, int domain, int type)
 	u->reg_slot = -1;
 	s->udp = u;
 	s->nonblock = !!(type & SOCK_NONBLOCK);
+	u->cpus = nsk_cpu_mask();
 	nsk_store32(&s->conn->rx_crossed, 1); /* no TCP prefix: readiness is ours (epoll ET) */
 	return s;
 }
@@ -399,6 +405,29 @@ void nsk_udp_free(struct nsk_sock *s)
 
 /* ---------------------------------------------------------------- registration -------- */
 
+/* Publish our connect() peer in the inbox (senders then wake us from the peer's socket). */
+static void publish_conn(struct nsk_udp *u)
+{
+	struct nsk_inbox_hdr *h = u->ib.h;
+	if (!h || !u->registered)
+		return;
+	uint32_t q = nsk_load32(&h->conn_seq);
+	nsk_store32(&h->conn_seq, q | 1);
+	/* Seqlock writer: the odd count is visible before the fields change (pairs with the
+	 * reader's acquire fence before its re-check in peer_conn). */
+	atomic_thread_fence(memory_order_release);
+	nsk_store32((uint32_t *)&h->conn_family,
+		    u->connected ? (uint32_t)u->peer.port << 16 | u->peer.family : 0);
+	for (int i = 0; i < 16; i += 4) {
+		uint32_t w;
+		memcpy(&w, u->peer.addr + i, 4);
+		nsk_store32((uint32_t *)(h->conn_addr + i), u->connected ? w : 0);
+	}
+	/* Release pairs with the reader's acquire load of conn_seq: fields first. */
+	nsk_store32_release(&h->conn_seq, (q | 1) + 1);
+}
+
+
 static uint64_t inbox_size_for(int rcvbuf)
 {
 	static uint64_t env_size;
@@ -492,6 +521,7 @@ static void do_register(struct nsk_sock *s)
 		return;
 	}
 	u->inbox_fd = fd;
+	u->wake_key = u->ib.h->wake_key;
 	inbox_fd_note(u);
 	u->reg_slot = slot;
 	u->registered = 1;
@@ -500,6 +530,8 @@ static void do_register(struct nsk_sock *s)
 	memcpy(c->laddr, k.addr, 16);
 	c->lport = k.port;
 	nsk_store32(&c->mode, NSK_MODE_SHM);
+	if (u->connected)
+		publish_conn(u);
 	nsk_log(NSK_LOG_DEBUG, "udp fd %d port %u: inbox %llu KiB in slot %d", s->fd, k.port,
 		(unsigned long long)(size >> 10), slot);
 }
@@ -534,6 +566,9 @@ int nsk_udp_connect(struct nsk_sock *s, const struct sockaddr *sa, socklen_t len
 		}
 		fill_local(s);
 		s->conn->rport = u->connected ? u->peer.port : 0;
+		nsk_shared_lock(&s->conn->rxlock);
+		publish_conn(u);
+		nsk_shared_unlock(&s->conn->rxlock);
 	}
 	nsk_sock_leave(s);
 	errno = e;
@@ -644,7 +679,7 @@ static int wake_sock(int family, uint16_t *port)
 {
 	int f = fam_idx((uint16_t)family);
 	pthread_mutex_lock(&wake_lock);
-	if (wake_fd[f] < 0 || wake_owner != getpid()) {
+	if (wake_fd[f] < 0 || wake_owner != nsk_g.pid) {
 		int fd = REAL(socket)(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 		struct sockaddr_storage ss;
 		memset(&ss, 0, sizeof(ss));
@@ -667,7 +702,7 @@ static int wake_sock(int family, uint16_t *port)
 			wake_fd[f] = fd;
 			wake_port[f] = ntohs(family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
 							      : ((struct sockaddr_in6 *)&ss)->sin6_port);
-			wake_owner = getpid();
+			wake_owner = nsk_g.pid;
 		} else {
 			int e = errno;
 			if (fd >= 0)
@@ -686,7 +721,7 @@ static int wake_sock(int family, uint16_t *port)
 static int peer_waker(struct peer *p, uint16_t family)
 {
 	int f = fam_idx(family);
-	uint32_t me = (uint32_t)getpid();
+	uint32_t me = (uint32_t)nsk_g.pid;
 	uint16_t port;
 	int fd = wake_sock(family, &port);
 	if (fd < 0)
@@ -704,11 +739,18 @@ static int peer_waker(struct peer *p, uint16_t family)
 	return 0;
 }
 
-/* Is @from (a datagram's source as the kernel reported it) one of our inbox's wakers? */
-static int is_wake(struct nsk_udp *u, const struct sockaddr_storage *from, socklen_t len)
+/* Is a kernel datagram from @from a wake-up? @w: its contents when it is exactly one
+ * wake-up datagram long (else NULL). A connected socket only gets its peer's datagrams, so
+ * its wake-ups come from the peer's own socket and are told apart by the inbox's secret;
+ * for others the source is a loopback port a live nearsock process registered as its wake
+ * socket: no application socket can send from it. */
+static int is_wake(struct nsk_udp *u, const struct sockaddr_storage *from, socklen_t len,
+		   const struct nsk_wake_dgram *w)
 {
 	if (!u->ib.h)
 		return 0;
+	if (u->connected)
+		return w && w->magic == NSK_WAKE_MAGIC && w->key == u->wake_key;
 	struct nsk_src a;
 	if (to_src((const struct sockaddr *)from, len, &a) < 0 || !is_loopback(&a))
 		return 0;
@@ -725,6 +767,30 @@ static int is_wake(struct nsk_udp *u, const struct sockaddr_storage *from, sockl
 		return 0;
 	}
 	return 1;
+}
+
+/* The receiver's connect() peer, if it published one. */
+static int peer_conn(struct peer *p, struct nsk_src *out)
+{
+	struct nsk_inbox_hdr *h = p->ib.h;
+	for (int tries = 0; tries < 8; tries++) {
+		/* Acquire pairs with the release store in publish_conn. */
+		uint32_t q1 = nsk_load32_acquire(&h->conn_seq);
+		if (q1 & 1)
+			continue;
+		uint32_t fp = nsk_load32((uint32_t *)&h->conn_family);
+		for (int i = 0; i < 16; i += 4) {
+			uint32_t w = nsk_load32((uint32_t *)(h->conn_addr + i));
+			memcpy(out->addr + i, &w, 4);
+		}
+		atomic_thread_fence(memory_order_acquire);
+		if (nsk_load32(&h->conn_seq) != q1)
+			continue;
+		out->family = (uint16_t)fp;
+		out->port = (uint16_t)(fp >> 16);
+		return out->family != 0;
+	}
+	return 0;
 }
 
 /* ---------------------------------------------------------------- peers (senders) ----- */
@@ -770,6 +836,12 @@ static struct peer *peer_attach(const struct nsk_reg_entry *e, int slot,
 	p->waker[0] = p->waker[1] = -1;
 	p->checked_ns = nsk_now_ns();
 	p->wake_dst = *dst;
+	uint64_t cpus = nsk_cpu_mask();
+	if (cpus)
+		atomic_fetch_or_explicit(NSK_A64(&p->ib.h->sender_cpus), cpus, memory_order_relaxed);
+	else /* unknown: assume senders elsewhere */
+		atomic_fetch_or_explicit(NSK_A64(&p->ib.h->sender_cpus), ~0ull, memory_order_relaxed);
+	p->wake_key = p->ib.h->wake_key;
 	pthread_mutex_init(&p->wlock, NULL);
 	nsk_agg_init(&p->agg, udp_wake_fn, p, &p->ib.h->svc_ns);
 	pthread_mutex_lock(&peers_lock);
@@ -895,22 +967,44 @@ static struct dest *dest_get(struct nsk_sock *s, const struct nsk_src *dst, uint
 	return d;
 }
 
-/* Wake the receiver of @d's inbox if it asked for it (event suppression), now or — packet
- * aggregation — within the container's bounds. */
+/* Deliver wake-up request @bits to the receiver of @d's inbox: through aggregation (may be
+ * delayed, @may_defer) from our wake socket, or — the receiver is connect()ed to us — at
+ * once from the sending socket itself, the only source its kernel socket accepts. */
+static void wake_receiver(struct nsk_sock *s, struct dest *d, uint32_t bits, int may_defer,
+			  uint64_t now)
+{
+	struct peer *p = d->p;
+	struct nsk_src c;
+	if (peer_conn(p, &c)) {
+		if (!src_equal(&c, &d->src))
+			return; /* connected to someone else: it drops our datagrams anyway */
+		struct nsk_wake_dgram w = {NSK_WAKE_MAGIC, p->wake_key, now};
+		struct sockaddr_storage ss;
+		socklen_t sl = from_src(&d->dst, s->family, &ss);
+		int saved = errno;
+		REAL(sendto)(s->fd, &w, sizeof(w), MSG_DONTWAIT | MSG_NOSIGNAL, (struct sockaddr *)&ss, sl);
+		errno = saved;
+		CADD(s->conn->wakes_sent, 1);
+		return;
+	}
+	if (may_defer && nsk_agg_defer(&p->agg, now, bits)) {
+		CADD(s->conn->udp_deferred, 1);
+		return;
+	}
+	nsk_agg_wake(&p->agg, bits);
+	CADD(s->conn->wakes_sent, 1);
+}
+
+/* After a datagram was put: wake the receiver if it asked for it (event suppression), now
+ * or — packet aggregation — within the container's bounds. */
 static void peer_wake(struct nsk_sock *s, struct dest *d, uint64_t now)
 {
 	struct peer *p = d->p;
 	if (nsk_agg_on_put(&p->agg, now))
 		return; /* a wake-up is owed already: this datagram joins its container */
 	uint32_t a = nsk_take(&p->ib.h->armed);
-	if (!a)
-		return;
-	if (nsk_agg_defer(&p->agg, now, a)) {
-		CADD(s->conn->udp_deferred, 1);
-		return;
-	}
-	nsk_agg_wake(&p->agg, a);
-	CADD(s->conn->wakes_sent, 1);
+	if (a)
+		wake_receiver(s, d, a, 1, now);
 }
 
 /* Deliver a wake-up to peer @a->ctx: a datagram from our wake socket to its kernel socket,
@@ -928,9 +1022,9 @@ static void udp_wake_fn(struct nsk_agg *a, uint32_t bits)
 		return;
 	struct sockaddr_storage ss;
 	socklen_t sl = from_src(&p->wake_dst, p->wake_dst.family, &ss);
-	uint64_t t = nsk_now_ns();
+	struct nsk_wake_dgram w = {NSK_WAKE_MAGIC, p->wake_key, nsk_now_ns()};
 	int saved = errno;
-	REAL(sendto)(fd, &t, sizeof(t), MSG_DONTWAIT, (struct sockaddr *)&ss, sl);
+	REAL(sendto)(fd, &w, sizeof(w), MSG_DONTWAIT, (struct sockaddr *)&ss, sl);
 	errno = saved;
 }
 
@@ -956,7 +1050,7 @@ static int inbox_send(struct nsk_sock *s, struct dest *d, const struct iovec *io
 		      size_t len, int nonblock, uint64_t now)
 {
 	struct peer *p = d->p;
-	uint32_t me = (uint32_t)getpid();
+	uint32_t me = (uint32_t)nsk_g.pid;
 	uint64_t waited = 0;
 	for (;;) {
 		if (nsk_inbox_lock(&p->ib, me, LOCK_SPIN_NS) < 0)
@@ -975,10 +1069,8 @@ static int inbox_send(struct nsk_sock *s, struct dest *d, const struct iovec *io
 		 * (on a shared core it cannot drain while we run) for a bounded time. */
 		nsk_agg_flush(&p->agg);
 		uint32_t a = nsk_take(&p->ib.h->armed);
-		if (a) {
-			nsk_agg_wake(&p->agg, a);
-			CADD(s->conn->wakes_sent, 1);
-		}
+		if (a)
+			wake_receiver(s, d, a, 0, now);
 		if (nonblock || waited >= FULL_WAIT_NS || !peer_usable(p, now)) {
 			nsk_inbox_drop(&p->ib);
 			CADD(s->conn->udp_tx_drops, 1);
@@ -1012,6 +1104,20 @@ static ssize_t udp_send(struct nsk_sock *s, const struct msghdr *m, int flags)
 	} else {
 		return kernel_send(s, m, flags);
 	}
+	if (is_wildcard(&dst) && dst.port) {
+		/* Linux sends a datagram for 0.0.0.0 (or ::) to this host: to the socket's own
+		 * bound address, else to loopback (sockperf's default address). */
+		if (!u->bound)
+			fill_local(s);
+		if (u->bound && !is_wildcard(&u->local) && u->local.family == dst.family) {
+			memcpy(dst.addr, u->local.addr, 16);
+		} else if (dst.family == AF_INET) {
+			dst.addr[0] = 127;
+			dst.addr[3] = 1;
+		} else {
+			dst.addr[15] = 1;
+		}
+	}
 	size_t len = nsk_iov_total(m->msg_iov, (int)m->msg_iovlen);
 	if (len > (s->family == AF_INET ? UDP_MAX4 : UDP_MAX6) || kernel_only_dst(&dst))
 		return kernel_send(s, m, flags);
@@ -1033,11 +1139,52 @@ static ssize_t udp_send(struct nsk_sock *s, const struct msghdr *m, int flags)
 
 /* ---------------------------------------------------------------- receive ------------- */
 
+/* Fold a wake-up's hand-over latency into the inbox header (the aggregation model's
+ * service time). */
+static void wake_seen(struct nsk_sock *s, const struct nsk_wake_dgram *w)
+{
+	uint64_t now = nsk_now_ns();
+	if (w && now >= w->sent_ns && now - w->sent_ns < 1000000000ull)
+		nsk_agg_service(&s->udp->ib.h->svc_ns, now - w->sent_ns);
+	CADD(s->conn->ctl_bytes, 1);
+}
+
+/* The first bytes of a received datagram of @r bytes, if it may be a wake-up. */
+static int wake_bytes(const struct msghdr *m, ssize_t r, struct nsk_wake_dgram *w)
+{
+	if (r != (ssize_t)sizeof(*w) || nsk_iov_total(m->msg_iov, (int)m->msg_iovlen) < sizeof(*w))
+		return 0;
+	size_t got = 0;
+	for (size_t i = 0; i < m->msg_iovlen && got < sizeof(*w); i++) {
+		size_t n = m->msg_iov[i].iov_len < sizeof(*w) - got ? m->msg_iov[i].iov_len
+								  : sizeof(*w) - got;
+		memcpy((char *)w + got, m->msg_iov[i].iov_base, n);
+		got += n;
+	}
+	return 1;
+}
+
 /* One datagram from the kernel queue into @m (our own name buffer: we need the source).
  * Returns bytes, -errno, or -EINPROGRESS when it was a wake-up datagram (discarded). */
 static ssize_t kernel_recv(struct nsk_sock *s, struct msghdr *m, int flags)
 {
 	struct nsk_udp *u = s->udp;
+	struct nsk_wake_dgram w;
+	if (u->ib.h && u->connected &&
+	    nsk_iov_total(m->msg_iov, (int)m->msg_iovlen) < sizeof(w)) {
+		/* The caller's buffer cannot show us a whole wake-up datagram: look first. */
+		ssize_t pr = REAL(recv)(s->fd, &w, sizeof(w), MSG_PEEK | MSG_TRUNC | (flags & MSG_DONTWAIT));
+		if (pr < 0) {
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				u->kern_pending = 0;
+			return -errno;
+		}
+		if (pr == (ssize_t)sizeof(w) && is_wake(u, NULL, 0, &w)) {
+			REAL(recv)(s->fd, &w, sizeof(w), MSG_DONTWAIT);
+			wake_seen(s, &w);
+			return -EINPROGRESS;
+		}
+	}
 	struct sockaddr_storage from;
 	struct msghdr km = *m;
 	km.msg_name = &from;
@@ -1049,27 +1196,11 @@ static ssize_t kernel_recv(struct nsk_sock *s, struct msghdr *m, int flags)
 		return -errno;
 	}
 	u->kern_pending = 0;
-	if (is_wake(u, &from, km.msg_namelen)) {
-		/* The payload is the waker's send time: the hand-over latency feeds the
-		 * aggregation model (agg.c) through the inbox header. */
-		uint64_t sent;
-		if (r == (ssize_t)sizeof(sent) && nsk_iov_total(m->msg_iov, (int)m->msg_iovlen) >= sizeof(sent)) {
-			size_t got = 0;
-			for (int i = 0; i < (int)m->msg_iovlen && got < sizeof(sent); i++) {
-				size_t n = m->msg_iov[i].iov_len < sizeof(sent) - got ? m->msg_iov[i].iov_len
-										     : sizeof(sent) - got;
-				memcpy((char *)&sent + got, m->msg_iov[i].iov_base, n);
-				got += n;
-			}
-			uint64_t now = nsk_now_ns();
-			if (now >= sent && now - sent < 1000000000ull)
-				nsk_agg_service(&u->ib.h->svc_ns, now - sent);
-		}
-		if (flags & MSG_PEEK) {
-			char b;
-			REAL(recv)(s->fd, &b, 1, MSG_DONTWAIT);
-		}
-		CADD(s->conn->ctl_bytes, 1);
+	int whole = wake_bytes(&km, (km.msg_flags & MSG_TRUNC) ? -1 : r, &w);
+	if (is_wake(u, &from, km.msg_namelen, whole ? &w : NULL)) {
+		if (flags & MSG_PEEK)
+			REAL(recv)(s->fd, &w, sizeof(w), MSG_DONTWAIT);
+		wake_seen(s, whole && w.magic == NSK_WAKE_MAGIC ? &w : NULL);
 		return -EINPROGRESS;
 	}
 	if (m->msg_name) {
@@ -1079,6 +1210,7 @@ static ssize_t kernel_recv(struct nsk_sock *s, struct msghdr *m, int flags)
 	m->msg_namelen = km.msg_namelen;
 	m->msg_controllen = km.msg_controllen;
 	m->msg_flags = km.msg_flags;
+	u->kern_data_ns = nsk_now_ns();
 	if (!(flags & MSG_PEEK)) {
 		CADD(s->conn->rx_tcp, (uint64_t)r);
 		CADD(s->conn->rx_tcp_msgs, 1);
@@ -1135,24 +1267,24 @@ static ssize_t udp_recv(struct nsk_sock *s, struct msghdr *m, int flags)
 	nsk_agg_flush_all(); /* we may be about to sleep: owe nobody a wake-up */
 	for (;;) {
 		nsk_shared_lock(&c->rxlock);
-		uint64_t now = 0;
-		int kfirst = u->since_kern >= FAIR_EVERY;
-		if (!kfirst && u->since_kern) {
-			now = nsk_now_ns();
-			kfirst = now - u->kern_ns > FAIR_NS;
-		}
+		uint64_t now = nsk_now_ns();
+		int kfirst = u->since_kern >= FAIR_EVERY || (u->since_kern && now - u->kern_ns > FAIR_NS);
 		ssize_t r = -EAGAIN;
 		if (kfirst) {
 			u->since_kern = 0;
-			u->kern_ns = now ? now : nsk_now_ns();
+			u->kern_ns = now;
 			r = kernel_recv(s, m, flags | MSG_DONTWAIT);
 		}
 		if (r == -EAGAIN) {
 			r = inbox_recv(s, m, flags);
 			if (r >= 0) {
 				if (!u->since_kern++)
-					u->kern_ns = now ? now : nsk_now_ns();
-			} else if (!kfirst) {
+					u->kern_ns = now;
+			} else if (!kfirst && (nonblock || now - u->kern_data_ns < KERN_RECENT_NS)) {
+				/* Empty inbox: the kernel queue now — unless the socket has had no
+				 * kernel traffic lately and we may wait: then the spin below watches
+				 * the inbox without syscalls, and the sleep is a kernel receive
+				 * that returns whatever the kernel holds. */
 				u->since_kern = 0;
 				r = kernel_recv(s, m, flags | MSG_DONTWAIT);
 			}
@@ -1165,6 +1297,11 @@ static ssize_t udp_recv(struct nsk_sock *s, struct msghdr *m, int flags)
 		/* Nothing anywhere: spin on the inbox (if a second CPU may be running the sender),
 		 * then sleep in the kernel on our own socket. */
 		uint64_t spin = __atomic_load_n(&s->spin_ns, __ATOMIC_RELAXED);
+		/* Spinning pays only when a sender can run meanwhile on another CPU: not on a
+		 * shared core, where it only delays the sender. */
+		uint64_t all = u->cpus | nsk_load64(&h->sender_cpus);
+		if (u->cpus && __builtin_popcountll(all) <= 1)
+			spin = 0;
 		if (spin) {
 			uint64_t t0 = nsk_now_ns();
 			while (nsk_inbox_empty(&u->ib) && nsk_now_ns() - t0 < spin)
