@@ -31,6 +31,13 @@ static int n_owed_list;
 static atomic_int n_owed; /* aggregators with an owed wake-up (fast check) */
 static int flusher_started;
 static pid_t flusher_pid;
+static uint64_t flusher_next = 0; /* when the flusher wakes next (UINT64_MAX: not before a signal) */
+
+/* Messages this thread put since it last waited, and their running mean per wait (x16).
+ * A thread that alternates one send and one wait (request/response) flushes every container
+ * at its next wait anyway: delaying its wake-ups would buy nothing. */
+static __thread unsigned tl_puts;
+static __thread unsigned tl_burst16;
 
 static uint64_t env_num(const char *name, uint64_t def)
 {
@@ -48,7 +55,7 @@ static void cfg_init(void)
 	if (cfg_k > K_MAX)
 		cfg_k = K_MAX;
 	cfg_t_ns = env_num("NEARSOCK_BATCH_T_US", 50) * 1000;
-	cfg_target_ns = env_num("NEARSOCK_DELAY_TARGET_US", 100) * 1000;
+	cfg_target_ns = env_num("NEARSOCK_DELAY_TARGET_US", 20) * 1000;
 	if (cfg_target_ns == 0)
 		cfg_target_ns = 1000;
 	pthread_condattr_t ca;
@@ -125,6 +132,10 @@ void nsk_agg_flush(struct nsk_agg *a)
 
 void nsk_agg_flush_all(void)
 {
+	if (tl_puts) {
+		tl_burst16 = (tl_burst16 * 3 + (tl_puts > 1000 ? 1000 : tl_puts) * 16) / 4;
+		tl_puts = 0;
+	}
 	if (atomic_load_explicit(&n_owed, memory_order_relaxed) == 0)
 		return;
 	/* Under the list lock (an aggregator leaves the list, in nsk_agg_fini, only under it,
@@ -183,6 +194,7 @@ static void *flusher(void *arg)
 				next = now + 20000; /* busy: look again very soon */
 			}
 		}
+		flusher_next = next;
 		if (next == UINT64_MAX) {
 			pthread_cond_wait(&list_cond, &list_lock);
 		} else {
@@ -215,6 +227,7 @@ static int list_add(struct nsk_agg *a)
 		}
 		flusher_started = 1;
 		flusher_pid = nsk_g.pid;
+		flusher_next = UINT64_MAX;
 	}
 	if (!a->listed) {
 		if (n_owed_list == MAX_OWED) {
@@ -224,7 +237,11 @@ static int list_add(struct nsk_agg *a)
 		owed_list[n_owed_list++] = a;
 		a->listed = 1;
 	}
-	pthread_cond_signal(&list_cond);
+	/* Wake the flusher only if it would otherwise sleep past this deadline. */
+	if (a->deadline_ns < flusher_next) {
+		flusher_next = a->deadline_ns;
+		pthread_cond_signal(&list_cond);
+	}
 	pthread_mutex_unlock(&list_lock);
 	return 0;
 }
@@ -240,6 +257,7 @@ void nsk_agg_after_fork(void)
 	pthread_condattr_destroy(&ca);
 	/* Owed wake-ups belong to the parent's flusher; the child starts its own on demand. */
 	flusher_started = 0;
+	flusher_next = UINT64_MAX;
 }
 
 /* ---------------------------------------------------------------- policy ------------- */
@@ -269,7 +287,12 @@ static void reevaluate(struct nsk_agg *a, uint64_t now)
 	struct nsk_adapt ad;
 	int r = nsk_adapt_choose(a->lambda, 1e9 / (double)svc, (double)cfg_target_ns / 1000.0, K_MAX,
 				 &ad);
-	if (r == 0 || r == -ENOENT) {
+	if (r == -ENOENT && a->lambda * (double)svc < 1e9) {
+		/* No k meets the target, and the consumer keeps up without containers: delaying
+		 * wake-ups would only add to the delay. */
+		a->k = 1;
+		a->t_ns = 0;
+	} else if (r == 0 || r == -ENOENT) {
 		a->k = ad.k ? ad.k : 1;
 		double t = ad.t_us * 1000.0;
 		if (t > (double)cfg_target_ns)
@@ -283,6 +306,7 @@ static void reevaluate(struct nsk_agg *a, uint64_t now)
 
 int nsk_agg_on_put(struct nsk_agg *a, uint64_t now)
 {
+	tl_puts++;
 	atomic_fetch_add_explicit(&a->puts, 1, memory_order_relaxed);
 	if (now - a->win_ns >= WINDOW_NS) {
 		pthread_mutex_lock(&a->lock);
@@ -302,7 +326,7 @@ int nsk_agg_on_put(struct nsk_agg *a, uint64_t now)
 
 int nsk_agg_defer(struct nsk_agg *a, uint64_t now, uint32_t bits)
 {
-	if (a->k <= 1 || a->t_ns == 0)
+	if (a->k <= 1 || a->t_ns == 0 || (tl_puts < 2 && tl_burst16 < 2 * 16))
 		return 0;
 	pthread_mutex_lock(&a->lock);
 	if (atomic_load_explicit(&a->owed, memory_order_relaxed)) {

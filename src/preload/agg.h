@@ -60,7 +60,8 @@ int nsk_agg_defer(struct nsk_agg *a, uint64_t now, uint32_t bits);
 void nsk_agg_wake(struct nsk_agg *a, uint32_t bits);
 /* nsk_agg_flush - deliver an owed wake-up now. */
 void nsk_agg_flush(struct nsk_agg *a);
-/* nsk_agg_flush_all - deliver every wake-up this process owes (before it sleeps). One
+/* nsk_agg_flush_all - deliver every wake-up this process owes: the calling thread is about
+ * to wait (also noted: a thread that waits after every message is never delayed). One
  * relaxed load when nothing is owed. */
 void nsk_agg_flush_all(void);
 /* nsk_agg_service - consumer side: fold one measured hand-over latency into *@svc_ns. */

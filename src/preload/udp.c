@@ -44,6 +44,7 @@
 #define FAIR_EVERY 64                 /* the kernel queue is looked at after this many ... */
 #define FAIR_NS 50000ull              /* ... inbox datagrams, or this long */
 #define KERN_RECENT_NS 100000000ull   /* kernel traffic this recent: look there first */
+#define FAIR_IDLE_NS 1000000ull       /* ... or this long without recent kernel traffic */
 #define LOCK_SPIN_NS 20000ull         /* a producer waits this long for the inbox lock */
 #define FULL_WAIT_NS 2000000ull       /* a blocking sender waits this long for space */
 #define MAX_PEERS 256
@@ -98,6 +99,8 @@ struct nsk_udp {
 	int corked;           /* UDP_CORK: datagrams are assembled by the kernel */
 	uint64_t wake_key;    /* our inbox's wake-up secret (private copy) */
 	uint64_t cpus;        /* CPUs this process may run on (at creation) */
+	uint64_t spin_cur;    /* adaptive spin budget of blocking receives (ns) */
+	unsigned spin_probe;
 	/* sender */
 	struct dest dests[DEST_CACHE];
 };
@@ -299,6 +302,7 @@ struct nsk_sock *nsk_udp_new(int fd, int domain, int type)
 	s->udp = u;
 	s->nonblock = !!(type & SOCK_NONBLOCK);
 	u->cpus = nsk_cpu_mask();
+	u->spin_cur = nsk_g.spin_ns;
 	nsk_store32(&s->conn->rx_crossed, 1); /* no TCP prefix: readiness is ours (epoll ET) */
 	return s;
 }
@@ -1268,7 +1272,10 @@ static ssize_t udp_recv(struct nsk_sock *s, struct msghdr *m, int flags)
 	for (;;) {
 		nsk_shared_lock(&c->rxlock);
 		uint64_t now = nsk_now_ns();
-		int kfirst = u->since_kern >= FAIR_EVERY || (u->since_kern && now - u->kern_ns > FAIR_NS);
+		/* Without recent kernel traffic the kernel is looked at less often (a sleep looks
+		 * there anyway); with it, every FAIR_NS. */
+		uint64_t fair = now - u->kern_data_ns < KERN_RECENT_NS ? FAIR_NS : FAIR_IDLE_NS;
+		int kfirst = u->since_kern >= FAIR_EVERY || (u->since_kern && now - u->kern_ns > fair);
 		ssize_t r = -EAGAIN;
 		if (kfirst) {
 			u->since_kern = 0;
@@ -1302,13 +1309,26 @@ static ssize_t udp_recv(struct nsk_sock *s, struct msghdr *m, int flags)
 		uint64_t all = u->cpus | nsk_load64(&h->sender_cpus);
 		if (u->cpus && __builtin_popcountll(all) <= 1)
 			spin = 0;
+		/* Adaptive: a spin that ends in a sleep anyway only took the CPU from someone
+		 * (the sender, or another thread of ours): each one takes an eighth of the budget
+		 * away, a success restores it; at 0, a short probe now and then. */
 		if (spin) {
-			uint64_t t0 = nsk_now_ns();
-			while (nsk_inbox_empty(&u->ib) && nsk_now_ns() - t0 < spin)
-				for (int i = 0; i < 16; i++)
-					nsk_cpu_relax();
-			if (!nsk_inbox_empty(&u->ib))
-				continue;
+			uint64_t budget = u->spin_cur;
+			if (!budget && (++u->spin_probe & 15) == 0)
+				budget = spin / 4;
+			if (budget > spin)
+				budget = spin;
+			if (budget) {
+				uint64_t t0 = nsk_now_ns();
+				while (nsk_inbox_empty(&u->ib) && nsk_now_ns() - t0 < budget)
+					for (int i = 0; i < 16; i++)
+						nsk_cpu_relax();
+				if (!nsk_inbox_empty(&u->ib)) {
+					u->spin_cur = spin;
+					continue;
+				}
+				u->spin_cur = u->spin_cur > spin / 8 ? u->spin_cur - spin / 8 : 0;
+			}
 		}
 		nsk_arm(&h->armed, NSK_ARM_FD);
 		if (!nsk_inbox_empty(&u->ib)) { /* re-check after arming (pairs with nsk_take) */
