@@ -47,6 +47,13 @@ struct nearsock_udp_stats {
 	uint64_t wakeups_filtered;   /* wake-up datagrams received and kept from the application */
 	uint64_t wakeups_deferred;   /* wake-ups delayed by packet aggregation */
 	uint64_t inbox_corrupt;      /* malformed inbox contents discarded */
+	/* Packet aggregation towards the last destination with an inbox (0 if none). */
+	uint32_t agg_k;              /* container size in use */
+	uint32_t agg_adaptive;       /* 1: chosen by the model, 0: NEARSOCK_BATCH_K */
+	uint64_t agg_t_ns;           /* container timeout in use */
+	uint64_t agg_rate;           /* measured datagrams/s */
+	uint64_t agg_svc_ns;         /* hand-over time: receiver-measured wake latency + wake cost */
+	uint64_t agg_containers;     /* wake-ups delivered (each closes a container) */
 };
 
 /* nearsock_udp_stats - statistics of UDP socket @fd. Returns 0, or -1 with errno ENOTSOCK

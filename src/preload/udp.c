@@ -1571,6 +1571,22 @@ int nearsock_udp_stats(int fd, struct nearsock_udp_stats *st)
 	st->wakeups_sent = nsk_load64(&c->wakes_sent);
 	st->wakeups_filtered = nsk_load64(&c->ctl_bytes);
 	st->wakeups_deferred = nsk_load64(&c->udp_deferred);
+	nsk_shared_lock(&c->txlock); /* the destination cache */
+	for (int i = 0; i < DEST_CACHE; i++) {
+		struct peer *p = u->dests[i].valid ? u->dests[i].p : NULL;
+		if (!p)
+			continue;
+		unsigned kf;
+		uint64_t tf, target;
+		nsk_agg_policy(&kf, &tf, &target);
+		st->agg_k = p->agg.k;
+		st->agg_adaptive = kf == 0;
+		st->agg_t_ns = p->agg.t_ns;
+		st->agg_rate = (uint64_t)p->agg.lambda;
+		st->agg_svc_ns = nsk_load64(&p->ib.h->svc_ns) + p->agg.wake_cost_ns;
+		st->agg_containers = p->agg.containers;
+	}
+	nsk_shared_unlock(&c->txlock);
 	if (u->ib.h) {
 		st->inbox_drops = nsk_load64(&u->ib.h->drops);
 		st->inbox_enqueued = nsk_load64(&u->ib.h->enq);
