@@ -124,27 +124,35 @@ int main(int argc, char **argv)
 	}
 	int (*stats)(int, struct nearsock_udp_stats *);
 	*(void **)&stats = dlsym(RTLD_DEFAULT, "nearsock_udp_stats");
-	int rfd = socket(AF_INET, SOCK_DGRAM, 0);
+	/* The receiver creates its socket itself: an inbox belongs to the process that bound it. */
 	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	socklen_t al = sizeof(a);
-	int big = 4 << 20;
-	setsockopt(rfd, SOL_SOCKET, SO_RCVBUF, &big, sizeof(big));
-	if (rfd < 0 || bind(rfd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
-	    getsockname(rfd, (struct sockaddr *)&a, &al) < 0) {
-		perror("receiver socket");
-		return 1;
-	}
-	int p[2];
-	if (pipe(p) < 0)
+	int p[2], q[2];
+	if (pipe(p) < 0 || pipe(q) < 0)
 		return 1;
 	pid_t child = fork();
 	if (child == 0) {
 		pin(0);
 		close(p[0]);
+		close(q[0]);
+		int rfd = socket(AF_INET, SOCK_DGRAM, 0);
+		int big = 4 << 20;
+		setsockopt(rfd, SOL_SOCKET, SO_RCVBUF, &big, sizeof(big));
+		if (rfd < 0 || bind(rfd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
+		    getsockname(rfd, (struct sockaddr *)&a, &al) < 0) {
+			perror("receiver socket");
+			_exit(1);
+		}
+		if (write(q[1], &a, sizeof(a)) != sizeof(a))
+			_exit(1);
 		_exit(receiver(rfd, p[1], count));
 	}
-	close(rfd);
 	close(p[1]);
+	close(q[1]);
+	if (read(q[0], &a, sizeof(a)) != sizeof(a)) {
+		fprintf(stderr, "nearsock-aggbench: the receiver did not start\n");
+		return 1;
+	}
 	pin(shared ? 0 : 1);
 	int sfd = socket(AF_INET, SOCK_DGRAM, 0);
 	char *buf = calloc(1, size);
