@@ -32,6 +32,7 @@
 #include "preload/fdtab.h"
 #include "preload/real.h"
 #include "preload/udp.h"
+#include "preload/agg.h"
 
 struct nsk_global nsk_g = {
 	.lock = PTHREAD_MUTEX_INITIALIZER,
@@ -259,6 +260,11 @@ static void finalize(struct nsk_sock *s)
 	nsk_add64(&k[NSK_PC_CLOSED_SHM_RX], c->rx_shm_bytes);
 	nsk_add64(&k[NSK_PC_CLOSED_TCP_TX], CGET(c->tx_tcp));
 	nsk_add64(&k[NSK_PC_CLOSED_TCP_RX], CGET(c->rx_tcp));
+	if (s->agg) { /* before the unmap: a delayed wake-up touches the ring */
+		nsk_agg_fini(s->agg);
+		free(s->agg);
+		s->agg = NULL;
+	}
 	nsk_chan_unmap(&s->chan);
 	nsk_udp_free(s);
 	if (s->offer_memfd >= 0) {
@@ -974,11 +980,35 @@ static void wake_after_read(struct nsk_sock *s)
 	}
 }
 
-static void wake_after_write(struct nsk_sock *s)
+/* Deliver a delayed wake-up of the consumer (packet aggregation, agg.c). */
+static void tcp_agg_wake(struct nsk_agg *a, uint32_t bits)
 {
+	struct nsk_sock *s = a->ctx;
+	if (bits & NSK_ARM_FUTEX)
+		nsk_futex_bump(&s->chan.tx.ctl->data_seq);
+}
+
+#define AGG_SMALL 2048 /* writes below this may share a wake-up (a container) */
+
+static void wake_after_write(struct nsk_sock *s, size_t n)
+{
+	struct nsk_agg *a = s->agg;
+	if (a && nsk_agg_on_put(a, nsk_now_ns()))
+		return; /* a wake-up is owed already: this write joins its container */
 	uint32_t w = nsk_take(&s->chan.tx.ctl->cons_armed);
 	if (!w)
 		return;
+	/* Small writes to a consumer asleep in a blocking call may share one wake-up (bounded
+	 * delay). Not for poll/epoll sleepers: their wake-up is a byte on the kernel socket,
+	 * which a delayed delivery could send after the application closed and reused the fd. */
+	if (w == NSK_ARM_FUTEX && n < AGG_SMALL) {
+		if (!a && (a = calloc(1, sizeof(*a))) != NULL) {
+			nsk_agg_init(a, tcp_agg_wake, s, NULL);
+			s->agg = a; /* under txlock; read by this socket's senders only */
+		}
+		if (a && nsk_agg_defer(a, nsk_now_ns(), w))
+			return;
+	}
 	if (w & NSK_ARM_FUTEX)
 		nsk_futex_bump(&s->chan.tx.ctl->data_seq);
 	if (w & NSK_ARM_FD)
@@ -1016,6 +1046,7 @@ static int spin_ring(struct nsk_sock *s, int tx)
  * Caller holds no lock and re-checks everything afterwards. */
 static int sleep_ring(struct nsk_sock *s, int tx, uint64_t deadline)
 {
+	nsk_agg_flush_all(); /* owe nobody a wake-up while we sleep */
 	struct nsk_ring *r = tx ? &s->chan.tx : &s->chan.rx;
 	uint32_t *armed = tx ? &r->ctl->prod_armed : &r->ctl->cons_armed;
 	uint32_t *seqw = tx ? &r->ctl->space_seq : &r->ctl->data_seq;
@@ -1045,6 +1076,7 @@ ssize_t nsk_sock_recv(struct nsk_sock *s, const struct iovec *iov, int iovcnt, i
 {
 	if (s->kind == NSK_CK_UDP)
 		return nsk_udp_recvv(s, iov, iovcnt, flags);
+	nsk_agg_flush_all(); /* a reply may depend on what we owe a wake-up for */
 	struct nsk_conn *c = s->conn;
 	size_t total = nsk_iov_total(iov, iovcnt);
 	int peek = flags & MSG_PEEK;
@@ -1314,7 +1346,7 @@ ssize_t nsk_sock_send(struct nsk_sock *s, const struct iovec *iov, int iovcnt, i
 			sent += (size_t)n;
 			CADD(c->tx_shm_bytes, (uint64_t)n);
 			CADD(c->tx_shm_msgs, 1);
-			wake_after_write(s);
+			wake_after_write(s, (size_t)n);
 			if (sent == total) {
 				ret = (ssize_t)sent;
 				break;
@@ -1364,7 +1396,9 @@ int nsk_sock_shutdown(struct nsk_sock *s, int how)
 			/* Release pairs with the consumer's acquire of fin: all ring data first. */
 			nsk_store32_release(&s->chan.tx.ctl->fin, 1);
 			nsk_fence(); /* orders the FIN before nsk_take's load */
-			wake_after_write(s);
+			if (s->agg)
+				nsk_agg_flush(s->agg); /* the FIN is not delayed */
+			wake_after_write(s, SIZE_MAX);
 		}
 		nsk_store32(&c->tx_shut, 1);
 		xunlock(&c->txlock);
@@ -1414,6 +1448,8 @@ int nsk_sock_ready(struct nsk_sock *s, int want, int *kernel_ev, int *kernel_dec
 {
 	if (s->kind == NSK_CK_UDP)
 		return nsk_udp_ready(s, want, kernel_ev, kernel_decides, arm);
+	if (arm)
+		nsk_agg_flush_all(); /* about to sleep in poll/epoll */
 	struct nsk_conn *c = s->conn;
 	int ready = 0, kev = 0, kdec = 0;
 	*kernel_decides = 0;

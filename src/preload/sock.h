@@ -69,6 +69,7 @@ struct nsk_sock {
 	int tuple_ok;          /* conn->laddr/raddr are filled in */
 	uint64_t id;           /* unique per socket object incarnation */
 	struct nsk_udp *udp;   /* UDP sockets (kind NSK_CK_UDP): see udp.c */
+	struct nsk_agg *agg;   /* packet aggregation of wake-ups for small writes (agg.c) */
 	struct nsk_sock *next_free;
 };
 
