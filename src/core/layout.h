@@ -135,10 +135,9 @@ struct nsk_inbox_hdr {
 	uint32_t pad0;
 	uint64_t owner_start;
 	uint64_t wake_key; /* secret of this inbox carried by every wake-up datagram */
-	/* line 1 — producers */
-	uint32_t plock; /* pid of the producer copying a record in; 0: free */
-	uint32_t pad1;
+	/* line 1 — producers' tail (the consumer reads it) */
 	uint64_t tail;    /* bytes ever published (free-running, 8-byte records) */
+	uint64_t pad1;
 	uint64_t drops;   /* datagrams dropped because the inbox was full */
 	uint64_t enq;     /* datagrams enqueued */
 	uint64_t steals;  /* locks taken over from dead producers */
@@ -162,11 +161,14 @@ struct nsk_inbox_hdr {
 	 * which producers read anyway (armed), not on the consumer's (head) */
 	uint64_t limit;   /* bytes the queue may hold (from SO_RCVBUF); <= data_size */
 	uint32_t closed;  /* the owner withdrew the inbox: send through the kernel */
-	uint32_t pad3[9];
+	/* the producers' lock: here, not next to the tail, so that taking it does not steal the
+	 * line the consumer keeps reading */
+	uint32_t plock;   /* pid of the producer copying a record in; 0: free */
+	uint32_t pad3[8];
 	/* lines 4.. — processes that send wake-up datagrams */
 	struct nsk_inbox_waker wakers[NSK_INBOX_WAKERS];
 };
-_Static_assert(offsetof(struct nsk_inbox_hdr, plock) == NSK_CACHELINE, "producer line");
+_Static_assert(offsetof(struct nsk_inbox_hdr, tail) == NSK_CACHELINE, "producer line");
 _Static_assert(offsetof(struct nsk_inbox_hdr, head) == 2 * NSK_CACHELINE, "consumer line");
 _Static_assert(offsetof(struct nsk_inbox_hdr, armed) == 3 * NSK_CACHELINE, "arm line");
 _Static_assert(offsetof(struct nsk_inbox_hdr, wakers) == 4 * NSK_CACHELINE, "wakers");
