@@ -66,7 +66,7 @@ struct peer {
 	uint64_t wake_key;       /* its wake-up secret, copied at attach */
 	struct nsk_src wake_dst; /* where our wake-up datagrams go (set at attach) */
 	struct nsk_agg agg; /* packet aggregation of our wake-ups to this inbox */
-	pthread_mutex_t wlock; /* waker registration, aggregation state */
+	pthread_mutex_t wlock; /* waker registration */
 };
 
 struct dest {
@@ -78,7 +78,6 @@ struct dest {
 };
 
 struct nsk_udp {
-	int type_flags;       /* SOCK_NONBLOCK etc. at creation */
 	/* receiver */
 	int inbox_fd;         /* our inbox memfd, -1 when closed */
 	struct nsk_inbox ib;  /* mapped while ib.h != NULL (until the last user is gone) */
@@ -296,7 +295,6 @@ struct nsk_sock *nsk_udp_new(int fd, int domain, int type)
 		free(u);
 		return NULL;
 	}
-	u->type_flags = type;
 	u->inbox_fd = -1;
 	u->reg_slot = -1;
 	s->udp = u;
@@ -744,17 +742,20 @@ static int peer_waker(struct peer *p, uint16_t family)
 }
 
 /* Is a kernel datagram from @from a wake-up? @w: its contents when it is exactly one
- * wake-up datagram long (else NULL). A connected socket only gets its peer's datagrams, so
- * its wake-ups come from the peer's own socket and are told apart by the inbox's secret;
- * for others the source is a loopback port a live nearsock process registered as its wake
- * socket: no application socket can send from it. */
+ * wake-up datagram long (else NULL). A wake-up carries the inbox's secret key, which only
+ * processes that mapped the inbox know: that alone identifies it (a connected socket gets
+ * wake-ups from its peer's own socket, the only source its kernel socket accepts). A datagram
+ * from a loopback port that a live nearsock process registered as its wake socket is one as
+ * well, whatever the caller's buffer showed of it: no application socket can send from there. */
 static int is_wake(struct nsk_udp *u, const struct sockaddr_storage *from, socklen_t len,
 		   const struct nsk_wake_dgram *w)
 {
 	if (!u->ib.h)
 		return 0;
-	if (u->connected)
-		return w && w->magic == NSK_WAKE_MAGIC && w->key == u->wake_key;
+	if (w && w->magic == NSK_WAKE_MAGIC && w->key == u->wake_key)
+		return 1;
+	if (u->connected || !from)
+		return 0;
 	struct nsk_src a;
 	if (to_src((const struct sockaddr *)from, len, &a) < 0 || !is_loopback(&a))
 		return 0;
@@ -1021,6 +1022,11 @@ static void udp_wake_fn(struct nsk_agg *a, uint32_t bits)
 	if (!(bits & NSK_ARM_FD))
 		return;
 	uint16_t port;
+	if (p->waker_pid != (uint32_t)nsk_g.pid && pthread_mutex_trylock(&p->wlock) == 0) {
+		/* A forked child: its wake socket is its own (best effort; the key suffices). */
+		peer_waker(p, p->wake_dst.family);
+		pthread_mutex_unlock(&p->wlock);
+	}
 	int fd = wake_sock(p->wake_dst.family, &port);
 	if (fd < 0)
 		return;
@@ -1174,8 +1180,7 @@ static ssize_t kernel_recv(struct nsk_sock *s, struct msghdr *m, int flags)
 {
 	struct nsk_udp *u = s->udp;
 	struct nsk_wake_dgram w;
-	if (u->ib.h && u->connected &&
-	    nsk_iov_total(m->msg_iov, (int)m->msg_iovlen) < sizeof(w)) {
+	if (u->ib.h && nsk_iov_total(m->msg_iov, (int)m->msg_iovlen) < sizeof(w)) {
 		/* The caller's buffer cannot show us a whole wake-up datagram: look first. */
 		ssize_t pr = REAL(recv)(s->fd, &w, sizeof(w), MSG_PEEK | MSG_TRUNC | (flags & MSG_DONTWAIT));
 		if (pr < 0) {

@@ -608,6 +608,35 @@ static void feat_epoll(void)
 	close(s);
 }
 
+/* A sender socket used before fork(), used by the child while the receiver sleeps: the
+ * child's wake-ups come from its own wake socket and must still never reach the receiver. */
+static void feat_fork(void)
+{
+	int r = udp_bound("127.0.0.1", 0, -1), rp = port_of(r);
+	int s = socket(AF_INET, SOCK_DGRAM, 0);
+	struct sockaddr_storage d;
+	socklen_t dl = make_addr("127.0.0.1", rp, &d);
+	char b[64];
+	CHECK(sendto(s, "pre", 3, 0, (struct sockaddr *)&d, dl) == 3, "sendto before fork");
+	CHECK(recv(r, b, sizeof(b), 0) == 3, "receive before fork");
+	pid_t c = fork();
+	if (c == 0) {
+		usleep(150000); /* the parent sleeps in recv by then */
+		sendto(s, "child", 5, 0, (struct sockaddr *)&d, dl);
+		usleep(150000);
+		sendto(s, "again", 5, 0, (struct sockaddr *)&d, dl);
+		_exit(0);
+	}
+	ssize_t n = recv(r, b, sizeof(b), 0);
+	CHECK(n == 5 && !memcmp(b, "child", 5), "child's datagram (got %zd bytes)", n);
+	n = recv(r, b, 4, 0); /* a buffer too small to show a whole wake-up datagram */
+	CHECK(n == 4 && !memcmp(b, "agai", 4), "second datagram, short buffer (got %zd bytes)", n);
+	CHECK(recv(r, b, sizeof(b), MSG_DONTWAIT) < 0 && errno == EAGAIN, "nothing else");
+	waitpid(c, NULL, 0);
+	close(r);
+	close(s);
+}
+
 static int run_features(void)
 {
 	feat_basic();
@@ -618,6 +647,7 @@ static int run_features(void)
 	feat_addr("::", 1, NULL, "::1", "::1", "v6only [::], unbound sender");
 	feat_addr("0.0.0.0", -1, NULL, "127.0.0.2", "127.0.0.1", "v4 wildcard via 127.0.0.2");
 	feat_epoll();
+	feat_fork();
 	printf("{\"role\": \"features\", \"failures\": %d}\n", failures);
 	return failures ? 1 : 0;
 }
