@@ -144,7 +144,8 @@ struct nsk_inbox_hdr {
 	uint64_t pad1b[3];
 	/* line 2 — consumer */
 	uint64_t head;    /* bytes ever consumed */
-	uint64_t pad2[2];
+	uint64_t owner_cpus; /* CPUs 0..63 the owner may run on (0: unknown), set at creation */
+	uint64_t pad2;
 	uint64_t svc_ns;  /* consumer: mean time to drain after a wake-up (aggregation model) */
 	uint64_t corrupt; /* malformed records or indices seen by the consumer (queue reset) */
 	/* The owner's connect(): its kernel socket then takes datagrams from that peer only, so

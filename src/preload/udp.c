@@ -64,6 +64,7 @@ struct peer {
 	uint32_t waker_pid; /* the process that registered them (a forked child re-registers) */
 	uint64_t checked_ns;
 	uint64_t wake_key;       /* its wake-up secret, copied at attach */
+	int may_defer;           /* sender and receiver may run at once (see wake_receiver) */
 	struct nsk_src wake_dst; /* where our wake-up datagrams go (set at attach) */
 	struct nsk_agg agg; /* packet aggregation of our wake-ups to this inbox */
 	pthread_mutex_t wlock; /* waker registration */
@@ -513,6 +514,7 @@ static void do_register(struct nsk_sock *s)
 		return;
 	}
 	nsk_store64(&u->ib.h->limit, limit_for(rcvbuf, size));
+	u->ib.h->owner_cpus = u->cpus;
 	slot = nsk_registry_insert_inbox(&nsk_g.dom.reg, &k, getpid(), nsk_g.start_time, fd,
 					 u->ib.nonce);
 	if (slot < 0) {
@@ -842,6 +844,8 @@ static struct peer *peer_attach(const struct nsk_reg_entry *e, int slot,
 	p->checked_ns = nsk_now_ns();
 	p->wake_dst = *dst;
 	uint64_t cpus = nsk_cpu_mask();
+	uint64_t owner = nsk_load64(&p->ib.h->owner_cpus);
+	p->may_defer = !cpus || !owner || __builtin_popcountll(cpus | owner) > 1;
 	if (cpus)
 		atomic_fetch_or_explicit(NSK_A64(&p->ib.h->sender_cpus), cpus, memory_order_relaxed);
 	else /* unknown: assume senders elsewhere */
@@ -992,7 +996,9 @@ static void wake_receiver(struct nsk_sock *s, struct dest *d, uint32_t bits, int
 		CADD(s->conn->wakes_sent, 1);
 		return;
 	}
-	if (may_defer && nsk_agg_defer(&p->agg, now, bits)) {
+	/* Delaying a wake-up pays only when the receiver can run meanwhile: on one shared CPU
+	 * the flusher's own wake-ups would compete with both. */
+	if (may_defer && p->may_defer && nsk_agg_defer(&p->agg, now, bits)) {
 		CADD(s->conn->udp_deferred, 1);
 		return;
 	}
