@@ -199,9 +199,9 @@ int nsk_cli_status(const char *dir, int json)
 		char a[80];
 		fmt_addr(a, sizeof(a), e.family, e.addr, e.port);
 		if (json)
-			printf("%s\n    {\"pid\": %u, \"proto\": \"%s\", \"address\": \"%s\", "
+			printf("%s\n    {\"pid\": %u, \"address\": \"%s\", \"proto\": \"%s\", "
 			       "\"netns\": %llu, \"accepted\": %llu, \"upgraded\": %llu}",
-			       o.first ? "" : ",", e.pid, (e.flags & NSK_RE_UDP) ? "udp" : "tcp", a,
+			       o.first ? "" : ",", e.pid, a, (e.flags & NSK_RE_UDP) ? "udp" : "tcp",
 			       (unsigned long long)e.netns,
 			       (unsigned long long)e.accepted, (unsigned long long)e.upgraded);
 		else

@@ -148,12 +148,7 @@ struct nsk_inbox_hdr {
 	uint64_t pad2;
 	uint64_t svc_ns;  /* consumer: mean time to drain after a wake-up (aggregation model) */
 	uint64_t corrupt; /* malformed records or indices seen by the consumer (queue reset) */
-	/* The owner's connect(): its kernel socket then takes datagrams from that peer only, so
-	 * wake-ups must come from the peer's own socket (set under conn_seq, a seqlock). */
-	uint32_t conn_seq;  /* odd while being written */
-	uint16_t conn_family; /* 0: not connected */
-	uint16_t conn_port;
-	uint8_t conn_addr[16];
+	uint64_t pad2b[3];
 	/* line 3 — consumer's wake-up request (as struct nsk_ring_ctl's cons_armed/data_seq) */
 	uint32_t armed;
 	uint32_t seq;
@@ -165,7 +160,14 @@ struct nsk_inbox_hdr {
 	/* the producers' lock: here, not next to the tail, so that taking it does not steal the
 	 * line the consumer keeps reading */
 	uint32_t plock;   /* pid of the producer copying a record in; 0: free */
-	uint32_t pad3[8];
+	/* The owner's connect(): its kernel socket then takes datagrams from that peer only, so
+	 * wake-ups must come from the peer's own socket, and other senders' datagrams are dropped
+	 * (set under conn_seq, a seqlock; on this line, which producers read at every datagram) */
+	uint32_t conn_seq;  /* odd while being written */
+	uint16_t conn_family; /* 0: not connected */
+	uint16_t conn_port;
+	uint8_t conn_addr[16];
+	uint32_t pad3[2];
 	/* lines 4.. — processes that send wake-up datagrams */
 	struct nsk_inbox_waker wakers[NSK_INBOX_WAKERS];
 };

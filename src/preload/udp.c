@@ -76,6 +76,8 @@ struct dest {
 	struct peer *p;      /* NULL: no inbox (kernel) until neg_until */
 	uint64_t neg_until;
 	struct nsk_src src;  /* the source address the kernel would use */
+	uint32_t conn_seq;   /* the receiver's conn_seq when conn_state was computed (+1) */
+	int conn_state;      /* 0: receiver not connected, 1: connected to us, 2: to another */
 };
 
 struct nsk_udp {
@@ -976,6 +978,19 @@ static struct dest *dest_get(struct nsk_sock *s, const struct nsk_src *dst, uint
 	return d;
 }
 
+/* Whether the receiver of @d is connect()ed, and to us: one load of its conn_seq (on the line
+ * producers read anyway) per datagram, the full read only when it changed. */
+static int dest_conn(struct dest *d)
+{
+	uint32_t q = nsk_load32_acquire(&d->p->ib.h->conn_seq);
+	if (q + 1 != d->conn_seq) {
+		struct nsk_src c;
+		d->conn_state = peer_conn(d->p, &c) ? (src_equal(&c, &d->src) ? 1 : 2) : 0;
+		d->conn_seq = q + 1;
+	}
+	return d->conn_state;
+}
+
 /* Deliver wake-up request @bits to the receiver of @d's inbox: through aggregation (may be
  * delayed, @may_defer) from our wake socket, or — the receiver is connect()ed to us — at
  * once from the sending socket itself, the only source its kernel socket accepts. */
@@ -983,10 +998,7 @@ static void wake_receiver(struct nsk_sock *s, struct dest *d, uint32_t bits, int
 			  uint64_t now)
 {
 	struct peer *p = d->p;
-	struct nsk_src c;
-	if (peer_conn(p, &c)) {
-		if (!src_equal(&c, &d->src))
-			return; /* connected to someone else: it drops our datagrams anyway */
+	if (dest_conn(d) == 1) {
 		struct nsk_wake_dgram w = {NSK_WAKE_MAGIC, p->wake_key, now};
 		struct sockaddr_storage ss;
 		socklen_t sl = from_src(&d->dst, s->family, &ss);
@@ -1144,6 +1156,10 @@ static ssize_t udp_send(struct nsk_sock *s, const struct msghdr *m, int flags)
 	struct nsk_conn *c = s->conn;
 	nsk_shared_lock(&c->txlock);
 	struct dest *d = dest_get(s, &dst, now);
+	/* A receiver connect()ed to another peer drops our datagrams: the kernel does that (and
+	 * we must not take its wake-up request, which only its peer can fulfil). */
+	if (d && dest_conn(d) == 2)
+		d = NULL;
 	int r = d ? inbox_send(s, d, m->msg_iov, (int)m->msg_iovlen, len, nonblock, now) : -EAGAIN;
 	nsk_shared_unlock(&c->txlock);
 	if (r == -EAGAIN)

@@ -637,6 +637,35 @@ static void feat_fork(void)
 	close(s);
 }
 
+/* A receiver connect()ed to S, asleep: a datagram from another socket O must neither reach
+ * it nor use up its wake-up, so that S's datagram then wakes it. */
+static void feat_connected_sleeper(void)
+{
+	int r = udp_bound("127.0.0.1", 0, -1), rp = port_of(r);
+	int s = udp_bound("127.0.0.1", 0, -1), sp = port_of(s);
+	int o = udp_bound("127.0.0.1", 0, -1);
+	struct sockaddr_storage d, sd;
+	socklen_t dl = make_addr("127.0.0.1", rp, &d), sdl = make_addr("127.0.0.1", sp, &sd);
+	CHECK(connect(r, (struct sockaddr *)&sd, sdl) == 0, "connect");
+	char b[16];
+	pid_t c = fork();
+	if (c == 0) {
+		usleep(150000);
+		sendto(o, "other", 5, 0, (struct sockaddr *)&d, dl);
+		usleep(50000);
+		sendto(s, "peer", 4, 0, (struct sockaddr *)&d, dl);
+		_exit(0);
+	}
+	struct timeval tv = {3, 0};
+	setsockopt(r, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	ssize_t n = recv(r, b, sizeof(b), 0);
+	CHECK(n == 4 && !memcmp(b, "peer", 4), "the peer's datagram wakes the receiver (got %zd)", n);
+	waitpid(c, NULL, 0);
+	close(o);
+	close(r);
+	close(s);
+}
+
 static int run_features(void)
 {
 	feat_basic();
@@ -648,6 +677,7 @@ static int run_features(void)
 	feat_addr("0.0.0.0", -1, NULL, "127.0.0.2", "127.0.0.1", "v4 wildcard via 127.0.0.2");
 	feat_epoll();
 	feat_fork();
+	feat_connected_sleeper();
 	printf("{\"role\": \"features\", \"failures\": %d}\n", failures);
 	return failures ? 1 : 0;
 }
