@@ -101,6 +101,7 @@ struct nsk_udp {
 	int corked;           /* UDP_CORK: datagrams are assembled by the kernel */
 	uint64_t wake_key;    /* our inbox's wake-up secret (private copy) */
 	uint64_t cpus;        /* CPUs this process may run on (at creation) */
+	int sleeping;         /* a blocking receive waits in the kernel (see wake_seen) */
 	uint64_t spin_cur;    /* adaptive spin budget of blocking receives (ns) */
 	unsigned spin_probe;
 	/* sender */
@@ -1176,7 +1177,9 @@ static ssize_t udp_send(struct nsk_sock *s, const struct msghdr *m, int flags)
 static void wake_seen(struct nsk_sock *s, const struct nsk_wake_dgram *w)
 {
 	uint64_t now = nsk_now_ns();
-	if (w && now >= w->sent_ns && now - w->sent_ns < 1000000000ull)
+	/* Only a wake-up that ended a sleep measures the hand-over: one found later in the
+	 * queue (we did not sleep after all) waited for our next look, not for a wake-up. */
+	if (w && s->udp->sleeping && now >= w->sent_ns && now - w->sent_ns < 1000000000ull)
 		nsk_agg_service(&s->udp->ib.h->svc_ns, now - w->sent_ns);
 	CADD(s->conn->ctl_bytes, 1);
 }
@@ -1365,7 +1368,9 @@ static ssize_t udp_recv(struct nsk_sock *s, struct msghdr *m, int flags)
 		/* Blocking in the kernel's own recvmsg keeps its semantics: SO_RCVTIMEO, signals
 		 * with and without SA_RESTART. A wake-up datagram lands in the caller's buffer
 		 * and is then overwritten by the inbox datagram it announced. */
+		u->sleeping = 1;
 		r = kernel_recv(s, m, flags & ~MSG_DONTWAIT);
+		u->sleeping = 0;
 		nsk_disarm(&h->armed, NSK_ARM_FD);
 		if (r != -EINPROGRESS)
 			return r;
