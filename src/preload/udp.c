@@ -102,6 +102,9 @@ struct nsk_udp {
 	uint64_t wake_key;    /* our inbox's wake-up secret (private copy) */
 	uint64_t cpus;        /* CPUs this process may run on (at creation) */
 	int sleeping;         /* a blocking receive waits in the kernel (see wake_seen) */
+	atomic_int ready;     /* the inbox (ib, wake_key) is complete: release/acquire */
+	atomic_int plain_waiters; /* receives blocked in the kernel from before the inbox */
+	int polled;           /* poll/epoll waited on the kernel fd before the inbox existed */
 	uint64_t spin_cur;    /* adaptive spin budget of blocking receives (ns) */
 	unsigned spin_probe;
 	/* sender */
@@ -123,6 +126,12 @@ static int n_owned;
 #define CADD(x, n) nsk_store64(&(x), nsk_load64(&(x)) + (n))
 
 static void udp_wake_fn(struct nsk_agg *a, uint32_t bits);
+
+/* The socket's inbox is complete and usable (acquire pairs with the release in do_register). */
+static inline int has_inbox(const struct nsk_udp *u)
+{
+	return atomic_load_explicit(&((struct nsk_udp *)u)->ready, memory_order_acquire);
+}
 
 static int fam_idx(uint16_t family)
 {
@@ -462,11 +471,44 @@ static uint64_t limit_for(int rcvbuf, uint64_t size)
 	return l > size ? size : l;
 }
 
+static int wake_sock(int family, uint16_t *port);
+
+/* A thread of ours may be blocked in the kernel on this socket since before the inbox existed
+ * (a receive, poll or epoll): nobody would wake it for inbox datagrams. One keyed wake-up
+ * datagram to our own address makes it look again (the key keeps it from the application). */
+static void self_wake(struct nsk_sock *s)
+{
+	struct nsk_udp *u = s->udp;
+	struct nsk_src me = u->local;
+	if (is_wildcard(&me)) {
+		if (me.family == AF_INET) {
+			me.addr[0] = 127;
+			me.addr[3] = 1;
+		} else {
+			me.addr[15] = 1;
+		}
+	}
+	uint16_t port;
+	int fd = wake_sock(me.family, &port);
+	if (fd < 0)
+		return;
+	/* Registered as a waker of our own inbox: the waiting receive may see only the first
+	 * bytes of the datagram (a short buffer), the source port identifies it then. */
+	if (nsk_inbox_waker_add(&u->ib, (uint32_t)nsk_g.pid, nsk_g.start_time, me.family, port) < 0)
+		return;
+	struct sockaddr_storage ss;
+	socklen_t sl = from_src(&me, me.family, &ss);
+	struct nsk_wake_dgram w = {NSK_WAKE_MAGIC, u->wake_key, nsk_now_ns()};
+	int saved = errno;
+	REAL(sendto)(fd, &w, sizeof(w), MSG_DONTWAIT, (struct sockaddr *)&ss, sl);
+	errno = saved;
+}
+
 /* Publish an inbox for bound socket @s (no-op when done, impossible or not wanted). */
 static void do_register(struct nsk_sock *s)
 {
 	struct nsk_udp *u = s->udp;
-	if (u->registered || u->reg_failed || u->ib.h)
+	if (u->registered || u->reg_failed || has_inbox(u))
 		return;
 	if (!nsk_domain_ready() || fill_local(s) < 0 || !u->bound) {
 		if (!nsk_domain_ready())
@@ -510,25 +552,32 @@ static void do_register(struct nsk_sock *s)
 	ol = sizeof(rcvbuf);
 	REAL(getsockopt)(s->fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, &ol);
 	uint64_t size = inbox_size_for(rcvbuf);
-	int fd = nsk_inbox_create(&u->ib, size, getpid(), nsk_g.start_time);
+	struct nsk_inbox ib; /* published in u->ib (with `ready`) only once complete */
+	int fd = nsk_inbox_create(&ib, size, getpid(), nsk_g.start_time);
 	if (fd < 0) {
 		u->reg_failed = 1;
 		nsk_log(NSK_LOG_WARN, "udp fd %d: no inbox (%s): kernel only", s->fd, strerror(-fd));
 		return;
 	}
-	nsk_store64(&u->ib.h->limit, limit_for(rcvbuf, size));
-	u->ib.h->owner_cpus = u->cpus;
+	nsk_store64(&ib.h->limit, limit_for(rcvbuf, size));
+	ib.h->owner_cpus = u->cpus;
+	/* Born armed: a thread of ours may already wait in the kernel on this socket (it could
+	 * not arm an inbox that did not exist); the first datagram then wakes it — from the
+	 * peer's own socket if we are connected, which self_wake() below cannot do. At worst
+	 * one wake-up datagram too many, filtered like any other. */
+	ib.h->armed = NSK_ARM_FD;
 	slot = nsk_registry_insert_inbox(&nsk_g.dom.reg, &k, getpid(), nsk_g.start_time, fd,
-					 u->ib.nonce);
+					 ib.nonce);
 	if (slot < 0) {
 		REAL(close)(fd);
-		nsk_inbox_unmap(&u->ib);
+		nsk_inbox_unmap(&ib);
 		u->reg_failed = 1;
 		nsk_log(NSK_LOG_WARN, "udp fd %d port %u: registry full: kernel only", s->fd, k.port);
 		return;
 	}
+	u->ib = ib;
 	u->inbox_fd = fd;
-	u->wake_key = u->ib.h->wake_key;
+	u->wake_key = ib.h->wake_key;
 	inbox_fd_note(u);
 	u->reg_slot = slot;
 	u->registered = 1;
@@ -539,6 +588,11 @@ static void do_register(struct nsk_sock *s)
 	nsk_store32(&c->mode, NSK_MODE_SHM);
 	if (u->connected)
 		publish_conn(u);
+	/* Sequentially consistent: with the receivers' increment of plain_waiters and re-check
+	 * of `ready` in udp_recv, either they see the inbox or we see them (Dekker). */
+	atomic_store_explicit(&u->ready, 1, memory_order_seq_cst);
+	if (atomic_load_explicit(&u->plain_waiters, memory_order_seq_cst) || u->polled)
+		self_wake(s);
 	nsk_log(NSK_LOG_DEBUG, "udp fd %d port %u: inbox %llu KiB in slot %d", s->fd, k.port,
 		(unsigned long long)(size >> 10), slot);
 }
@@ -603,7 +657,7 @@ void nsk_udp_setsockopt(int fd, int level, int name, const void *val, socklen_t 
 	int on = len >= sizeof(int) && *(const int *)val != 0;
 	nsk_shared_lock(&s->conn->rxlock);
 	if (level == SOL_SOCKET && name == SO_RCVBUF) {
-		if (u->ib.h) {
+		if (has_inbox(u)) {
 			int rcvbuf = 0;
 			socklen_t ol = sizeof(rcvbuf);
 			if (REAL(getsockopt)(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, &ol) == 0)
@@ -755,7 +809,7 @@ static int peer_waker(struct peer *p, uint16_t family)
 static int is_wake(struct nsk_udp *u, const struct sockaddr_storage *from, socklen_t len,
 		   const struct nsk_wake_dgram *w)
 {
-	if (!u->ib.h)
+	if (!has_inbox(u))
 		return 0;
 	if (w && w->magic == NSK_WAKE_MAGIC && w->key == u->wake_key)
 		return 1;
@@ -1205,7 +1259,7 @@ static ssize_t kernel_recv(struct nsk_sock *s, struct msghdr *m, int flags)
 {
 	struct nsk_udp *u = s->udp;
 	struct nsk_wake_dgram w;
-	if (u->ib.h && nsk_iov_total(m->msg_iov, (int)m->msg_iovlen) < sizeof(w)) {
+	if (has_inbox(u) && nsk_iov_total(m->msg_iov, (int)m->msg_iovlen) < sizeof(w)) {
 		/* The caller's buffer cannot show us a whole wake-up datagram: look first. */
 		ssize_t pr = REAL(recv)(s->fd, &w, sizeof(w), MSG_PEEK | MSG_TRUNC | (flags & MSG_DONTWAIT));
 		if (pr < 0) {
@@ -1291,9 +1345,20 @@ static ssize_t inbox_recv(struct nsk_sock *s, struct msghdr *m, int flags)
 static ssize_t udp_recv(struct nsk_sock *s, struct msghdr *m, int flags)
 {
 	struct nsk_udp *u = s->udp;
-	if (!u->ib.h || (flags & (MSG_ERRQUEUE | MSG_OOB)) || m->msg_iovlen > IOV_MAX) {
+	if ((flags & (MSG_ERRQUEUE | MSG_OOB)) || m->msg_iovlen > IOV_MAX) {
 		ssize_t r = REAL(recvmsg)(s->fd, m, flags);
 		return r < 0 ? -errno : r;
+	}
+	while (!has_inbox(u)) {
+		/* No inbox (yet): the kernel alone — but another thread may create the inbox
+		 * while we sleep here; it then wakes us with a keyed datagram (self_wake). */
+		atomic_fetch_add_explicit(&u->plain_waiters, 1, memory_order_seq_cst);
+		ssize_t r = -EINPROGRESS;
+		if (!has_inbox(u))
+			r = kernel_recv(s, m, flags);
+		atomic_fetch_sub_explicit(&u->plain_waiters, 1, memory_order_relaxed);
+		if (r != -EINPROGRESS)
+			return r;
 	}
 	int nonblock = (flags & MSG_DONTWAIT) || s->nonblock;
 	struct nsk_conn *c = s->conn;
@@ -1495,7 +1560,11 @@ ssize_t nsk_udp_recvv(struct nsk_sock *s, const struct iovec *iov, int cnt, int 
 
 int nsk_udp_is_shm(struct nsk_sock *s)
 {
-	return s->udp && s->udp->ib.h;
+	if (s->udp && has_inbox(s->udp))
+		return 1;
+	if (s->udp)
+		s->udp->polled = 1; /* waited on in the kernel: an inbox created later wakes it */
+	return 0;
 }
 
 /* Look at the head of the kernel queue: discard wake-up datagrams, note a real one. */
@@ -1529,6 +1598,10 @@ int nsk_udp_ready(struct nsk_sock *s, int want, int *kernel_ev, int *kernel_deci
 		ev |= POLLOUT;
 	if (!(want & POLLIN))
 		return ev;
+	if (!has_inbox(u)) { /* not ours to judge: the kernel's readiness */
+		*kernel_decides |= POLLIN;
+		return ev;
+	}
 	if (!nsk_inbox_empty(&u->ib) || u->kern_pending)
 		return ev | POLLIN;
 	if (arm) {
@@ -1542,13 +1615,13 @@ int nsk_udp_ready(struct nsk_sock *s, int want, int *kernel_ev, int *kernel_deci
 
 void nsk_udp_disarm(struct nsk_sock *s)
 {
-	if (s->udp && s->udp->ib.h)
+	if (s->udp && has_inbox(s->udp))
 		nsk_disarm(&s->udp->ib.h->armed, NSK_ARM_FD);
 }
 
 void nsk_udp_kernel_event(struct nsk_sock *s, int revents)
 {
-	if ((revents & POLLIN) && s->udp && s->udp->ib.h)
+	if ((revents & POLLIN) && s->udp && has_inbox(s->udp))
 		drain_wakes(s);
 }
 
@@ -1556,7 +1629,7 @@ int nsk_udp_fionread(struct nsk_sock *s)
 {
 	struct nsk_udp *u = s->udp;
 	int k = 0;
-	if (u->ib.h) {
+	if (has_inbox(u)) {
 		nsk_shared_lock(&s->conn->rxlock);
 		struct nsk_dgram_rec rec;
 		int have = nsk_inbox_peek(&u->ib, &rec);
@@ -1573,7 +1646,7 @@ int nsk_udp_fionread(struct nsk_sock *s)
 uint64_t nsk_udp_sig(struct nsk_sock *s)
 {
 	struct nsk_udp *u = s->udp;
-	uint64_t t = u->ib.h ? nsk_load64(&u->ib.h->tail) : 0;
+	uint64_t t = has_inbox(u) ? nsk_load64(&u->ib.h->tail) : 0;
 	return ((t * 0x9e3779b97f4a7c15ull) ^ (u->kern_seq * 0xc2b2ae3d27d4eb4full) ^
 		((uint64_t)u->kern_pending << 1)) | 1;
 }
@@ -1619,7 +1692,7 @@ int nearsock_udp_stats(int fd, struct nearsock_udp_stats *st)
 		st->agg_containers = p->agg.containers;
 	}
 	nsk_shared_unlock(&c->txlock);
-	if (u->ib.h) {
+	if (has_inbox(u)) {
 		st->inbox_drops = nsk_load64(&u->ib.h->drops);
 		st->inbox_enqueued = nsk_load64(&u->ib.h->enq);
 		st->inbox_corrupt = nsk_load64(&u->ib.h->corrupt);

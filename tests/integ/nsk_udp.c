@@ -22,6 +22,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -666,6 +667,43 @@ static void feat_connected_sleeper(void)
 	close(s);
 }
 
+/* A thread blocked in recv() on a socket that has no inbox yet; another thread's first send
+ * binds the socket and creates the inbox: the reply (through the inbox) must wake it. */
+struct waiter {
+	int fd;
+	ssize_t n;
+	char b[16];
+};
+
+static void *waiter_main(void *arg)
+{
+	struct waiter *w = arg;
+	w->n = recv(w->fd, w->b, sizeof(w->b), 0);
+	return NULL;
+}
+
+static void feat_early_waiter(void)
+{
+	int r = udp_bound("127.0.0.1", 0, -1), rp = port_of(r);
+	struct sockaddr_storage d, from;
+	socklen_t dl = make_addr("127.0.0.1", rp, &d), fl = sizeof(from);
+	struct waiter w = {.fd = socket(AF_INET, SOCK_DGRAM, 0), .n = -2};
+	struct timeval tv = {3, 0};
+	setsockopt(w.fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	/* unbound: the first send binds it (and creates its inbox) */
+	pthread_t t;
+	pthread_create(&t, NULL, waiter_main, &w);
+	usleep(100000); /* the waiter is blocked in the kernel by now */
+	CHECK(sendto(w.fd, "q", 1, 0, (struct sockaddr *)&d, dl) == 1, "send from the other thread");
+	char b[8];
+	CHECK(recvfrom(r, b, sizeof(b), 0, (struct sockaddr *)&from, &fl) == 1, "request");
+	CHECK(sendto(r, "answer", 6, 0, (struct sockaddr *)&from, fl) == 6, "reply");
+	pthread_join(t, NULL);
+	CHECK(w.n == 6 && !memcmp(w.b, "answer", 6), "the blocked thread gets the reply (got %zd)", w.n);
+	close(w.fd);
+	close(r);
+}
+
 static int run_features(void)
 {
 	feat_basic();
@@ -678,6 +716,7 @@ static int run_features(void)
 	feat_epoll();
 	feat_fork();
 	feat_connected_sleeper();
+	feat_early_waiter();
 	printf("{\"role\": \"features\", \"failures\": %d}\n", failures);
 	return failures ? 1 : 0;
 }
