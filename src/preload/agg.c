@@ -73,6 +73,12 @@ void nsk_agg_policy(unsigned *k_fixed, uint64_t *t_fixed_ns, uint64_t *target_ns
 	*target_ns = cfg_target_ns;
 }
 
+int nsk_agg_tcp_enabled(void)
+{
+	pthread_once(&cfg_once, cfg_init);
+	return cfg_k > 1;
+}
+
 void nsk_agg_init(struct nsk_agg *a, nsk_agg_wake_fn fn, void *ctx, const uint64_t *svc_ns)
 {
 	pthread_once(&cfg_once, cfg_init);

@@ -68,6 +68,9 @@ void nsk_agg_flush_all(void);
 void nsk_agg_service(uint64_t *svc_ns, uint64_t ns);
 /* nsk_agg_after_fork - child: no flusher thread, nothing owed by us. */
 void nsk_agg_after_fork(void);
+/* nsk_agg_tcp_enabled - whether small TCP writes are aggregated: only with a fixed
+ * NEARSOCK_BATCH_K > 1 (the adaptive default lost 20 % on tcp_stream 64 B, see BENCHMARKS). */
+int nsk_agg_tcp_enabled(void);
 /* nsk_agg_policy - the configured policy: *@k_fixed (0: adaptive), *@t_fixed_ns,
  * *@target_ns. */
 void nsk_agg_policy(unsigned *k_fixed, uint64_t *t_fixed_ns, uint64_t *target_ns);

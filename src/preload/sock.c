@@ -1001,7 +1001,8 @@ static void wake_after_write(struct nsk_sock *s, size_t n)
 	/* Small writes to a consumer asleep in a blocking call may share one wake-up (bounded
 	 * delay). Not for poll/epoll sleepers: their wake-up is a byte on the kernel socket,
 	 * which a delayed delivery could send after the application closed and reused the fd. */
-	if (w == NSK_ARM_FUTEX && n < AGG_SMALL && __atomic_load_n(&s->spin_ns, __ATOMIC_RELAXED)) {
+	if (w == NSK_ARM_FUTEX && n < AGG_SMALL && __atomic_load_n(&s->spin_ns, __ATOMIC_RELAXED) &&
+	    nsk_agg_tcp_enabled()) {
 		/* (spin_ns != 0: the two sides may run at once; on one shared CPU the flusher's
 		 * wake-ups would only compete with both) */
 		if (!a && (a = calloc(1, sizeof(*a))) != NULL) {
