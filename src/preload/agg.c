@@ -162,8 +162,7 @@ void nsk_agg_flush_all(void)
 void nsk_agg_fini(struct nsk_agg *a)
 {
 	nsk_agg_flush(a);
-	if (a->listed)
-		unlist(a);
+	unlist(a); /* under the list lock: `listed` is the flusher's to change too */
 	pthread_mutex_destroy(&a->lock);
 }
 
