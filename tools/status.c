@@ -45,6 +45,8 @@ static const char *kind_name(uint32_t k)
 		return "client";
 	case NSK_CK_SERVER:
 		return "server";
+	case NSK_CK_UDP:
+		return "udp";
 	}
 	return "socket";
 }
@@ -201,8 +203,8 @@ int nsk_cli_status(const char *dir, int json)
 		       "  \"listeners\": [",
 		       d.dir, d.shared, (unsigned long long)nsk_load64(&d.reg.hdr->mem_used));
 	else
-		printf("domain %s\n\nlisteners\n%-7s %-28s %10s %10s\n", d.dir, "pid", "address",
-		       "accepted", "upgraded");
+		printf("domain %s\n\nlisteners (tcp) and inboxes (udp)\n%-7s %-5s %-28s %10s %10s\n",
+		       d.dir, "pid", "proto", "address", "accepted", "upgraded");
 	for (uint32_t i = 0; i < d.reg.nslots; i++) {
 		struct nsk_reg_entry e;
 		if (!nsk_registry_read(&d.reg, (int)i, &e) ||
@@ -211,12 +213,14 @@ int nsk_cli_status(const char *dir, int json)
 		char a[80];
 		fmt_addr(a, sizeof(a), e.family, e.addr, e.port);
 		if (json)
-			printf("%s\n    {\"pid\": %u, \"address\": \"%s\", \"netns\": %llu, "
-			       "\"accepted\": %llu, \"upgraded\": %llu}",
-			       o.first ? "" : ",", e.pid, a, (unsigned long long)e.netns,
+			printf("%s\n    {\"pid\": %u, \"address\": \"%s\", \"proto\": \"%s\", "
+			       "\"netns\": %llu, \"accepted\": %llu, \"upgraded\": %llu}",
+			       o.first ? "" : ",", e.pid, a, (e.flags & NSK_RE_UDP) ? "udp" : "tcp",
+			       (unsigned long long)e.netns,
 			       (unsigned long long)e.accepted, (unsigned long long)e.upgraded);
 		else
-			printf("%-7u %-28s %10llu %10llu\n", e.pid, a, (unsigned long long)e.accepted,
+			printf("%-7u %-5s %-28s %10llu %10llu\n", e.pid,
+			       (e.flags & NSK_RE_UDP) ? "udp" : "tcp", a, (unsigned long long)e.accepted,
 			       (unsigned long long)e.upgraded);
 		o.first = 0;
 	}

@@ -33,6 +33,33 @@ struct nearsock_conn_stats {
  * when @fd is not a socket nearsock tracks. */
 int nearsock_fd_stats(int fd, struct nearsock_conn_stats *st);
 
+/* Statistics of a UDP socket (datagram counts). */
+struct nearsock_udp_stats {
+	uint32_t inbox;              /* 1 if the socket has a registered shared-memory inbox */
+	uint32_t reserved;
+	uint64_t tx_shm, rx_shm;     /* datagrams through shared-memory inboxes */
+	uint64_t tx_shm_bytes, rx_shm_bytes;
+	uint64_t tx_kernel, rx_kernel; /* datagrams through the kernel (remote, fallback) */
+	uint64_t tx_drops;           /* datagrams this socket sent that a full inbox dropped */
+	uint64_t inbox_drops;        /* datagrams other senders could not queue in our full inbox */
+	uint64_t inbox_enqueued;     /* datagrams queued in our inbox (all senders) */
+	uint64_t wakeups_sent;       /* wake-up datagrams this socket's sends caused */
+	uint64_t wakeups_filtered;   /* wake-up datagrams received and kept from the application */
+	uint64_t wakeups_deferred;   /* wake-ups delayed by packet aggregation */
+	uint64_t inbox_corrupt;      /* malformed inbox contents discarded */
+	/* Packet aggregation towards the last destination with an inbox (0 if none). */
+	uint32_t agg_k;              /* container size in use */
+	uint32_t agg_adaptive;       /* 1: chosen by the model, 0: NEARSOCK_BATCH_K */
+	uint64_t agg_t_ns;           /* container timeout in use */
+	uint64_t agg_rate;           /* measured datagrams/s */
+	uint64_t agg_svc_ns;         /* hand-over time: receiver-measured wake latency + wake cost */
+	uint64_t agg_containers;     /* wake-ups delivered (each closes a container) */
+};
+
+/* nearsock_udp_stats - statistics of UDP socket @fd. Returns 0, or -1 with errno ENOTSOCK
+ * when @fd is not a UDP socket nearsock tracks. */
+int nearsock_udp_stats(int fd, struct nearsock_udp_stats *st);
+
 #ifdef __cplusplus
 }
 #endif

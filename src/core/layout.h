@@ -101,6 +101,106 @@ struct nsk_offer {
 };
 _Static_assert(sizeof(struct nsk_offer) == 72, "offer wire size");
 
+/* ---------------------------------------------------------------- UDP inbox ----------- */
+/* One per bound UDP socket: a multi-producer/single-consumer queue of whole datagrams in a
+ * sealed memfd. Producers (local senders, any process of the domain) serialise on a lock word
+ * held only while one record is copied in; the owner is the only consumer. */
+#define NSK_INBOX_MAGIC 0x49534b4eu /* "NKSI" */
+#define NSK_INBOX_VERSION 1u
+#define NSK_INBOX_DATA_OFF 4096u
+#define NSK_INBOX_MIN (128u << 10) /* a 64 KiB datagram always fits */
+#define NSK_INBOX_MAX (64u << 20)
+#define NSK_INBOX_WAKERS 48
+#define NSK_DGRAM_MAX 65535u       /* largest payload a record may claim */
+
+/* A process that may send wake-up datagrams to the owner's kernel socket, from a loopback
+ * socket it owns: datagrams from (family, loopback, port) are wake-ups, never data. */
+struct nsk_inbox_waker {
+	uint32_t pid;    /* 0: free slot (claimed by CAS) */
+	uint16_t family; /* AF_INET: 127.0.0.1, AF_INET6: ::1 */
+	uint16_t port;   /* host order; 0 while being filled in */
+	uint64_t start_time;
+};
+_Static_assert(sizeof(struct nsk_inbox_waker) == 16, "waker size");
+
+struct nsk_inbox_hdr {
+	/* line 0 — written once by the owner before the segment is published */
+	uint32_t magic;
+	uint32_t version;
+	uint64_t nonce;
+	uint64_t seg_size;
+	uint64_t data_off;
+	uint64_t data_size; /* power of two */
+	uint32_t owner_pid;
+	uint32_t pad0;
+	uint64_t owner_start;
+	uint64_t wake_key; /* secret of this inbox carried by every wake-up datagram */
+	/* line 1 — producers' tail (the consumer reads it) */
+	uint64_t tail;    /* bytes ever published (free-running, 8-byte records) */
+	uint64_t pad1;
+	uint64_t drops;   /* datagrams dropped because the inbox was full */
+	uint64_t enq;     /* datagrams enqueued */
+	uint64_t steals;  /* locks taken over from dead producers */
+	uint64_t pad1b[3];
+	/* line 2 — consumer */
+	uint64_t head;    /* bytes ever consumed */
+	uint64_t owner_cpus; /* CPUs 0..63 the owner may run on (0: unknown), set at creation */
+	uint64_t pad2;
+	uint64_t svc_ns;  /* consumer: mean time to drain after a wake-up (aggregation model) */
+	uint64_t corrupt; /* malformed records or indices seen by the consumer (queue reset) */
+	uint64_t pad2b[3];
+	/* line 3 — consumer's wake-up request (as struct nsk_ring_ctl's cons_armed/data_seq) */
+	uint32_t armed;
+	uint32_t seq;
+	uint64_t sender_cpus; /* union of the CPU masks (0..63) of senders that attached */
+	/* read by producers at every datagram, written by the owner rarely: on this line,
+	 * which producers read anyway (armed), not on the consumer's (head) */
+	uint64_t limit;   /* bytes the queue may hold (from SO_RCVBUF); <= data_size */
+	uint32_t closed;  /* the owner withdrew the inbox: send through the kernel */
+	/* the producers' lock: here, not next to the tail, so that taking it does not steal the
+	 * line the consumer keeps reading */
+	uint32_t plock;   /* pid of the producer copying a record in; 0: free */
+	/* The owner's connect(): its kernel socket then takes datagrams from that peer only, so
+	 * wake-ups must come from the peer's own socket, and other senders' datagrams are dropped
+	 * (set under conn_seq, a seqlock; on this line, which producers read at every datagram) */
+	uint32_t conn_seq;  /* odd while being written */
+	uint16_t conn_family; /* 0: not connected */
+	uint16_t conn_port;
+	uint8_t conn_addr[16];
+	uint32_t pad3[2];
+	/* lines 4.. — processes that send wake-up datagrams */
+	struct nsk_inbox_waker wakers[NSK_INBOX_WAKERS];
+};
+_Static_assert(offsetof(struct nsk_inbox_hdr, tail) == NSK_CACHELINE, "producer line");
+_Static_assert(offsetof(struct nsk_inbox_hdr, head) == 2 * NSK_CACHELINE, "consumer line");
+_Static_assert(offsetof(struct nsk_inbox_hdr, armed) == 3 * NSK_CACHELINE, "arm line");
+_Static_assert(offsetof(struct nsk_inbox_hdr, wakers) == 4 * NSK_CACHELINE, "wakers");
+_Static_assert(sizeof(struct nsk_inbox_hdr) <= NSK_INBOX_DATA_OFF, "header fits its page");
+
+/* A wake-up datagram (to the owner's kernel socket): magic, the inbox's wake_key, the
+ * sender's CLOCK_MONOTONIC time (hand-over latency for the aggregation model). */
+#define NSK_WAKE_MAGIC 0x454b41574b534e4eull /* "NNSKWAKE" */
+struct nsk_wake_dgram {
+	uint64_t magic;
+	uint64_t key;
+	uint64_t sent_ns;
+};
+_Static_assert(sizeof(struct nsk_wake_dgram) == 24, "wake-up datagram size");
+
+/* Each datagram is one record: this header, then the payload, padded to 8 bytes. Records
+ * may wrap around the end of the data area. */
+#define NSK_DGRAM_CHECK 0x5244u
+struct nsk_dgram_rec {
+	uint32_t len;    /* payload bytes (<= NSK_DGRAM_MAX) */
+	uint16_t family; /* source address family: AF_INET or AF_INET6 */
+	uint16_t port;   /* source port, host order */
+	uint8_t addr[16]; /* source address (AF_INET: first 4 bytes) */
+	uint16_t check;  /* NSK_DGRAM_CHECK */
+	uint16_t pad;
+	uint32_t sum;    /* len ^ family ^ port ^ check: catches torn or garbage headers */
+};
+_Static_assert(sizeof(struct nsk_dgram_rec) == 32, "record header size");
+
 /* ---------------------------------------------------------------- registry ------------ */
 #define NSK_REG_MAGIC 0x47534b4eu /* "NKSG" */
 #define NSK_REG_VERSION 1u
@@ -111,6 +211,7 @@ enum nsk_reg_kind { NSK_RE_EMPTY = 0, NSK_RE_BUSY = 1, NSK_RE_VALID = 2, NSK_RE_
 #define NSK_RE_GEN(s) ((s) >> 2)
 
 #define NSK_RE_V6ONLY 1u
+#define NSK_RE_UDP 2u /* a bound UDP socket's inbox (else a TCP listener) */
 
 struct nsk_reg_entry {
 	uint32_t state; /* generation << 2 | kind; readers re-check it after copying the entry */
@@ -121,16 +222,17 @@ struct nsk_reg_entry {
 	uint8_t addr[16]; /* all zero: wildcard */
 	uint64_t netns;
 	uint32_t pid;
-	uint32_t pad1;
+	uint32_t inbox_fd; /* UDP: the owner's descriptor of the inbox memfd (/proc/PID/fd/N) */
 	uint64_t start_time;
 	uint64_t offer_seq; /* bumped by clients after posting an offer (the owner polls it) */
 	uint64_t accepted;  /* statistics, written by the owner */
 	uint64_t upgraded;
-	char rv[40]; /* rendezvous socket file name inside the domain directory */
+	char rv[32]; /* rendezvous socket file name inside the domain directory */
 	/* the listening socket was closed at this CLOCK_MONOTONIC time (0: open). The entry keeps
 	 * matching for NSK_REG_CLOSE_GRACE_NS: a client that connected just before the close
 	 * (inetd style: accept, close the listener, exec) still finds its server. */
 	uint64_t closed_ns;
+	uint64_t inbox_nonce; /* UDP: must equal the inbox header's nonce */
 };
 #define NSK_REG_CLOSE_GRACE_NS 1000000000ull
 _Static_assert(sizeof(struct nsk_reg_entry) == 128, "registry entry size");
@@ -153,7 +255,7 @@ _Static_assert(sizeof(struct nsk_reg_hdr) == NSK_CACHELINE, "registry header siz
 #define NSK_PROC_VERSION 1u
 #define NSK_PROC_SLOTS 65536u
 
-enum nsk_conn_kind { NSK_CK_NONE = 0, NSK_CK_LISTENER, NSK_CK_CLIENT, NSK_CK_SERVER };
+enum nsk_conn_kind { NSK_CK_NONE = 0, NSK_CK_LISTENER, NSK_CK_CLIENT, NSK_CK_SERVER, NSK_CK_UDP };
 enum nsk_conn_mode {
 	NSK_MODE_TCP = 0,   /* plain TCP, may still upgrade */
 	NSK_MODE_OFFERED,   /* client posted an offer / server waits for one */
@@ -195,7 +297,12 @@ struct nsk_conn {
 	uint32_t pad1b;
 	uint64_t charged;     /* client: segment bytes charged to the domain budget (budget.c);
 			       * here, not per process, so that forked copies give it back once */
-	uint8_t pad2[56];
+	/* UDP sockets use the fields above as: tx/rx_shm_* = datagrams through inboxes,
+	 * tx/rx_tcp(_msgs) = datagrams through the kernel, wakes_sent = wake-up datagrams sent,
+	 * ctl_bytes = wake-up datagrams received and filtered out; and these: */
+	uint64_t udp_tx_drops; /* datagrams dropped because the receiver's inbox was full */
+	uint64_t udp_deferred; /* wake-ups delayed by packet aggregation */
+	uint8_t pad2[40];
 };
 _Static_assert(sizeof(struct nsk_conn) == 256, "connection slot size");
 

@@ -71,7 +71,7 @@ int nsk_registry_attach(struct nsk_registry *r, void *base, size_t len)
 static int key_equal(const struct nsk_reg_entry *e, const struct nsk_reg_key *k)
 {
 	return e->family == k->family && e->port == k->port && e->netns == k->netns &&
-	       memcmp(e->addr, k->addr, 16) == 0;
+	       (e->flags & NSK_RE_UDP) == (k->flags & NSK_RE_UDP) && memcmp(e->addr, k->addr, 16) == 0;
 }
 
 static int is_wildcard(const uint8_t addr[16])
@@ -83,8 +83,9 @@ static int is_wildcard(const uint8_t addr[16])
 /* Does listener entry @e accept a connection to destination @k? */
 static int entry_matches(const struct nsk_reg_entry *e, const struct nsk_reg_key *k, int dst_local)
 {
-	if (e->port != k->port || e->netns != k->netns)
-		return 0;
+	if (e->port != k->port || e->netns != k->netns ||
+	    (e->flags & NSK_RE_UDP) != (k->flags & NSK_RE_UDP))
+		return 0; /* TCP listeners and UDP inboxes share the table, never a key */
 	if (is_wildcard(e->addr)) {
 		if (!dst_local)
 			return 0;
@@ -175,11 +176,34 @@ void nsk_registry_mark_dead(struct nsk_registry *r, int slot, uint32_t state)
 						memory_order_acq_rel, memory_order_relaxed);
 }
 
+static int insert_tmpl(struct nsk_registry *r, const struct nsk_reg_key *k,
+		       const struct nsk_reg_entry *tmpl, pid_t pid, uint64_t start_time);
+
 int nsk_registry_insert(struct nsk_registry *r, const struct nsk_reg_key *k, pid_t pid,
 			uint64_t start_time, const char *rv)
 {
 	struct nsk_reg_entry tmpl;
 	memset(&tmpl, 0, sizeof(tmpl));
+	strncpy(tmpl.rv, rv, sizeof(tmpl.rv) - 1);
+	return insert_tmpl(r, k, &tmpl, pid, start_time);
+}
+
+int nsk_registry_insert_inbox(struct nsk_registry *r, const struct nsk_reg_key *k, pid_t pid,
+			      uint64_t start_time, int inbox_fd, uint64_t nonce)
+{
+	struct nsk_reg_entry tmpl;
+	memset(&tmpl, 0, sizeof(tmpl));
+	struct nsk_reg_key uk = *k;
+	uk.flags |= NSK_RE_UDP;
+	tmpl.inbox_fd = (uint32_t)inbox_fd;
+	tmpl.inbox_nonce = nonce;
+	return insert_tmpl(r, &uk, &tmpl, pid, start_time);
+}
+
+static int insert_tmpl(struct nsk_registry *r, const struct nsk_reg_key *k,
+		       const struct nsk_reg_entry *t, pid_t pid, uint64_t start_time)
+{
+	struct nsk_reg_entry tmpl = *t;
 	tmpl.family = k->family;
 	tmpl.port = k->port;
 	memcpy(tmpl.addr, k->addr, 16);
@@ -187,7 +211,6 @@ int nsk_registry_insert(struct nsk_registry *r, const struct nsk_reg_key *k, pid
 	tmpl.flags = k->flags;
 	tmpl.pid = (uint32_t)pid;
 	tmpl.start_time = start_time;
-	strncpy(tmpl.rv, rv, sizeof(tmpl.rv) - 1);
 
 	uint32_t n = r->nslots;
 	uint32_t h = nsk_registry_hash(k->port, k->netns, n);
@@ -204,6 +227,11 @@ int nsk_registry_insert(struct nsk_registry *r, const struct nsk_reg_key *k, pid
 			if (nsk_registry_read(r, (int)slot, &cur) && key_equal(&cur, k) &&
 			    ((cur.pid == (uint32_t)pid && cur.start_time != start_time) ||
 			     closed_expired(&cur)))
+				nsk_registry_mark_dead(r, (int)slot, s);
+			/* A UDP port is held by one socket (the kernel let us bind it): an entry for
+			 * the same key whose owner is gone was left by a killed process. */
+			else if ((k->flags & NSK_RE_UDP) && key_equal(&cur, k) &&
+				 !nsk_proc_alive((pid_t)cur.pid, cur.start_time))
 				nsk_registry_mark_dead(r, (int)slot, s);
 			continue;
 		}

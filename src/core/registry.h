@@ -3,7 +3,9 @@
  * namespace) → owner (pid + start time) and its rendezvous socket. Open addressing over a
  * fixed array in a shared file; lock-free: writers claim a slot by CAS and publish it with a
  * store-release of its state word, readers copy an entry and re-check the state word
- * (seqlock style). Consulted at connect() only, never per message. */
+ * (seqlock style). Consulted at connect() only, never per message. Bound UDP sockets'
+ * inboxes live in the same table (flag NSK_RE_UDP), consulted at a sender's first datagram
+ * to a destination. */
 #ifndef NSK_REGISTRY_H
 #define NSK_REGISTRY_H
 
@@ -35,6 +37,12 @@ int nsk_registry_attach(struct nsk_registry *r, void *base, size_t len);
  * reclaimed on the way. Returns the slot index or -ENOSPC (table full). */
 int nsk_registry_insert(struct nsk_registry *r, const struct nsk_reg_key *k, pid_t pid,
 			uint64_t start_time, const char *rv);
+/* nsk_registry_insert_inbox - publish the inbox of a bound UDP socket (@k without
+ * NSK_RE_UDP; it is added): the owner's descriptor @inbox_fd of the sealed memfd and the
+ * inbox's @nonce. An entry for the same key whose owner is dead is retired on the way.
+ * Returns the slot or -ENOSPC. Lookups with NSK_RE_UDP in the key find only inboxes. */
+int nsk_registry_insert_inbox(struct nsk_registry *r, const struct nsk_reg_key *k, pid_t pid,
+			      uint64_t start_time, int inbox_fd, uint64_t nonce);
 /* nsk_registry_remove - withdraw slot @slot if it still holds the entry we published
  * (same owner @pid). */
 void nsk_registry_remove(struct nsk_registry *r, int slot, pid_t pid);

@@ -19,6 +19,7 @@
 #include "preload/fdtab.h"
 #include "preload/real.h"
 #include "preload/sock.h"
+#include "preload/udp.h"
 
 struct member {
 	int used;
@@ -181,7 +182,8 @@ int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 	}
 	struct member *m = &e->m[fd];
 	struct nsk_sock *s = nsk_sock_enter(fd);
-	int sockm = s && (s->kind == NSK_CK_CLIENT || s->kind == NSK_CK_SERVER);
+	int sockm = s && (s->kind == NSK_CK_CLIENT || s->kind == NSK_CK_SERVER ||
+			  s->kind == NSK_CK_UDP);
 	int nested = !s && fd != epfd && ep_get(fd) != NULL;
 	/* EPOLLEXCLUSIVE cannot be modified later: converted at ADD, or by DEL + ADD later. */
 	int shm = sockm && nsk_sock_is_shm(s) && (op == EPOLL_CTL_ADD || !(ev->events & EPOLLEXCLUSIVE));
@@ -258,6 +260,8 @@ static uint32_t poll_to_ep(int p)
 /* Ring state signature for EPOLLET: changes whenever new input or new space appears. */
 static uint64_t ring_sig(struct nsk_sock *s)
 {
+	if (s->kind == NSK_CK_UDP)
+		return nsk_udp_sig(s);
 	struct nsk_ring_ctl *rx = s->chan.rx.ctl, *tx = s->chan.tx.ctl;
 	uint64_t sig = nsk_load64(&rx->tail) * 0x9e3779b97f4a7c15ull;
 	sig ^= nsk_load64(&tx->head) * 0xc2b2ae3d27d4eb4full;

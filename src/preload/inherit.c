@@ -29,6 +29,7 @@
 #include "preload/fdtab.h"
 #include "preload/real.h"
 #include "preload/sock.h"
+#include "preload/udp.h"
 
 #define ENV_NAME "NEARSOCK_INHERIT"
 #define ENV_PREFIX ENV_NAME "="
@@ -200,6 +201,11 @@ static char *const *prepare(struct exec_ctx *x, char *const *envp, int own_memor
 		envp = environ;
 	if (nsk_g.disabled || __atomic_load_n(&nsk_g.domain_state, __ATOMIC_ACQUIRE) <= 0)
 		return envp;
+	/* This image's UDP inboxes go away with it: withdraw them, so that senders use the
+	 * kernel (which the new image reads) instead of filling an inbox nobody reads. Not from
+	 * a vfork child or a spawn: the parent keeps reading them. */
+	if (own_memory)
+		nsk_udp_before_exec();
 	counted = 0;
 	nsk_fdmap_foreach(&nsk_socks, count_visit, NULL);
 	if (!counted)

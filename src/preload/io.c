@@ -16,6 +16,7 @@
 #include "core/atomics.h"
 #include "preload/real.h"
 #include "preload/sock.h"
+#include "preload/udp.h"
 
 extern void __chk_fail(void) __attribute__((noreturn));
 
@@ -85,6 +86,14 @@ static ssize_t do_io(struct nsk_sock *s, const struct iovec *iov, int cnt, int f
 #define do_recv(s, iov, cnt, flags) do_io(s, iov, cnt, flags, 0)
 #define do_send(s, iov, cnt, flags) do_io(s, iov, cnt, flags, 1)
 
+/* UDP sockets with addresses: udp.c (send/recv/read/write reach it through sock.c). */
+#define UDP_HOOK(call)                                                                       \
+	do {                                                                                 \
+		struct nsk_sock *u_ = nsk_udp_enter(fd);                                     \
+		if (u_)                                                                      \
+			return call;                                                         \
+	} while (0)
+
 /* The head of every data wrapper: untracked fds go to libc, plain-TCP sockets too (with their
  * bytes counted); otherwise `s` is the pinned accelerated socket. @tx: the call sends. */
 #define DATA_SOCK(tx, call)                                                                  \
@@ -110,6 +119,7 @@ ssize_t send(int fd, const void *buf, size_t len, int flags)
 
 ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *src, socklen_t *alen)
 {
+	UDP_HOOK(nsk_udp_recvfrom(u_, buf, len, flags, src, alen));
 	DATA_SOCK(0, (recvfrom)(fd, buf, len, flags, src, alen));
 	struct iovec iov = {buf, len};
 	ssize_t r = do_recv(s, &iov, 1, flags);
@@ -121,6 +131,7 @@ ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *src,
 ssize_t sendto(int fd, const void *buf, size_t len, int flags, const struct sockaddr *dst,
 	       socklen_t dlen)
 {
+	UDP_HOOK(nsk_udp_sendto(u_, buf, len, flags, dst, dlen));
 	DATA_SOCK(1, (sendto)(fd, buf, len, flags, dst, dlen));
 	struct iovec iov = {(void *)buf, len};
 	return do_send(s, &iov, 1, flags);
@@ -128,6 +139,7 @@ ssize_t sendto(int fd, const void *buf, size_t len, int flags, const struct sock
 
 ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
 {
+	UDP_HOOK(nsk_udp_recvmsg(u_, msg, flags));
 	DATA_SOCK(0, (recvmsg)(fd, msg, flags));
 	if (msg->msg_iovlen > IOV_MAX) {
 		nsk_sock_leave(s);
@@ -145,6 +157,7 @@ ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
 
 ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
 {
+	UDP_HOOK(nsk_udp_sendmsg(u_, msg, flags));
 	DATA_SOCK(1, (sendmsg)(fd, msg, flags));
 	if (msg->msg_iovlen > IOV_MAX) {
 		nsk_sock_leave(s);
@@ -156,6 +169,7 @@ ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
 
 int recvmmsg(int fd, struct mmsghdr *vec, unsigned int n, int flags, struct timespec *tmo)
 {
+	UDP_HOOK(nsk_udp_recvmmsg(u_, vec, n, flags, tmo));
 	struct nsk_sock *s = data_sock(fd);
 	if (!s)
 		return REAL(recvmmsg)(fd, vec, n, flags, tmo);
@@ -180,6 +194,7 @@ int recvmmsg(int fd, struct mmsghdr *vec, unsigned int n, int flags, struct time
 
 int sendmmsg(int fd, struct mmsghdr *vec, unsigned int n, int flags)
 {
+	UDP_HOOK(nsk_udp_sendmmsg(u_, vec, n, flags));
 	struct nsk_sock *s = data_sock(fd);
 	if (!s)
 		return REAL(sendmmsg)(fd, vec, n, flags);

@@ -22,6 +22,7 @@
 #include "preload/fdtab.h"
 #include "preload/real.h"
 #include "preload/sock.h"
+#include "preload/udp.h"
 
 /* Listening sockets of this process, withdrawn from the registry at exit. */
 static pthread_mutex_t listeners_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -72,6 +73,10 @@ int socket(int domain, int type, int protocol)
 			s->nonblock = !!(type & SOCK_NONBLOCK);
 		track(fd, s);
 		errno = saved;
+	} else if (nsk_udp_wanted(domain, type, protocol)) {
+		int saved = errno;
+		track(fd, nsk_udp_new(fd, domain, type));
+		errno = saved;
 	} else {
 		track(fd, NULL); /* a stale entry of an fd closed behind our back */
 	}
@@ -80,7 +85,10 @@ int socket(int domain, int type, int protocol)
 
 int bind(int fd, const struct sockaddr *sa, socklen_t len)
 {
-	return REAL(bind)(fd, sa, len);
+	int r = REAL(bind)(fd, sa, len);
+	if (r == 0)
+		nsk_udp_bound(fd); /* a UDP socket publishes its inbox */
+	return r;
 }
 
 int listen(int fd, int backlog)
@@ -108,6 +116,8 @@ int connect(int fd, const struct sockaddr *sa, socklen_t len)
 	struct nsk_sock *s = nsk_sock_enter(fd);
 	if (!s)
 		return REAL(connect)(fd, sa, len);
+	if (s->kind == NSK_CK_UDP)
+		return nsk_udp_connect(s, sa, len);
 	int r = REAL(connect)(fd, sa, len);
 	int e = errno;
 	if (s->kind == NSK_CK_NONE) {
@@ -349,7 +359,8 @@ int ioctl(int fd, unsigned long req, ...)
 	if (!s)
 		return REAL(ioctl)(fd, req, arg);
 	int r;
-	if (req == FIONREAD && (s->kind == NSK_CK_CLIENT || s->kind == NSK_CK_SERVER) &&
+	if (req == FIONREAD && (s->kind == NSK_CK_CLIENT || s->kind == NSK_CK_SERVER ||
+				s->kind == NSK_CK_UDP) &&
 	    nsk_load32(&s->conn->mode) != NSK_MODE_PLAIN) {
 		nsk_sock_refresh(s);
 		int saved = errno;
@@ -430,6 +441,8 @@ int setsockopt(int fd, int level, int name, const void *val, socklen_t len)
 		}
 	}
 	int r = REAL(setsockopt)(fd, level, name, val, len);
+	if (r == 0)
+		nsk_udp_setsockopt(fd, level, name, val, len);
 	if (r < 0 || level != SOL_SOCKET ||
 	    (name != SO_RCVTIMEO && name != SO_SNDTIMEO && name != SO_RCVLOWAT))
 		return r;

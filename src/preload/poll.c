@@ -25,7 +25,7 @@ static struct nsk_sock *shm_sock(int fd)
 	struct nsk_sock *s = nsk_sock_enter(fd);
 	if (!s)
 		return NULL;
-	if (s->kind == NSK_CK_CLIENT || s->kind == NSK_CK_SERVER) {
+	if (s->kind == NSK_CK_CLIENT || s->kind == NSK_CK_SERVER || s->kind == NSK_CK_UDP) {
 		nsk_sock_refresh(s);
 		if (nsk_sock_is_shm(s))
 			return s;

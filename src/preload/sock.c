@@ -36,6 +36,8 @@
 #include "preload/fdtab.h"
 #include "preload/real.h"
 #include "preload/verify.h"
+#include "preload/udp.h"
+#include "preload/agg.h"
 
 struct nsk_global nsk_g = {
 	.lock = PTHREAD_MUTEX_INITIALIZER,
@@ -290,7 +292,13 @@ static void spin_policy(struct nsk_sock *s);
 static void finalize(struct nsk_sock *s)
 {
 	struct nsk_conn *c = s->conn;
+	if (s->agg) { /* before the unmap: a delayed wake-up touches the ring */
+		nsk_agg_fini(s->agg);
+		free(s->agg);
+		s->agg = NULL;
+	}
 	nsk_chan_unmap(&s->chan);
+	nsk_udp_free(s);
 	/* Exchange: a forked copy of this socket finalizing too gives the share back once. */
 	uint64_t charged = atomic_exchange_explicit(NSK_A64(&c->charged), 0, memory_order_relaxed);
 	if (charged)
@@ -359,6 +367,8 @@ void nsk_sock_put(struct nsk_sock *s)
 		return;
 	if (s->kind == NSK_CK_LISTENER && nsk_sock_last_holder(s))
 		nsk_sock_unlisten_closed(s);
+	if (s->kind == NSK_CK_UDP)
+		nsk_udp_release(s);
 	if (chan_ok(s)) {
 		/* Wake both of the peer's possible sleepers: it re-checks and sees our FIN soon. */
 		struct nsk_ring_ctl *tx = s->chan.tx.ctl, *rx = s->chan.rx.ctl;
@@ -1028,6 +1038,7 @@ static int take_offer_locked(struct nsk_sock *s, struct nsk_offer *o, struct ucr
 
 void nsk_sock_internal_fd_check(int fd)
 {
+	nsk_udp_internal_fd_check(fd);
 	/* Fast path for every close(): nothing of ours can be at this number. */
 	if (fd < 0)
 		return;
@@ -1390,6 +1401,8 @@ static int connecting_done(struct nsk_sock *s)
 
 void nsk_sock_refresh(struct nsk_sock *s)
 {
+	if (s->kind == NSK_CK_UDP)
+		return; /* nothing to upgrade: udp.c decides per datagram */
 	struct nsk_conn *c = s->conn;
 	uint32_t mode = nsk_load32(&c->mode);
 	if (mode == NSK_MODE_PLAIN || mode == NSK_MODE_BROKEN || nsk_load32(&c->tx_switched))
@@ -1536,29 +1549,57 @@ static void wake_after_read(struct nsk_sock *s)
 	}
 }
 
-/* @more (MSG_MORE, TCP_CORK): the application says more is coming at once. A reader asleep
- * on the futex is left to the next write (or its 100 ms liveness slice, like the kernel's
- * 200 ms cork timer); a poll/epoll waiter is always woken (it has no slice). */
-static void wake_after_write_hint(struct nsk_sock *s, int more)
+/* Deliver a delayed wake-up of the consumer (packet aggregation, agg.c). */
+static void tcp_agg_wake(struct nsk_agg *a, uint32_t bits)
 {
+	struct nsk_sock *s = a->ctx;
+	if (bits & NSK_ARM_FUTEX)
+		nsk_futex_bump(&s->chan.tx.ctl->data_seq);
+}
+
+#define AGG_SMALL 2048 /* writes below this may share a wake-up (a container) */
+
+/* Wake the consumer after a write of @n bytes. @more (MSG_MORE, TCP_CORK): the application
+ * says more is coming at once: a reader asleep on the futex is left to the next write (or
+ * its 100 ms liveness slice, like the kernel's 200 ms cork timer); a poll/epoll waiter is
+ * always woken (it has no slice). */
+static void wake_after_write_hint(struct nsk_sock *s, size_t n, int more)
+{
+	struct nsk_agg *a = s->agg;
+	if (a && nsk_agg_on_put(a, nsk_now_ns()))
+		return; /* a wake-up is owed already: this write joins its container */
 	if (more) {
 		nsk_fence();
-		uint32_t w = nsk_load32(&s->chan.tx.ctl->cons_armed);
-		if (!(w & NSK_ARM_FD))
+		uint32_t armed = nsk_load32(&s->chan.tx.ctl->cons_armed);
+		if (!(armed & NSK_ARM_FD))
 			return;
 	}
 	uint32_t w = nsk_take(&s->chan.tx.ctl->cons_armed);
 	if (!w)
 		return;
+	/* Small writes to a consumer asleep in a blocking call may share one wake-up (bounded
+	 * delay). Not for poll/epoll sleepers: their wake-up is a byte on the kernel socket,
+	 * which a delayed delivery could send after the application closed and reused the fd. */
+	if (w == NSK_ARM_FUTEX && n < AGG_SMALL && __atomic_load_n(&s->spin_ns, __ATOMIC_RELAXED) &&
+	    nsk_agg_tcp_enabled()) {
+		/* (spin_ns != 0: the two sides may run at once; on one shared CPU the flusher's
+		 * wake-ups would only compete with both) */
+		if (!a && (a = calloc(1, sizeof(*a))) != NULL) {
+			nsk_agg_init(a, tcp_agg_wake, s, NULL);
+			s->agg = a; /* under txlock; read by this socket's senders only */
+		}
+		if (a && nsk_agg_defer(a, nsk_now_ns(), w))
+			return;
+	}
 	if (w & NSK_ARM_FUTEX)
 		nsk_futex_bump(&s->chan.tx.ctl->data_seq);
 	if (w & NSK_ARM_FD)
 		send_ctl(s);
 }
 
-static void wake_after_write(struct nsk_sock *s)
+static void wake_after_write(struct nsk_sock *s, size_t n)
 {
-	wake_after_write_hint(s, 0);
+	wake_after_write_hint(s, n, 0);
 }
 
 void nsk_sock_uncork(struct nsk_sock *s)
@@ -1566,7 +1607,7 @@ void nsk_sock_uncork(struct nsk_sock *s)
 	struct nsk_conn *c = s->conn;
 	xlock(&c->txlock);
 	if (nsk_load32(&c->tx_switched) && chan_ok(s))
-		wake_after_write(s);
+		wake_after_write(s, SIZE_MAX);
 	xunlock(&c->txlock);
 }
 
@@ -1630,6 +1671,7 @@ static int restart_after_signal(void)
 
 static int sleep_ring(struct nsk_sock *s, int tx, uint64_t deadline)
 {
+	nsk_agg_flush_all(); /* owe nobody a wake-up while we sleep */
 	struct nsk_ring *r = tx ? &s->chan.tx : &s->chan.rx;
 	uint32_t *armed = tx ? &r->ctl->prod_armed : &r->ctl->cons_armed;
 	uint32_t *seqw = tx ? &r->ctl->space_seq : &r->ctl->data_seq;
@@ -1664,6 +1706,9 @@ static int sleep_ring(struct nsk_sock *s, int tx, uint64_t deadline)
 
 ssize_t nsk_sock_recv(struct nsk_sock *s, const struct iovec *iov, int iovcnt, int flags)
 {
+	if (s->kind == NSK_CK_UDP)
+		return nsk_udp_recvv(s, iov, iovcnt, flags);
+	nsk_agg_flush_all(); /* a reply may depend on what we owe a wake-up for */
 	struct nsk_conn *c = s->conn;
 	size_t total = nsk_iov_total(iov, iovcnt);
 	int peek = flags & MSG_PEEK;
@@ -1910,6 +1955,8 @@ static ssize_t epipe(int flags)
 
 ssize_t nsk_sock_send(struct nsk_sock *s, const struct iovec *iov, int iovcnt, int flags)
 {
+	if (s->kind == NSK_CK_UDP)
+		return nsk_udp_sendv(s, iov, iovcnt, flags);
 	struct nsk_conn *c = s->conn;
 	size_t total = nsk_iov_total(iov, iovcnt);
 	uint64_t deadline = s->sndtimeo_ns ? nsk_now_ns() + s->sndtimeo_ns : 0;
@@ -1957,7 +2004,8 @@ ssize_t nsk_sock_send(struct nsk_sock *s, const struct iovec *iov, int iovcnt, i
 			CADD(c->tx_shm_bytes, (uint64_t)n);
 			CADD(c->tx_shm_msgs, 1);
 			/* the hint only holds while the whole write fits */
-			wake_after_write_hint(s, sent == total && ((flags & MSG_MORE) || s->app_cork));
+			wake_after_write_hint(s, (size_t)n,
+					      sent == total && ((flags & MSG_MORE) || s->app_cork));
 			if (sent == total) {
 				ret = (ssize_t)sent;
 				break;
@@ -2011,7 +2059,9 @@ int nsk_sock_shutdown(struct nsk_sock *s, int how)
 			/* Release pairs with the consumer's acquire of fin: all ring data first. */
 			nsk_store32_release(&s->chan.tx.ctl->fin, 1);
 			nsk_fence(); /* orders the FIN before nsk_take's load */
-			wake_after_write(s);
+			if (s->agg)
+				nsk_agg_flush(s->agg); /* the FIN is not delayed */
+			wake_after_write(s, SIZE_MAX);
 		}
 		nsk_store32(&c->tx_shut, 1);
 		xunlock(&c->txlock);
@@ -2029,6 +2079,8 @@ int nsk_sock_shutdown(struct nsk_sock *s, int how)
 
 int nsk_sock_fionread(struct nsk_sock *s)
 {
+	if (s->kind == NSK_CK_UDP)
+		return nsk_udp_fionread(s);
 	int k = 0;
 	struct nsk_conn *c = s->conn;
 	if (!rx_crossed(s)) {
@@ -2053,12 +2105,18 @@ int nsk_sock_fionread(struct nsk_sock *s)
 
 int nsk_sock_is_shm(struct nsk_sock *s)
 {
+	if (s->kind == NSK_CK_UDP)
+		return nsk_udp_is_shm(s);
 	return chan_ok(s) && nsk_load32(&s->conn->mode) == NSK_MODE_SHM &&
 	       nsk_load32(&s->conn->tx_switched);
 }
 
 int nsk_sock_ready(struct nsk_sock *s, int want, int *kernel_ev, int *kernel_decides, int arm)
 {
+	if (s->kind == NSK_CK_UDP)
+		return nsk_udp_ready(s, want, kernel_ev, kernel_decides, arm);
+	if (arm)
+		nsk_agg_flush_all(); /* about to sleep in poll/epoll */
 	struct nsk_conn *c = s->conn;
 	int ready = 0, kev = 0, kdec = 0;
 	*kernel_decides = 0;
@@ -2140,6 +2198,8 @@ int nsk_sock_space_wake_reliable(struct nsk_sock *s)
 
 void nsk_sock_disarm(struct nsk_sock *s)
 {
+	if (s->kind == NSK_CK_UDP)
+		return nsk_udp_disarm(s);
 	if (!chan_ok(s))
 		return;
 	nsk_disarm(&s->chan.rx.ctl->cons_armed, NSK_ARM_FD);
@@ -2148,6 +2208,8 @@ void nsk_sock_disarm(struct nsk_sock *s)
 
 void nsk_sock_kernel_event(struct nsk_sock *s, int revents)
 {
+	if (s->kind == NSK_CK_UDP)
+		return nsk_udp_kernel_event(s, revents);
 	if ((revents & (POLLIN | POLLHUP | POLLERR | POLLRDHUP)) && chan_ok(s) && rx_crossed(s))
 		drain_ctl(s);
 }
@@ -2186,4 +2248,16 @@ void nsk_sock_before_close(struct nsk_sock *s)
 	 * switch point, where every TCP byte is a control byte. */
 	if (atomic_load(&s->refs) == 1 && chan_ok(s) && rx_crossed(s))
 		drain_ctl(s);
+}
+
+/* ---------------------------------------------------------------- shared helpers ------ */
+
+void nsk_shared_lock(uint32_t *l)
+{
+	xlock(l);
+}
+
+void nsk_shared_unlock(uint32_t *l)
+{
+	xunlock(l);
 }

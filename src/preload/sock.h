@@ -85,6 +85,8 @@ struct nsk_sock {
 	int exec_pass, exec_memfd, exec_side;
 	uint64_t exec_nonce;
 	uint64_t id;           /* unique per socket object incarnation */
+	struct nsk_udp *udp;   /* UDP sockets (kind NSK_CK_UDP): see udp.c */
+	struct nsk_agg *agg;   /* packet aggregation of wake-ups for small writes (agg.c) */
 	struct nsk_sock *next_free;
 };
 
@@ -198,6 +200,10 @@ int nsk_epoll_is_shadowed(int fd);
  * (nothing consumed); with @arm the members are armed for a wake-up; -1 if not shadowed. */
 int nsk_epoll_nested_ready(int epfd, int arm);
 void nsk_epoll_nested_disarm(int epfd);
+/* nsk_shared_lock - futex mutex on a word in the connection table (shared with forked
+ * children): the txlock/rxlock of a socket. */
+void nsk_shared_lock(uint32_t *l);
+void nsk_shared_unlock(uint32_t *l);
 
 /* nsk_epoll_forget - @fd (an epoll set) is being closed. */
 void nsk_epoll_forget(int fd);

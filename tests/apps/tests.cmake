@@ -38,3 +38,6 @@ nsk_app_test(python_asyncio 90 python.sh asyncio)
 if(NOT NSK_APPS_KNOWN_FAILURES)
   set_tests_properties(app_python_asyncio PROPERTIES DISABLED TRUE)
 endif()
+# UDP (issue 6): sockperf's UDP modes and iperf3 -u under nearsock.
+nsk_app_test(udp_sockperf 180 udp_sockperf.sh)
+nsk_app_test(udp_iperf3 180 udp_iperf3.sh)

@@ -7,7 +7,7 @@
 
 set(NSK_INTEG_DIR ${CMAKE_CURRENT_SOURCE_DIR}/integ)
 
-foreach(helper nsk_many nsk_kill nsk_badin nsk_hostile nsk_fork nsk_epoll nsk_sem nsk_crash)
+foreach(helper nsk_many nsk_kill nsk_badin nsk_hostile nsk_fork nsk_epoll nsk_sem nsk_crash nsk_udp)
   if(NOT EXISTS ${NSK_INTEG_DIR}/${helper}.c)
     continue()
   endif()
@@ -78,3 +78,10 @@ set_tests_properties(stress_crash PROPERTIES LABELS stress TIMEOUT 1200 SKIP_RET
                      ENVIRONMENT "NSK_BUILD=${CMAKE_BINARY_DIR}")
 nsk_integ_test(shared_domain 90 shared_domain.sh)
 nsk_integ_test(exhaust 90 exhaust.sh)
+# UDP (issue 6): echo of 1 M random-size datagrams in the waiting styles, semantics, netns.
+nsk_integ_test(udp_echo_blocking 90 udp_echo.sh block 1000000)
+nsk_integ_test(udp_echo_epoll 90 udp_echo.sh epoll 1000000 0)
+nsk_integ_test(udp_echo_poll 60 udp_echo.sh poll 300000)
+nsk_integ_test(udp_echo_select 60 udp_echo.sh select 200000 0)
+nsk_integ_test(udp_features 60 udp_features.sh)
+nsk_integ_test(udp_netns 60 udp_netns.sh)
