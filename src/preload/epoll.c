@@ -353,7 +353,7 @@ static uint32_t member_ready(struct ep *e, int epfd, int fd, int arm, int *armed
 	out = (poll_to_ep(ev) | (kernel_events & kdecides)) & (m->app_events | EPOLLERR | EPOLLHUP);
 	if (out && (m->app_events & EPOLLET) && nsk_load32(&s->conn->rx_crossed)) {
 		uint64_t sig = ring_sig(s);
-		if (sig == m->last_sig && arm) {
+		if (sig == m->last_sig && arm && s->kind != NSK_CK_UDP) {
 			/* Ready but already reported: the next change must wake the kernel wait,
 			 * although the ring is not empty (nsk_sock_ready armed nothing). Re-check
 			 * after arming (pairs with the peer's publish-then-take). */
