@@ -1258,7 +1258,7 @@ static int wake_bytes(const struct msghdr *m, ssize_t r, struct nsk_wake_dgram *
 static ssize_t kernel_recv(struct nsk_sock *s, struct msghdr *m, int flags)
 {
 	struct nsk_udp *u = s->udp;
-	struct nsk_wake_dgram w;
+	struct nsk_wake_dgram w = {0}; /* (filled by recv; initialised for the analysers) */
 	if (has_inbox(u) && nsk_iov_total(m->msg_iov, (int)m->msg_iovlen) < sizeof(w)) {
 		/* The caller's buffer cannot show us a whole wake-up datagram: look first. */
 		ssize_t pr = REAL(recv)(s->fd, &w, sizeof(w), MSG_PEEK | MSG_TRUNC | (flags & MSG_DONTWAIT));
