@@ -2077,6 +2077,14 @@ int nsk_sock_shutdown(struct nsk_sock *s, int how)
 	return 0;
 }
 
+int nsk_sock_outq(struct nsk_sock *s)
+{
+	if (!chan_ok(s) || !nsk_load32(&s->conn->tx_switched))
+		return -ENOTSUP; /* before the switch the kernel answers */
+	int64_t used = nsk_ring_used(&s->chan.tx);
+	return used < 0 ? 0 : (int)used;
+}
+
 int nsk_sock_fionread(struct nsk_sock *s)
 {
 	if (s->kind == NSK_CK_UDP)

@@ -138,6 +138,9 @@ ssize_t nsk_sock_recv(struct nsk_sock *s, const struct iovec *iov, int iovcnt, i
 ssize_t nsk_sock_send(struct nsk_sock *s, const struct iovec *iov, int iovcnt, int flags);
 /* nsk_sock_shutdown - shutdown(2) with ring semantics. 0 or -errno. */
 int nsk_sock_shutdown(struct nsk_sock *s, int how);
+/* nsk_sock_outq - bytes sent through the ring and not yet taken by the peer (SIOCOUTQ);
+ * -ENOTSUP before the switch (the kernel answers). */
+int nsk_sock_outq(struct nsk_sock *s);
 /* nsk_sock_uncork - TCP_CORK cleared: wake the peer for what was held back. */
 void nsk_sock_uncork(struct nsk_sock *s);
 /* nsk_sock_fionread - bytes readable now (FIONREAD), or -errno. */

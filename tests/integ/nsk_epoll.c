@@ -358,6 +358,40 @@ static int t_etmod(void)
 	return 0;
 }
 
+/* An fd closed while registered (no other copy): its registration goes with it; the fd
+ * number reused by a new connection reports only what the new one registers. */
+static int t_closereg(void)
+{
+	int a = conn(1);
+	pid_t first = peer_pid;
+	int ep = epoll_create1(0);
+	struct epoll_event ev = {.events = EPOLLIN, .data.u64 = 41};
+	epoll_ctl(ep, EPOLL_CTL_ADD, a, &ev);
+	ping(a, "gone");
+	usleep(50000);
+	close(a); /* unread echo pending: the kernel drops the registration with the file */
+	uint32_t e;
+	uint64_t d;
+	if (wait_one(ep, &e, &d, 200) != 0)
+		FAIL("closereg: an event of a closed fd was reported (data %llu)", (unsigned long long)d);
+	int ws;
+	waitpid(first, &ws, 0);
+	int b = conn(1); /* likely the same fd number */
+	if (wait_one(ep, &e, &d, 200) != 0)
+		FAIL("closereg: the reused fd number reported an event it never registered");
+	ev.data.u64 = 42;
+	if (epoll_ctl(ep, EPOLL_CTL_ADD, b, &ev) < 0)
+		FAIL("closereg: ADD of the reused number: %s", strerror(errno));
+	ping(b, "fresh");
+	if (wait_one(ep, &e, &d, 5000) != 1 || d != 42)
+		FAIL("closereg: the new registration did not report");
+	expect_read(b, "fresh");
+	close(b);
+	done_peer();
+	close(ep);
+	return 0;
+}
+
 static int t_rdhup(void)
 {
 	int c = conn(1);
@@ -400,6 +434,8 @@ int main(int argc, char **argv)
 		return t_rdhup();
 	if (!strcmp(t, "etmod"))
 		return t_etmod();
+	if (!strcmp(t, "closereg"))
+		return t_closereg();
 	fprintf(stderr, "usage: nsk_epoll dupclose|nested|exclusive|twosets|threads|rdhup [--plain]\n");
 	return 2;
 }
