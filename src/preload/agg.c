@@ -99,9 +99,11 @@ void nsk_agg_wake(struct nsk_agg *a, uint32_t bits)
 	uint64_t t0 = nsk_now_ns();
 	a->fn(a, bits);
 	uint64_t c = nsk_now_ns() - t0;
-	/* Statistics and the model's input: a racy update between threads loses a sample. */
-	a->wake_cost_ns = (a->wake_cost_ns * 7 + c) / 8;
-	a->containers++;
+	/* Statistics and the model's input: relaxed atomics; a racy update between threads loses
+	 * a sample, never tears one. */
+	uint64_t w = __atomic_load_n(&a->wake_cost_ns, __ATOMIC_RELAXED);
+	__atomic_store_n(&a->wake_cost_ns, (w * 7 + c) / 8, __ATOMIC_RELAXED);
+	__atomic_fetch_add(&a->containers, 1, __ATOMIC_RELAXED);
 }
 
 /* Deliver the owed wake-up (a->lock held). */
@@ -185,10 +187,12 @@ static void *flusher(void *arg)
 				owed_list[i--] = owed_list[--n_owed_list];
 				continue;
 			}
-			if (a->deadline_ns <= now)
+			/* written under a->lock by a deferring sender: read atomically */
+			uint64_t dl = __atomic_load_n(&a->deadline_ns, __ATOMIC_RELAXED);
+			if (dl <= now)
 				due[nd++] = a; /* delivered below, list lock held: none is freed */
-			else if (a->deadline_ns < next)
-				next = a->deadline_ns;
+			else if (dl < next)
+				next = dl;
 		}
 		for (int i = 0; i < nd; i++) {
 			/* trylock: producers take a->lock before the list lock. */
@@ -243,8 +247,8 @@ static int list_add(struct nsk_agg *a)
 		a->listed = 1;
 	}
 	/* Wake the flusher only if it would otherwise sleep past this deadline. */
-	if (a->deadline_ns < flusher_next) {
-		flusher_next = a->deadline_ns;
+	if (__atomic_load_n(&a->deadline_ns, __ATOMIC_RELAXED) < flusher_next) {
+		flusher_next = __atomic_load_n(&a->deadline_ns, __ATOMIC_RELAXED);
 		pthread_cond_signal(&list_cond);
 	}
 	pthread_mutex_unlock(&list_lock);
@@ -279,7 +283,8 @@ static void reevaluate(struct nsk_agg *a, uint64_t now)
 	a->win_puts = puts;
 	if (cfg_k)
 		return;
-	uint64_t svc = (a->svc_ns ? nsk_load64(a->svc_ns) : 0) + a->wake_cost_ns;
+	uint64_t svc = (a->svc_ns ? nsk_load64(a->svc_ns) : 0) +
+		       __atomic_load_n(&a->wake_cost_ns, __ATOMIC_RELAXED);
 	if (svc < 1000)
 		svc = 1000;
 	/* The choice costs a few microseconds (a bisection per k tried): only when the inputs
@@ -323,7 +328,7 @@ int nsk_agg_on_put(struct nsk_agg *a, uint64_t now)
 		return 0;
 	pthread_mutex_lock(&a->lock);
 	int owed = atomic_load_explicit(&a->owed, memory_order_relaxed);
-	if (owed && (++a->pending >= a->k || now >= a->deadline_ns))
+	if (owed && (++a->pending >= a->k || now >= __atomic_load_n(&a->deadline_ns, __ATOMIC_RELAXED)))
 		deliver_locked(a);
 	pthread_mutex_unlock(&a->lock);
 	return owed;
@@ -342,7 +347,7 @@ int nsk_agg_defer(struct nsk_agg *a, uint64_t now, uint32_t bits)
 	a->bits = bits;
 	a->pending = 1;
 	a->first_ns = now;
-	a->deadline_ns = now + a->t_ns;
+	__atomic_store_n(&a->deadline_ns, now + a->t_ns, __ATOMIC_RELAXED);
 	atomic_store_explicit(&a->owed, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&n_owed, 1, memory_order_relaxed);
 	if (list_add(a) < 0) {

@@ -874,6 +874,8 @@ struct pending {
 };
 static struct pending pend[PENDING_MAX];
 static int npend;
+/* Writers hold nsk_g.lock; nsk_sock_internal_fd_check reads npend without it. */
+#define NPEND_SET(v) __atomic_store_n(&npend, (v), __ATOMIC_RELAXED)
 /* Per listener slot: the offer_seq value up to which offers were drained. */
 static uint64_t drained_seq[NSK_REG_SLOTS];
 
@@ -950,7 +952,7 @@ void nsk_sock_exec_requeue(void)
 	pthread_mutex_lock(&nsk_g.lock);
 	for (int i = 0; i < npend; i++)
 		requeue_locked(&pend[i].o, pend[i].memfd);
-	npend = 0;
+	NPEND_SET(0);
 	pthread_mutex_unlock(&nsk_g.lock);
 }
 
@@ -963,7 +965,8 @@ static void drain_offers_locked(void)
 	for (int i = 0; i < npend;) {
 		if (now - pend[i].t > 2 * nsk_g.offer_timeout_ns) {
 			REAL(close)(pend[i].memfd);
-			pend[i] = pend[--npend];
+			pend[i] = pend[npend - 1];
+			NPEND_SET(npend - 1);
 			pcount(NSK_PC_OFFERS_EXPIRED);
 		} else {
 			i++;
@@ -1005,14 +1008,15 @@ static void drain_offers_locked(void)
 		}
 		if (npend == PENDING_MAX) {
 			REAL(close)(pend[0].memfd);
-			pend[0] = pend[--npend];
+			pend[0] = pend[npend - 1];
+			NPEND_SET(npend - 1);
 			pcount(NSK_PC_OFFERS_EXPIRED);
 		}
 		pend[npend].o = o;
 		pend[npend].cred = cred;
 		pend[npend].memfd = memfd;
 		pend[npend].t = now;
-		npend++;
+		NPEND_SET(npend + 1);
 	}
 }
 
@@ -1029,7 +1033,8 @@ static int take_offer_locked(struct nsk_sock *s, struct nsk_offer *o, struct ucr
 			if (cred)
 				*cred = pend[i].cred;
 			int fd = pend[i].memfd;
-			pend[i] = pend[--npend];
+			pend[i] = pend[npend - 1];
+			NPEND_SET(npend - 1);
 			return fd;
 		}
 	}
@@ -1060,7 +1065,8 @@ void nsk_sock_internal_fd_check(int fd)
 		nsk_g.offer_fd = -1;
 	for (int i = 0; i < npend; i++)
 		if (pend[i].memfd == fd) {
-			pend[i] = pend[--npend];
+			pend[i] = pend[npend - 1];
+			NPEND_SET(npend - 1);
 			break;
 		}
 	pthread_mutex_unlock(&nsk_g.lock);

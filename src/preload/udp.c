@@ -1688,8 +1688,9 @@ int nearsock_udp_stats(int fd, struct nearsock_udp_stats *st)
 		st->agg_adaptive = kf == 0;
 		st->agg_t_ns = p->agg.t_ns;
 		st->agg_rate = (uint64_t)p->agg.lambda;
-		st->agg_svc_ns = nsk_load64(&p->ib.h->svc_ns) + p->agg.wake_cost_ns;
-		st->agg_containers = p->agg.containers;
+		st->agg_svc_ns = nsk_load64(&p->ib.h->svc_ns) +
+				 __atomic_load_n(&p->agg.wake_cost_ns, __ATOMIC_RELAXED);
+		st->agg_containers = __atomic_load_n(&p->agg.containers, __ATOMIC_RELAXED);
 	}
 	nsk_shared_unlock(&c->txlock);
 	if (has_inbox(u)) {
