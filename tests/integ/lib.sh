@@ -184,3 +184,34 @@ chan_maps() { grep -c 'memfd:nearsock-chan' "/proc/$1/maps" 2>/dev/null || true;
 fd_count() { ls "/proc/$1/fd" 2>/dev/null | wc -l; }
 
 echo "scratch: $T"
+
+# netns_pair PREFIX OCTET - two network namespaces A and Bn joined by a veth pair, 10.OCTET.x.1
+# in A and .2 in Bn (x from our pid), both with loopback up; deleted at exit. Sets A, Bn, NET
+# and the functions inA / inB. Skips (77) without ip(8) or the right to create namespaces.
+netns_pair()
+{
+	command -v ip >/dev/null || skip "no ip(8) (iproute2)"
+	A=$1$$a
+	Bn=$1$$b
+	if ! ip netns add "$A" 2>"$T/ns.err"; then
+		skip "cannot create network namespaces: $(cat "$T/ns.err")"
+	fi
+	CLEANUPS+=("ip netns del $A")
+	ip netns add "$Bn" || { fail "ip netns add $Bn"; finish; }
+	CLEANUPS+=("ip netns del $Bn")
+	NET=10.$2.$(($$ % 250 + 1))
+	inA() { ip netns exec "$A" "$@"; }
+	inB() { ip netns exec "$Bn" "$@"; }
+	# The veth pair is created inside A with its peer moved straight to B: no interface ever
+	# appears in the caller's namespace.
+	inA ip link add veth-a type veth peer name veth-b netns "$Bn" &&
+		inA ip addr add "$NET.1/24" dev veth-a && inA ip link set veth-a up &&
+		inA ip link set lo up && inB ip addr add "$NET.2/24" dev veth-b &&
+		inB ip link set veth-b up && inB ip link set lo up ||
+		{ fail "veth set-up failed"; finish; }
+	local i
+	for i in $(seq 50); do
+		inB ping -c1 -W1 "$NET.1" >/dev/null 2>&1 && break
+		sleep 0.1
+	done
+}

@@ -13,28 +13,7 @@
 
 MANY=$B/nsk_many
 [ -x "$MANY" ] || skip "$MANY not built"
-command -v ip >/dev/null || skip "no ip(8) (iproute2)"
-A=nsk-it$$a
-Bn=nsk-it$$b
-if ! ip netns add "$A" 2>"$T/ns.err"; then
-	skip "cannot create network namespaces: $(cat "$T/ns.err")"
-fi
-CLEANUPS+=("ip netns del $A")
-ip netns add "$Bn" || { fail "ip netns add $Bn"; finish; }
-CLEANUPS+=("ip netns del $Bn")
-NET=10.78.$(($$ % 250 + 1))
-inA() { ip netns exec "$A" "$@"; }
-inB() { ip netns exec "$Bn" "$@"; }
-# The veth pair is created inside A with its peer moved straight to B: no interface ever
-# appears in the caller's namespace.
-inA ip link add veth-a type veth peer name veth-b netns "$Bn" &&
-	inA ip addr add "$NET.1/24" dev veth-a && inA ip link set veth-a up && inA ip link set lo up &&
-	inB ip addr add "$NET.2/24" dev veth-b && inB ip link set veth-b up && inB ip link set lo up ||
-	{ fail "veth set-up failed"; finish; }
-for i in $(seq 50); do
-	inB ping -c1 -W1 "$NET.1" >/dev/null 2>&1 && break
-	sleep 0.1
-done
+netns_pair nsk-it 78
 
 D=$(new_domain)
 BYTES=$((16 << 20))

@@ -9,26 +9,7 @@
 
 U=$B/nsk_udp
 [ -x "$U" ] || skip "$U not built"
-command -v ip >/dev/null || skip "no ip(8) (iproute2)"
-A=nsk-ut$$a
-Bn=nsk-ut$$b
-if ! ip netns add "$A" 2>"$T/ns.err"; then
-	skip "cannot create network namespaces: $(cat "$T/ns.err")"
-fi
-CLEANUPS+=("ip netns del $A")
-ip netns add "$Bn" || { fail "ip netns add $Bn"; finish; }
-CLEANUPS+=("ip netns del $Bn")
-NET=10.79.$(($$ % 250 + 1))
-inA() { ip netns exec "$A" "$@"; }
-inB() { ip netns exec "$Bn" "$@"; }
-inA ip link add veth-a type veth peer name veth-b netns "$Bn" &&
-	inA ip addr add "$NET.1/24" dev veth-a && inA ip link set veth-a up && inA ip link set lo up &&
-	inB ip addr add "$NET.2/24" dev veth-b && inB ip link set veth-b up && inB ip link set lo up ||
-	{ fail "veth set-up failed"; finish; }
-for i in $(seq 50); do
-	inB ping -c1 -W1 "$NET.1" >/dev/null 2>&1 && break
-	sleep 0.1
-done
+netns_pair nsk-ut 79
 D=$(new_domain)
 N=50000
 
