@@ -56,13 +56,33 @@ _Static_assert(offsetof(struct nsk_ring_ctl, head) == NSK_CACHELINE, "head on it
 _Static_assert(offsetof(struct nsk_ring_ctl, cons_armed) == 2 * NSK_CACHELINE, "arm line");
 _Static_assert(offsetof(struct nsk_ring_ctl, prod_armed) == 3 * NSK_CACHELINE, "arm line");
 
-/* What one side publishes about its sending direction. */
+/* Control bytes on TCP past a switch point: NSK_CTL_WAKE (the switch marker, wake-ups and
+ * probes: content never interpreted otherwise) and NSK_CTL_BACK, which ends a ring epoch. */
+#define NSK_CTL_WAKE 'N'
+#define NSK_CTL_BACK 'B'
+
+/* What one side publishes about its sending direction, and about its receiving progress.
+ *
+ * A direction's stream is a sequence of epochs, counted by `epoch` (written by the sender
+ * with store-release, after the field it validates): even epochs travel over TCP, odd ones
+ * through the ring. Epoch 2k+1 starts when the sender has sent `switch_at` application bytes
+ * over TCP in all (a switch to the ring, marked by a control byte after the data); epoch
+ * 2k+2 starts when the ring has carried `ring_stop` bytes in all (an evacuation: on TCP,
+ * every byte after the switch point up to the switch-back marker is a control byte, the
+ * marker itself is NSK_CTL_BACK, and raw application data follows it). The receiver
+ * publishes in `rx_epoch` the epoch of the peer's direction it has reached; a sender starts
+ * epoch e+1 only when the receiver has reached e-1, so the one field of each kind that the
+ * receiver may still need is never overwritten. */
 struct nsk_chan_side {
-	uint32_t switched;  /* 1 once switch_at is valid (store-release) */
+	uint32_t switched;  /* 1 once switch_at was ever valid (store-release) */
 	uint32_t pid;       /* informational */
-	uint64_t switch_at; /* bytes this side sent over TCP before it started using the ring */
+	uint64_t switch_at; /* bytes this side sent over TCP before its latest switch to the ring */
 	uint64_t cpumask;   /* CPUs 0..63 this side may run on (0: unknown), for the spin policy */
-	uint32_t pad[10];
+	uint64_t ring_stop; /* ring bytes this side sent before its latest switch back to TCP */
+	uint32_t epoch;     /* of our sending direction (see above) */
+	uint32_t rx_epoch;  /* epoch of the peer's direction our receiver has reached */
+	uint32_t evac;      /* 1: this side wants the connection on TCP (evacuation) */
+	uint32_t pad[5];
 };
 _Static_assert(sizeof(struct nsk_chan_side) == NSK_CACHELINE, "side is one line");
 
@@ -243,7 +263,19 @@ struct nsk_reg_hdr {
 	uint32_t nslots;
 	uint32_t entry_size;
 	uint64_t mem_used; /* channel bytes charged against the domain's memory budget (budget.c) */
-	uint8_t pad[40];
+	/* domain-wide switching request (nearsock evacuate/attach --all, or the agent):
+	 * want_tcp 1 puts every connection of the domain on TCP, 0 lets them use shared memory;
+	 * ctl_gen is bumped after every change so that processes notice it with one load */
+	uint32_t want_tcp;
+	uint32_t ctl_gen;
+	/* listeners bound to one address ever registered (a non-local destination is looked up
+	 * across network namespaces only when there are some) */
+	uint32_t exact_binds;
+	uint32_t pad0;
+	/* the domain's memory budget in bytes, set by the agent (0: none; a process's own
+	 * NEARSOCK_MEM_BUDGET takes precedence) */
+	uint64_t mem_budget;
+	uint8_t pad[16];
 };
 _Static_assert(sizeof(struct nsk_reg_hdr) == NSK_CACHELINE, "registry header size");
 #define NSK_REG_FILE_SIZE (sizeof(struct nsk_reg_hdr) + NSK_REG_SLOTS * sizeof(struct nsk_reg_entry))
@@ -302,7 +334,10 @@ struct nsk_conn {
 	 * ctl_bytes = wake-up datagrams received and filtered out; and these: */
 	uint64_t udp_tx_drops; /* datagrams dropped because the receiver's inbox was full */
 	uint64_t udp_deferred; /* wake-ups delayed by packet aggregation */
-	uint8_t pad2[40];
+	uint32_t ctllock;      /* serialises control bytes with switches of the sending direction */
+	uint32_t pad2a;
+	uint64_t switches;     /* epochs this side started (both ways) */
+	uint8_t pad2[24];
 };
 _Static_assert(sizeof(struct nsk_conn) == 256, "connection slot size");
 
@@ -317,7 +352,11 @@ struct nsk_proc_hdr {
 	uint64_t backed; /* bytes [0, backed) of the file have backing store (page multiple) */
 	uint64_t counters[16]; /* enum nsk_pcounter */
 	uint64_t mem_charged; /* this process's share of the registry's mem_used (budget.c) */
-	uint8_t pad[72];
+	/* switching request for this process's connections (nearsock evacuate/attach PID):
+	 * as want_tcp / ctl_gen in the registry header */
+	uint32_t want_tcp;
+	uint32_t ctl_gen;
+	uint8_t pad[64];
 };
 _Static_assert(sizeof(struct nsk_proc_hdr) == 256, "proc header size");
 
