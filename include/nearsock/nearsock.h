@@ -21,17 +21,33 @@ enum nearsock_mode {
 };
 
 struct nearsock_conn_stats {
-	uint32_t mode; /* enum nearsock_mode */
-	uint32_t reserved;
+	uint32_t mode;     /* enum nearsock_mode */
+	uint32_t switches; /* live switches (ring <-> TCP) made by our sending direction */
 	uint64_t tx_shm_bytes, rx_shm_bytes; /* application bytes through the rings */
 	uint64_t tx_tcp_bytes, rx_tcp_bytes; /* application bytes through TCP before the switch */
 	uint64_t tx_shm_msgs, rx_shm_msgs;   /* calls that moved ring bytes */
 	uint64_t wakeups_sent;               /* control bytes sent to wake the peer */
 };
+/* (The layout is fixed: programs built against an older header keep working.) */
+
+/* nearsock_fd_path - where the two directions of TCP socket @fd travel now: a mask of
+ * NEARSOCK_TX_RING and NEARSOCK_RX_RING (0: both on TCP), or -1 with errno ENOTSOCK. */
+#define NEARSOCK_TX_RING 1
+#define NEARSOCK_RX_RING 2
+int nearsock_fd_path(int fd);
 
 /* nearsock_fd_stats - statistics of TCP socket @fd. Returns 0, or -1 with errno ENOTSOCK
  * when @fd is not a socket nearsock tracks. */
 int nearsock_fd_stats(int fd, struct nearsock_conn_stats *st);
+
+/* nearsock_evacuate - put the connection of TCP socket @fd on TCP (live switch: pending
+ * ring data is delivered first, nothing is lost or reordered) and keep it there;
+ * nearsock_attach - let it use shared memory again. Both return 0 once asked: our sending
+ * direction switches at once if no other thread is sending (else at its next call), the
+ * peer's at its next socket call. -1 with errno ENOTSOCK for an fd nearsock does not track,
+ * EOPNOTSUPP for a listening or UDP socket. */
+int nearsock_evacuate(int fd);
+int nearsock_attach(int fd);
 
 /* Statistics of a UDP socket (datagram counts). */
 struct nearsock_udp_stats {

@@ -82,7 +82,11 @@ struct nsk_chan_side {
 	uint32_t epoch;     /* of our sending direction (see above) */
 	uint32_t rx_epoch;  /* epoch of the peer's direction our receiver has reached */
 	uint32_t evac;      /* 1: this side wants the connection on TCP (evacuation) */
-	uint32_t pad[5];
+	uint32_t pad0;
+	uint64_t ctl_sent;  /* control bytes (NSK_CTL_WAKE) this side ever sent on TCP, counted
+			     * after each is sent: a receiver that consumed fewer may read the
+			     * difference without looking, and never reads a marker by mistake */
+	uint32_t pad[2];
 };
 _Static_assert(sizeof(struct nsk_chan_side) == NSK_CACHELINE, "side is one line");
 
@@ -335,6 +339,8 @@ struct nsk_conn {
 	uint64_t udp_tx_drops; /* datagrams dropped because the receiver's inbox was full */
 	uint64_t udp_deferred; /* wake-ups delayed by packet aggregation */
 	uint32_t ctllock;      /* serialises control bytes with switches of the sending direction */
+	/* ctl_bytes above (control bytes consumed from the peer's TCP stream) is protocol state
+	 * too: compared with the peer's ctl_sent, under rxlock */
 	uint32_t pad2a;
 	uint64_t switches;     /* epochs this side started (both ways) */
 	uint8_t pad2[24];

@@ -291,6 +291,28 @@ static struct nsk_sock *member_sock(struct ep *e, int fd)
 /* Readiness of accelerated member @fd (caller holds e->lock). Converts the kernel
  * registration on first sight. Returns epoll events to report (after ET/ONESHOT, unless
  * @peek: then nothing is consumed). */
+/* A converted member whose connection went back to TCP both ways (evacuation): register
+ * the application's own events again. Kernel events pending meanwhile are reported by the
+ * next wait (level-triggered, or a new edge: EPOLL_CTL_MOD re-evaluates readiness). */
+static void revert(int epfd, int fd, struct member *m)
+{
+	uint32_t evs = m->disabled ? (m->app_events & EPOLLONESHOT) : m->app_events;
+	struct epoll_event kev = {.events = evs & ~EPOLLEXCLUSIVE, .data.u64 = token(fd, m->gen)};
+	int r;
+	if (!(m->app_events & EPOLLEXCLUSIVE)) {
+		r = REAL(epoll_ctl)(epfd, EPOLL_CTL_MOD, fd, &kev);
+	} else {
+		kev.events |= EPOLLEXCLUSIVE;
+		r = REAL(epoll_ctl)(epfd, EPOLL_CTL_DEL, fd, NULL);
+		if (r == 0)
+			r = REAL(epoll_ctl)(epfd, EPOLL_CTL_ADD, fd, &kev);
+	}
+	if (r == 0) {
+		m->converted = 0;
+		m->last_sig = 0;
+	}
+}
+
 static uint32_t member_ready(struct ep *e, int epfd, int fd, int arm, int *armed_out,
 			     uint32_t kernel_events, int peek)
 {
@@ -321,8 +343,11 @@ static uint32_t member_ready(struct ep *e, int epfd, int fd, int arm, int *armed
 		return 0;
 	uint32_t out = 0;
 	nsk_sock_refresh(s);
-	if (!nsk_sock_is_shm(s))
+	if (!nsk_sock_is_shm(s)) {
+		if (m->converted)
+			revert(epfd, fd, m); /* evacuated: the kernel decides again */
 		return 0;
+	}
 	if (!m->converted) {
 		uint32_t want = converted_events(m->app_events);
 		struct epoll_event kev = {.events = want, .data.u64 = token(fd, m->gen)};
@@ -342,6 +367,16 @@ static uint32_t member_ready(struct ep *e, int epfd, int fd, int arm, int *armed
 	int kev, kdec;
 	int want = ep_to_poll(m->app_events);
 	int ev = nsk_sock_ready(s, want, &kev, &kdec, arm);
+	if ((kdec & POLLOUT) && !(ev & POLLOUT)) {
+		/* Our sending direction is on TCP while the other still uses the ring (a switch
+		 * in progress): the converted registration does not watch EPOLLOUT, so ask the
+		 * kernel now and sleep bounded until the switch completes. */
+		struct pollfd p = {.fd = fd, .events = POLLOUT};
+		if (REAL(poll)(&p, 1, 0) == 1 && (p.revents & POLLOUT))
+			ev |= POLLOUT;
+		if (arm)
+			*armed_out |= 2;
+	}
 	if (arm) {
 		*armed_out |= 1;
 		if ((want & POLLOUT) && !nsk_sock_space_wake_reliable(s))

@@ -516,6 +516,46 @@ int nearsock_fd_stats(int fd, struct nearsock_conn_stats *st)
 	st->tx_shm_msgs = nsk_load64(&c->tx_shm_msgs);
 	st->rx_shm_msgs = nsk_load64(&c->rx_shm_msgs);
 	st->wakeups_sent = nsk_load64(&c->wakes_sent);
+	st->switches = (uint32_t)nsk_load64(&c->switches);
 	nsk_sock_leave(s);
 	return 0;
+}
+
+int nearsock_fd_path(int fd)
+{
+	struct nsk_sock *s = nsk_sock_enter(fd);
+	if (!s) {
+		errno = ENOTSOCK;
+		return -1;
+	}
+	int r = (nsk_load32(&s->conn->tx_switched) ? NEARSOCK_TX_RING : 0) |
+		(nsk_load32(&s->conn->rx_crossed) ? NEARSOCK_RX_RING : 0);
+	nsk_sock_leave(s);
+	return r;
+}
+
+static int pin(int fd, int tcp)
+{
+	struct nsk_sock *s = nsk_sock_enter(fd);
+	if (!s) {
+		errno = ENOTSOCK;
+		return -1;
+	}
+	int r = nsk_sock_pin_tcp(s, tcp);
+	nsk_sock_leave(s);
+	if (r < 0) {
+		errno = -r;
+		return -1;
+	}
+	return 0;
+}
+
+int nearsock_evacuate(int fd)
+{
+	return pin(fd, 1);
+}
+
+int nearsock_attach(int fd)
+{
+	return pin(fd, 0);
 }

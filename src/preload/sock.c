@@ -7,7 +7,14 @@
  * point, then ring bytes; every TCP byte past a switch point is a control byte (marker or
  * wake-up) and never reaches the application. The sender publishes its switch point before
  * any byte past it is sent, so a receiver that re-reads the switch point after a TCP read
- * always knows where data stops. */
+ * always knows where data stops.
+ *
+ * Switching back (evacuation) mirrors it: the sender publishes how many bytes its ring
+ * carried in all (its ring stop), then sends the switch-back marker on TCP and raw data after
+ * it. The receiver drains the ring up to the ring stop, consumes the control bytes up to and
+ * including the marker (peeking, never past it), and reads TCP data again. Each direction
+ * can go back and forth any number of times (epochs: see struct nsk_chan_side in layout.h);
+ * a sender starts a new epoch only once the receiver has reached the previous one. */
 #include "preload/sock.h"
 
 #include <arpa/inet.h>
@@ -48,7 +55,8 @@ struct nsk_global nsk_g = {
 	.log_level = NSK_LOG_WARN,
 };
 
-static const char ctl_byte = 'N'; /* content of control bytes is never interpreted */
+static const char ctl_byte = NSK_CTL_WAKE; /* marker, wake-up or probe: never interpreted */
+static const char back_byte = NSK_CTL_BACK; /* ends a ring epoch: raw TCP data follows */
 
 /* ---------------------------------------------------------------- logging & config ---- */
 
@@ -1082,10 +1090,30 @@ static void ctl_nodelay(struct nsk_sock *s)
 		REAL(setsockopt)(s->fd, IPPROTO_TCP, TCP_CORK, &zero, sizeof(zero));
 }
 
+static struct nsk_chan_side *side_me(struct nsk_sock *s);
+
+/* Send one control byte if our sending direction is inside a ring epoch (past its switch
+ * point, before any switch-back marker), where the peer takes it for one: 1 if sent, 0 if
+ * not allowed now, -1 with errno if the kernel refused it. */
+static int send_ctl_byte(struct nsk_sock *s)
+{
+	struct nsk_conn *c = s->conn;
+	int r = 0;
+	xlock(&c->ctllock);
+	if (nsk_load32(&c->tx_switched)) {
+		r = REAL(send)(s->fd, &ctl_byte, 1, MSG_DONTWAIT | MSG_NOSIGNAL) == 1 ? 1 : -1;
+		if (r == 1)
+			nsk_store64(&side_me(s)->ctl_sent, nsk_load64(&side_me(s)->ctl_sent) + 1);
+	}
+	int e = errno;
+	xunlock(&c->ctllock);
+	errno = e;
+	return r;
+}
+
 static void send_ctl(struct nsk_sock *s)
 {
-	/* Only ever called once our switch point is published: the byte lands past it. */
-	if (REAL(send)(s->fd, &ctl_byte, 1, MSG_DONTWAIT | MSG_NOSIGNAL) == 1)
+	if (send_ctl_byte(s) == 1)
 		nsk_add64(&s->conn->wakes_sent, 1);
 }
 
@@ -1100,6 +1128,48 @@ static void spin_policy(struct nsk_sock *s)
 			 __ATOMIC_RELAXED);
 }
 
+/* ---------------------------------------------------------------- live switching ------ */
+
+/* Does this side want its connections on TCP? The socket's own wish (nearsock_evacuate),
+ * the process's (nearsock evacuate PID) or the domain's (nearsock evacuate --all). */
+static int local_want_tcp(struct nsk_sock *s)
+{
+	if (__atomic_load_n(&s->pin_tcp, __ATOMIC_RELAXED))
+		return 1;
+	if (nsk_g.tab.hdr && nsk_load32(&nsk_g.tab.hdr->want_tcp))
+		return 1;
+	return nsk_g.dom.reg.hdr && nsk_load32(&nsk_g.dom.reg.hdr->want_tcp) != 0;
+}
+
+static struct nsk_chan_side *side_me(struct nsk_sock *s)
+{
+	return &s->chan.hdr->side[s->chan.side];
+}
+
+static struct nsk_chan_side *side_peer(struct nsk_sock *s)
+{
+	return &s->chan.hdr->side[1 - s->chan.side];
+}
+
+/* Should the connection be on TCP? Either side may ask (evacuation is a property of the
+ * connection: the ring goes away for both directions). Publishes our own wish. */
+static int conn_want_tcp(struct nsk_sock *s)
+{
+	uint32_t lw = (uint32_t)local_want_tcp(s);
+	struct nsk_chan_side *me = side_me(s);
+	if (nsk_load32(&me->evac) != lw)
+		nsk_store32(&me->evac, lw);
+	return lw || nsk_load32(&side_peer(s)->evac) != 0;
+}
+
+/* May our sending direction start epoch e+1? Only once the peer's receiver is in epoch e:
+ * then no TCP read it started earlier can run past our next switch point or marker, and
+ * no ring read past our next ring stop (the ring may carry bytes of a later epoch). */
+static int peer_caught_up(struct nsk_sock *s, uint32_t e)
+{
+	return nsk_load32_acquire(&side_peer(s)->rx_epoch) >= e;
+}
+
 /* Publish our switch point: from now on our application bytes go through the ring.
  * Caller holds txlock. */
 static void switch_tx_locked(struct nsk_sock *s)
@@ -1109,20 +1179,109 @@ static void switch_tx_locked(struct nsk_sock *s)
 		return;
 	if (nsk_load32(&c->mode) == NSK_MODE_OFFERED && nsk_chan_state(&s->chan) == NSK_CH_CLAIMED)
 		nsk_store32(&c->mode, NSK_MODE_SHM); /* the server claimed: we may switch */
-	if (nsk_load32(&c->mode) != NSK_MODE_SHM)
+	if (nsk_load32(&c->mode) != NSK_MODE_SHM || nsk_load32(&c->tx_shut))
 		return;
-	struct nsk_chan_side *me = &s->chan.hdr->side[s->chan.side];
+	struct nsk_chan_side *me = side_me(s);
+	uint32_t e = nsk_load32(&me->epoch);
+	if ((e & 1) || conn_want_tcp(s) || !peer_caught_up(s, e))
+		return; /* (odd: our own record disagrees with tx_switched; leave it alone) */
 	me->switch_at = CGET(c->tx_tcp);
-	/* Release pairs with the peer's acquire of `switched` in peer_switch(): switch_at is
+	xlock(&c->ctllock);
+	/* Release pairs with the peer's acquire of `epoch` in peer_switch(): switch_at is
 	 * visible first. The marker byte below is sent after, so the peer sees the switch point
 	 * before any byte past it. */
+	nsk_store32_release(&me->epoch, e + 1);
 	nsk_store32_release(&me->switched, 1);
 	nsk_store32(&c->tx_switched, 1);
-	spin_policy(s);
-	ctl_nodelay(s);
-	REAL(send)(s->fd, &ctl_byte, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
-	nsk_log(NSK_LOG_DEBUG, "fd %d: tx switched to shm after %llu TCP bytes", s->fd,
-		(unsigned long long)CGET(c->tx_tcp));
+	if (e == 0) {
+		spin_policy(s);
+		ctl_nodelay(s);
+	}
+	if (REAL(send)(s->fd, &ctl_byte, 1, MSG_DONTWAIT | MSG_NOSIGNAL) == 1)
+		nsk_store64(&me->ctl_sent, nsk_load64(&me->ctl_sent) + 1);
+	xunlock(&c->ctllock);
+	CADD(c->switches, 1);
+	nsk_log(NSK_LOG_DEBUG, "fd %d: tx switched to shm after %llu TCP bytes (epoch %u)", s->fd,
+		(unsigned long long)CGET(c->tx_tcp), e + 1);
+}
+
+/* Send the switch-back marker: it must arrive, or the peer would wait for it. The kernel
+ * socket may be non-blocking and its buffer full of our earlier control bytes. */
+static int send_back_marker(struct nsk_sock *s)
+{
+	for (int tries = 0; tries < 100; tries++) {
+		ssize_t n = REAL(send)(s->fd, &back_byte, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+		if (n == 1)
+			return 0;
+		if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+			return -errno;
+		struct pollfd p = {.fd = s->fd, .events = POLLOUT};
+		REAL(poll)(&p, 1, 100);
+	}
+	return -ETIMEDOUT;
+}
+
+/* Evacuation of our sending direction: publish our ring stop, send the switch-back marker,
+ * and from now on send on TCP. Caller holds txlock. */
+static void evacuate_tx_locked(struct nsk_sock *s)
+{
+	struct nsk_conn *c = s->conn;
+	if (!nsk_load32(&c->tx_switched) || !chan_ok(s) || nsk_load32(&c->mode) != NSK_MODE_SHM ||
+	    nsk_load32(&c->tx_shut))
+		return;
+	struct nsk_chan_side *me = side_me(s);
+	uint32_t e = nsk_load32(&me->epoch);
+	if (!(e & 1) || !peer_caught_up(s, e))
+		return;
+	if (s->agg)
+		nsk_agg_flush(s->agg); /* no delayed wake-up of the ring after this */
+	xlock(&c->ctllock);
+	me->ring_stop = nsk_load64(&s->chan.tx.ctl->tail);
+	/* Release pairs with the peer's acquire of `epoch` in peer_epoch(): the ring stop and
+	 * every ring byte before it are visible first. */
+	nsk_store32_release(&me->epoch, e + 1);
+	nsk_store32(&c->tx_switched, 0);
+	int r = send_back_marker(s);
+	xunlock(&c->ctllock);
+	/* A receiver asleep on the ring re-checks and finds the marker; one asleep in
+	 * poll/epoll is woken by the marker itself. */
+	nsk_futex_bump(&s->chan.tx.ctl->data_seq);
+	CADD(c->switches, 1);
+	if (r < 0)
+		nsk_log(NSK_LOG_DEBUG, "fd %d: switch-back marker not sent (%s)", s->fd, strerror(-r));
+	nsk_log(NSK_LOG_DEBUG, "fd %d: tx switched back to TCP after %llu ring bytes (epoch %u)",
+		s->fd, (unsigned long long)me->ring_stop, e + 1);
+}
+
+int nsk_sock_pin_tcp(struct nsk_sock *s, int tcp)
+{
+	if (s->kind != NSK_CK_CLIENT && s->kind != NSK_CK_SERVER)
+		return -EOPNOTSUPP;
+	__atomic_store_n(&s->pin_tcp, tcp ? 1 : 0, __ATOMIC_RELAXED);
+	nsk_sock_refresh(s);
+	return 0;
+}
+
+/* Follow the connection's wish (TCP or shared memory) with our sending direction, if no
+ * other thread is sending right now (it will be done at a later call). */
+static void follow_wish(struct nsk_sock *s)
+{
+	struct nsk_conn *c = s->conn;
+	if (!chan_ok(s) || nsk_load32(&c->mode) != NSK_MODE_SHM)
+		return;
+	int want = conn_want_tcp(s);
+	int on_ring = (int)nsk_load32(&c->tx_switched);
+	if (want == !on_ring)
+		return;
+	if (!want && nsk_load32(&side_me(s)->epoch) < 2)
+		return; /* the first switch is the upgrade's (nsk_sock_refresh) */
+	if (!xtrylock(&c->txlock))
+		return;
+	if (want)
+		evacuate_tx_locked(s);
+	else
+		switch_tx_locked(s);
+	xunlock(&c->txlock);
 }
 
 static void try_claim(struct nsk_sock *s)
@@ -1289,7 +1448,7 @@ void nsk_sock_connected(struct nsk_sock *s)
 	}
 	s->reg_slot = slot;
 	s->candidate = 1;
-	if (nsk_g.eager)
+	if (nsk_g.eager && !local_want_tcp(s))
 		offer(s);
 }
 
@@ -1361,6 +1520,8 @@ static int offer_due(struct nsk_sock *s)
 	struct nsk_conn *c = s->conn;
 	if (!nsk_sock_last_holder(s))
 		return 0; /* shared with another process (fork): stays TCP while it is */
+	if (local_want_tcp(s))
+		return 0; /* evacuated: no new channels until attached again */
 	return CGET(c->tx_tcp_msgs) >= 1 && (CGET(c->tx_tcp_msgs) >= 2 || CGET(c->tx_tcp) >= (256u << 10) ||
 				       CGET(c->rx_tcp) >= (256u << 10));
 }
@@ -1411,6 +1572,8 @@ void nsk_sock_refresh(struct nsk_sock *s)
 		return; /* nothing to upgrade: udp.c decides per datagram */
 	struct nsk_conn *c = s->conn;
 	uint32_t mode = nsk_load32(&c->mode);
+	if (mode == NSK_MODE_SHM)
+		follow_wish(s); /* evacuation or attach asked for (live switching) */
 	if (mode == NSK_MODE_PLAIN || mode == NSK_MODE_BROKEN || nsk_load32(&c->tx_switched))
 		return;
 	if (!chan_ok(s) && mode == NSK_MODE_SHM)
@@ -1429,7 +1592,8 @@ void nsk_sock_refresh(struct nsk_sock *s)
 	} else if (s->kind == NSK_CK_SERVER && mode == NSK_MODE_TCP && s->candidate) {
 		try_claim(s);
 	}
-	if (nsk_load32(&c->mode) == NSK_MODE_SHM && !nsk_load32(&c->tx_switched) && xtrylock(&c->txlock)) {
+	if (nsk_load32(&c->mode) == NSK_MODE_SHM && !nsk_load32(&c->tx_switched) &&
+	    nsk_load32(&side_me(s)->epoch) == 0 && xtrylock(&c->txlock)) {
 		switch_tx_locked(s);
 		xunlock(&c->txlock);
 	}
@@ -1438,18 +1602,40 @@ void nsk_sock_refresh(struct nsk_sock *s)
 
 /* ---------------------------------------------------------------- data path ----------- */
 
-/* The peer's switch point for the direction we receive, if published. */
+/* Epoch of the peer's sending direction as published (0: no claimed channel). */
+static uint32_t peer_epoch(struct nsk_sock *s)
+{
+	if (!chan_ok(s) || nsk_chan_state(&s->chan) != NSK_CH_CLAIMED)
+		return 0;
+	/* Acquire pairs with the release in switch_tx_locked()/evacuate_tx_locked() on the
+	 * peer: the switch point or ring stop it validates is visible. */
+	return nsk_load32_acquire(&side_peer(s)->epoch);
+}
+
+/* Epoch of the peer's direction our receiver is in (even: TCP, odd: ring). */
+static uint32_t my_rx_epoch(struct nsk_sock *s)
+{
+	return chan_ok(s) ? nsk_load32(&side_me(s)->rx_epoch) : 0;
+}
+
+static void mark_broken(struct nsk_sock *s, const char *what);
+static int drain_ctl(struct nsk_sock *s);
+static uint64_t ctl_pending(struct nsk_sock *s);
+
+/* The peer's switch point ending the TCP epoch we receive in, if published. */
 static int peer_switch(struct nsk_sock *s, uint64_t *at)
 {
 	/* Judge from the shared header, not our local mode: the peer may have claimed (and
 	 * switched) before this side noticed. */
-	if (!chan_ok(s) || nsk_chan_state(&s->chan) != NSK_CH_CLAIMED)
+	uint32_t pe = peer_epoch(s);
+	uint32_t re = my_rx_epoch(s);
+	if (pe <= re || (re & 1))
 		return 0;
-	struct nsk_chan_side *peer = &s->chan.hdr->side[1 - s->chan.side];
-	/* Acquire pairs with the release in switch_tx_locked()/try_claim() on the peer. */
-	if (!nsk_load32_acquire(&peer->switched))
+	if (pe > re + 1) { /* a sender never runs more than one epoch ahead */
+		mark_broken(s, "epoch ahead of the receiver");
 		return 0;
-	*at = peer->switch_at;
+	}
+	*at = nsk_load64(&side_peer(s)->switch_at);
 	return 1;
 }
 
@@ -1491,23 +1677,106 @@ static int rx_crossed(struct nsk_sock *s)
 		mark_broken(s, "switch point behind delivered bytes");
 		return 0;
 	}
-	if (r)
+	if (r) {
+		/* Release pairs with the peer's acquire in peer_caught_up(). Two callers may
+		 * cross at once: the CAS lets the epoch move once. */
+		uint32_t re = my_rx_epoch(s);
+		if (!(re & 1))
+			__atomic_compare_exchange_n(&side_me(s)->rx_epoch, &re, re + 1, 0,
+						    __ATOMIC_RELEASE, __ATOMIC_RELAXED);
 		nsk_store32(&c->rx_crossed, 1);
+	}
 	return r;
 }
 
-/* Consume control bytes that wait on the kernel socket (only past the peer's switch point).
- * Records EOF / reset. Returns 1 if something changed. */
+/* The receiver in a ring epoch with the ring empty: has the peer switched back to TCP?
+ * Consumes the control bytes up to and including its switch-back marker (peeked first:
+ * raw data follows the marker) and moves our receiver to the TCP epoch. Caller holds
+ * rxlock. 1: crossed back; 0: nothing to do; 2: switched back, marker not here yet. */
+static int rx_back_locked(struct nsk_sock *s)
+{
+	struct nsk_conn *c = s->conn;
+	if (!nsk_load32(&c->rx_crossed))
+		return 0;
+	uint32_t re = my_rx_epoch(s);
+	uint32_t pe = peer_epoch(s);
+	if (!(re & 1) || pe <= re)
+		return 0;
+	if (pe > re + 1) {
+		mark_broken(s, "epoch ahead of the receiver");
+		return 0;
+	}
+	uint64_t stop = nsk_load64(&side_peer(s)->ring_stop);
+	uint64_t head = nsk_load64(&s->chan.rx.ctl->head);
+	if (head != stop) {
+		if (head > stop || nsk_ring_used(&s->chan.rx) == 0)
+			mark_broken(s, "ring stop behind the ring's contents");
+		return 0; /* ring bytes before the stop still to read */
+	}
+	if (ctl_pending(s)) {
+		drain_ctl(s);
+		if (ctl_pending(s))
+			return 2; /* wake-ups sent before the marker still on their way */
+	}
+	char m;
+	ssize_t n = REAL(recv)(s->fd, &m, 1, MSG_DONTWAIT);
+	if (n == 0) {
+		nsk_store32(&c->tcp_eof, 1); /* closed without its marker: a killed peer */
+		return 0;
+	}
+	if (n < 0)
+		return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 2 : 0;
+	if (m != NSK_CTL_BACK) {
+		mark_broken(s, "no switch-back marker after the ring stop");
+		return 0;
+	}
+	nsk_store32(&c->rx_crossed, 0);
+	nsk_store32_release(&side_me(s)->rx_epoch, re + 1);
+	nsk_log(NSK_LOG_DEBUG, "fd %d: rx back on TCP after %llu ring bytes (epoch %u)", s->fd,
+		(unsigned long long)stop, re + 1);
+	return 1;
+}
+
+/* rx_back_locked for callers that do not hold rxlock: skipped if a reader is busy (it
+ * will do it). */
+static int rx_back_try(struct nsk_sock *s)
+{
+	struct nsk_conn *c = s->conn;
+	if (!nsk_load32(&c->rx_crossed) || peer_epoch(s) <= my_rx_epoch(s) ||
+	    nsk_ring_used(&s->chan.rx) != 0 || !xtrylock(&c->rxlock))
+		return 0;
+	int r = rx_back_locked(s);
+	xunlock(&c->rxlock);
+	return r;
+}
+
+/* Control bytes the peer sent that we have not consumed yet (all before any marker). */
+static uint64_t ctl_pending(struct nsk_sock *s)
+{
+	uint64_t sent = nsk_load64(&side_peer(s)->ctl_sent);
+	uint64_t seen = nsk_load64(&s->conn->ctl_bytes);
+	return sent > seen ? sent - seen : 0; /* (fewer: a hostile count; read nothing) */
+}
+
+/* Consume control bytes that wait on the kernel socket (only past the peer's switch point,
+ * in a ring epoch). Never more than the peer says it sent: a switch-back marker and raw
+ * data may follow them. Records EOF / reset. Returns 1 if something changed. Caller holds
+ * rxlock. */
 static int drain_ctl(struct nsk_sock *s)
 {
 	char buf[256];
 	int changed = 0;
 	for (;;) {
-		ssize_t n = REAL(recv)(s->fd, buf, sizeof(buf), MSG_DONTWAIT);
+		uint64_t due = ctl_pending(s);
+		size_t want = due < sizeof(buf) ? (size_t)due : sizeof(buf);
+		/* Nothing due: look without taking (EOF, reset, or a marker left in place). */
+		ssize_t n = REAL(recv)(s->fd, buf, want ? want : 1, MSG_DONTWAIT | (want ? 0 : MSG_PEEK));
+		if (n > 0 && !want)
+			return changed; /* a marker (or a count not yet visible): not ours to take */
 		if (n > 0) {
 			nsk_add64(&s->conn->ctl_bytes, (uint64_t)n);
 			changed = 1;
-			if (n < (ssize_t)sizeof(buf))
+			if ((size_t)n < want)
 				return changed;
 			continue;
 		}
@@ -1522,6 +1791,16 @@ static int drain_ctl(struct nsk_sock *s)
 			nsk_store32(&s->conn->tcp_eof, errno == ECONNRESET ? 2 : 1);
 		return 1;
 	}
+}
+
+/* drain_ctl for callers without rxlock (readiness, close): skipped if a reader holds it. */
+static int drain_ctl_try(struct nsk_sock *s)
+{
+	if (!xtrylock(&s->conn->rxlock))
+		return 0;
+	int r = drain_ctl(s);
+	xunlock(&s->conn->rxlock);
+	return r;
 }
 
 static int is_nonblocking(struct nsk_sock *s, int flags)
@@ -1623,7 +1902,8 @@ static int ring_ready(struct nsk_sock *s, int tx)
 {
 	if (tx)
 		return nsk_ring_free(&s->chan.tx) != 0;
-	return nsk_ring_used(&s->chan.rx) != 0 || peer_fin(s);
+	/* (a peer that switched back to TCP: the receiver goes and reads there) */
+	return nsk_ring_used(&s->chan.rx) != 0 || peer_fin(s) || peer_epoch(s) > my_rx_epoch(s);
 }
 
 /* Spin (no syscalls) up to the socket's budget until direction @tx (0: data to read,
@@ -1798,6 +2078,8 @@ ssize_t nsk_sock_recv(struct nsk_sock *s, const struct iovec *iov, int iovcnt, i
 				mark_broken(s, "switch point behind delivered bytes");
 				continue;
 			}
+			if (!peek && (uint64_t)n > (uint64_t)data)
+				nsk_add64(&c->ctl_bytes, (uint64_t)n - (uint64_t)data);
 			n = (ssize_t)data;
 			if (n > 0) {
 				struct nsk_iovcur skip = cur;
@@ -1848,6 +2130,26 @@ ssize_t nsk_sock_recv(struct nsk_sock *s, const struct iovec *iov, int iovcnt, i
 			}
 			if (got == total || (!waitall && got >= lowat)) {
 				ret = (ssize_t)got;
+				break;
+			}
+			continue;
+		}
+		/* Ring empty: has the peer switched back to TCP? */
+		int back = rx_back_locked(s);
+		if (back == 1)
+			continue;
+		if (back == 2) { /* its marker is on its way */
+			if ((got && !waitall && got >= lowat) || is_nonblocking(s, flags)) {
+				ret = got ? (ssize_t)got : -EAGAIN;
+				break;
+			}
+			xunlock(&c->rxlock);
+			struct pollfd p = {.fd = s->fd, .events = POLLIN};
+			int pr = REAL(poll)(&p, 1, 100);
+			int pe = errno;
+			xlock(&c->rxlock);
+			if (pr < 0 && pe == EINTR && !restart_after_signal()) {
+				ret = got ? (ssize_t)got : -EINTR;
 				break;
 			}
 			continue;
@@ -1937,8 +2239,9 @@ static int peer_gone(struct nsk_sock *s)
 		return 1;
 	}
 	if (!(p.revents & (POLLHUP | POLLERR))) {
-		/* Half-closed or closed: the probe tells. */
-		if (REAL(send)(s->fd, &ctl_byte, 1, MSG_DONTWAIT | MSG_NOSIGNAL) == 1)
+		/* Half-closed or closed: the probe tells (only inside a ring epoch, where the peer
+		 * takes it for a control byte; on TCP the kernel answers the send itself). */
+		if (send_ctl_byte(s) >= 0)
 			return 0;
 		if (errno != EPIPE && errno != ECONNRESET)
 			return 0;
@@ -1957,6 +2260,28 @@ static ssize_t epipe(int flags)
 	if (!(flags & MSG_NOSIGNAL))
 		raise(SIGPIPE);
 	return -EPIPE;
+}
+
+/* Send what is left at @cur over TCP (the sending direction is in a TCP epoch). */
+static ssize_t tcp_send_rest(struct nsk_sock *s, const struct nsk_iovcur *cur, int flags)
+{
+	struct iovec v[64];
+	int n = 0;
+	for (int i = 0; i < cur->cnt && n < 64; i++) {
+		size_t off = i == 0 ? cur->off : 0;
+		if (cur->iov[i].iov_len == off)
+			continue;
+		v[n].iov_base = (char *)cur->iov[i].iov_base + off;
+		v[n].iov_len = cur->iov[i].iov_len - off;
+		n++;
+	}
+	struct msghdr mh = {.msg_iov = v, .msg_iovlen = (size_t)n};
+	ssize_t r = REAL(sendmsg)(s->fd, &mh, flags);
+	if (r < 0)
+		return -errno;
+	CADD(s->conn->tx_tcp, (uint64_t)r);
+	CADD(s->conn->tx_tcp_msgs, 1);
+	return r;
 }
 
 ssize_t nsk_sock_send(struct nsk_sock *s, const struct iovec *iov, int iovcnt, int flags)
@@ -1999,6 +2324,13 @@ ssize_t nsk_sock_send(struct nsk_sock *s, const struct iovec *iov, int iovcnt, i
 	size_t sent = 0;
 	int spun = 0;
 	for (;;) {
+		if (!nsk_load32(&c->tx_switched)) {
+			/* Evacuated while we waited for space (txlock was free): the rest goes on
+			 * TCP, after the switch-back marker. */
+			ssize_t r = tcp_send_rest(s, &cur, flags);
+			ret = r < 0 ? (sent ? (ssize_t)sent : r) : (ssize_t)(sent + (size_t)r);
+			break;
+		}
 		ssize_t n = nsk_ring_write(&s->chan.tx, &cur, total - sent);
 		if (n < 0) {
 			mark_broken(s, "send ring indices");
@@ -2121,8 +2453,9 @@ int nsk_sock_is_shm(struct nsk_sock *s)
 {
 	if (s->kind == NSK_CK_UDP)
 		return nsk_udp_is_shm(s);
+	/* Either direction on its ring (both back on TCP after an evacuation: not any more). */
 	return chan_ok(s) && nsk_load32(&s->conn->mode) == NSK_MODE_SHM &&
-	       nsk_load32(&s->conn->tx_switched);
+	       (nsk_load32(&s->conn->tx_switched) || nsk_load32(&s->conn->rx_crossed));
 }
 
 int nsk_sock_ready(struct nsk_sock *s, int want, int *kernel_ev, int *kernel_decides, int arm)
@@ -2139,6 +2472,8 @@ int nsk_sock_ready(struct nsk_sock *s, int want, int *kernel_ev, int *kernel_dec
 		return (want & (POLLIN | POLLOUT | POLLRDHUP)) | POLLERR | POLLHUP;
 	}
 	if (want & (POLLIN | POLLRDHUP)) {
+		if (nsk_load32(&c->rx_crossed) && nsk_ring_used(&s->chan.rx) == 0)
+			rx_back_try(s); /* the peer switched back: the kernel decides again */
 		if (!rx_crossed(s)) {
 			kev |= want & (POLLIN | POLLRDHUP | POLLPRI);
 			kdec |= want & (POLLIN | POLLRDHUP | POLLPRI);
@@ -2225,7 +2560,7 @@ void nsk_sock_kernel_event(struct nsk_sock *s, int revents)
 	if (s->kind == NSK_CK_UDP)
 		return nsk_udp_kernel_event(s, revents);
 	if ((revents & (POLLIN | POLLHUP | POLLERR | POLLRDHUP)) && chan_ok(s) && rx_crossed(s))
-		drain_ctl(s);
+		drain_ctl_try(s);
 }
 
 void nsk_sock_before_close(struct nsk_sock *s)
@@ -2261,7 +2596,7 @@ void nsk_sock_before_close(struct nsk_sock *s)
 	 * resets connections closed with unread data): consume them first. Only past the peer's
 	 * switch point, where every TCP byte is a control byte. */
 	if (atomic_load(&s->refs) == 1 && chan_ok(s) && rx_crossed(s))
-		drain_ctl(s);
+		drain_ctl_try(s);
 }
 
 /* ---------------------------------------------------------------- shared helpers ------ */

@@ -87,8 +87,13 @@ struct nsk_sock {
 	uint64_t id;           /* unique per socket object incarnation */
 	struct nsk_udp *udp;   /* UDP sockets (kind NSK_CK_UDP): see udp.c */
 	struct nsk_agg *agg;   /* packet aggregation of wake-ups for small writes (agg.c) */
+	int pin_tcp;           /* nearsock_evacuate(fd): this socket wants TCP (live switching) */
 	struct nsk_sock *next_free;
 };
+
+/* nsk_sock_pin_tcp - nearsock_evacuate (@tcp 1) / nearsock_attach (0) for socket @s: its
+ * connection's wish, followed at once where possible. 0 or -EOPNOTSUPP (not a connection). */
+int nsk_sock_pin_tcp(struct nsk_sock *s, int tcp);
 
 /* Logging to stderr, rate-limited by level. */
 void nsk_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

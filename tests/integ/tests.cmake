@@ -7,7 +7,7 @@
 
 set(NSK_INTEG_DIR ${CMAKE_CURRENT_SOURCE_DIR}/integ)
 
-foreach(helper nsk_many nsk_kill nsk_badin nsk_hostile nsk_fork nsk_epoll nsk_sem nsk_crash nsk_udp)
+foreach(helper nsk_many nsk_kill nsk_badin nsk_hostile nsk_fork nsk_epoll nsk_sem nsk_crash nsk_udp nsk_agile)
   if(NOT EXISTS ${NSK_INTEG_DIR}/${helper}.c)
     continue()
   endif()
