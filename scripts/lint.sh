@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
-# lint.sh — static analysis of src/ (the library, its core and their unit tests) with cppcheck:
+# lint.sh — static analysis of src/ (the library, its core and their unit tests) and tools/ (the
+# CLI, the agent, the dimensioning tool) with cppcheck:
 # warning, performance and portability checks; any finding fails. Suppressions live in
 # .cppcheck-suppressions, one per line, each with the reason above it. Style checks are not
 # enabled: on this code base they report mostly conditions that are compile-time constants in
@@ -12,5 +13,5 @@ command -v cppcheck >/dev/null || { echo "lint: cppcheck not installed (scripts/
 cppcheck --version
 cppcheck --enable=warning,performance,portability --std=c11 --inline-suppr --quiet \
 	--suppressions-list=.cppcheck-suppressions --error-exitcode=1 \
-	-D_GNU_SOURCE -D__linux__ -D__x86_64__ -I src -I include src/
-echo "lint: cppcheck clean on src/"
+	-D_GNU_SOURCE -D__linux__ -D__x86_64__ -I src -I include src/ tools/
+echo "lint: cppcheck clean on src/ and tools/"

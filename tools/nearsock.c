@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* nearsock — the command line: run a program with the preload library, show the domain's
- * status, clean up after dead processes, and reach the benchmark and dimensioning tools. */
+ * status and metrics, clean up after dead processes, move connections between shared memory
+ * and TCP (evacuate/attach), and reach the benchmark and dimensioning tools. */
 #include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -10,6 +11,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "ctl.h"
+#include "metrics.h"
 #include "status.h"
 
 static void usage(FILE *f)
@@ -18,6 +21,9 @@ static void usage(FILE *f)
 		"usage: nearsock run [--dir DIR] [--disable] -- PROGRAM [ARGS...]\n"
 		"       nearsock status [--dir DIR] [--json]\n"
 		"       nearsock gc [--dir DIR]\n"
+		"       nearsock metrics [--dir DIR]      (Prometheus text format)\n"
+		"       nearsock evacuate PID|--all [--dir DIR] [--wait SECONDS]   (to TCP)\n"
+		"       nearsock attach PID|--all [--dir DIR] [--wait SECONDS]     (to shared memory)\n"
 		"       nearsock bench [ARGS...]       (see nearsock bench --help)\n"
 		"       nearsock dimension [ARGS...]   (see nearsock dimension --help)\n"
 		"environment: NEARSOCK_DIR, NEARSOCK_DISABLE=1, NEARSOCK_LOG=debug|info|warn,\n"
@@ -179,11 +185,13 @@ int main(int argc, char **argv)
 	const char *cmd = argv[1];
 	if (!strcmp(cmd, "run"))
 		return cmd_run(argc - 2, argv + 2);
-	if (!strcmp(cmd, "status") || !strcmp(cmd, "gc")) {
+	if (!strcmp(cmd, "evacuate") || !strcmp(cmd, "attach"))
+		return nsk_cli_ctl(cmd, argc - 2, argv + 2);
+	if (!strcmp(cmd, "status") || !strcmp(cmd, "gc") || !strcmp(cmd, "metrics")) {
 		const char *dir = NULL;
 		int json = 0;
 		for (int i = 2; i < argc; i++) {
-			if (!strcmp(argv[i], "--json"))
+			if (!strcmp(argv[i], "--json") && !strcmp(cmd, "status"))
 				json = 1;
 			else if (!strcmp(argv[i], "--dir") && i + 1 < argc)
 				dir = argv[++i];
@@ -192,6 +200,8 @@ int main(int argc, char **argv)
 				return 2;
 			}
 		}
+		if (!strcmp(cmd, "metrics"))
+			return nsk_cli_metrics(dir);
 		return !strcmp(cmd, "gc") ? nsk_cli_gc(dir) : nsk_cli_status(dir, json);
 	}
 	if (!strcmp(cmd, "bench"))

@@ -17,7 +17,9 @@
 #include "core/budget.h"
 #include "core/domain.h"
 #include "core/registry.h"
+#include "gc.h"
 #include "platform/linux.h"
+#include "tables.h"
 
 static const char *mode_name(uint32_t m)
 {
@@ -74,39 +76,6 @@ static int open_domain(struct nsk_domain *d, const char *dir, const char *cmd)
 	return 0;
 }
 
-/* Iterate the live connection tables of the domain. */
-typedef void (*tab_fn)(struct nsk_proctab *t, void *arg);
-static void each_table(const char *dir, tab_fn fn, void *arg, int gc)
-{
-	DIR *dp = opendir(dir);
-	if (!dp)
-		return;
-	struct dirent *de;
-	while ((de = readdir(dp))) {
-		if (strncmp(de->d_name, "proc-", 5) != 0)
-			continue;
-		char path[PATH_MAX];
-		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-		struct nsk_proctab t;
-		if (nsk_proctab_map(&t, path) < 0) {
-			/* A process killed while creating its table leaves it short or unformatted. */
-			long pid = strtol(de->d_name + 5, NULL, 10);
-			if (gc && pid > 0 && kill((pid_t)pid, 0) < 0 && errno == ESRCH &&
-			    unlink(path) == 0)
-				printf("removed unfinished table of dead process %ld\n", pid);
-			continue;
-		}
-		int alive = nsk_proc_alive((pid_t)t.hdr->pid, t.hdr->start_time) ||
-			    nsk_proctab_in_use(&t, 0) > 0;
-		if (alive)
-			fn(&t, arg);
-		else if (gc && unlink(path) == 0)
-			printf("removed table of dead process %u\n", t.hdr->pid);
-		nsk_proctab_unmap(&t);
-	}
-	closedir(dp);
-}
-
 struct out {
 	int json;
 	int first;
@@ -121,6 +90,8 @@ static void print_table(struct nsk_proctab *t, void *arg)
 		if (!c.owner_pid || c.kind == NSK_CK_NONE || c.kind == NSK_CK_LISTENER ||
 		    kill((pid_t)c.owner_pid, 0) < 0)
 			continue;
+		/* the sending direction: through the ring once our switch point is published */
+		const char *txp = c.mode == NSK_MODE_SHM && c.tx_switched ? "ring" : "tcp";
 		char la[80], ra[80];
 		fmt_addr(la, sizeof(la), c.family, c.laddr, c.lport);
 		fmt_addr(ra, sizeof(ra), c.family, c.raddr, c.rport);
@@ -131,20 +102,22 @@ static void print_table(struct nsk_proctab *t, void *arg)
 			       "\"tx_shm_msgs\": %llu, \"rx_shm_msgs\": %llu, "
 			       "\"tx_tcp_bytes\": %llu, \"rx_tcp_bytes\": %llu, "
 			       "\"tx_tcp_msgs\": %llu, \"rx_tcp_msgs\": %llu, "
-			       "\"wakeups_sent\": %llu, \"control_bytes_received\": %llu}",
+			       "\"wakeups_sent\": %llu, \"control_bytes_received\": %llu, "
+			       "\"tx_path\": \"%s\", \"switches\": %llu}",
 			       o->first ? "" : ",", c.owner_pid, c.fd, kind_name(c.kind), la, ra,
 			       mode_name(c.mode), (unsigned long long)c.tx_shm_bytes,
 			       (unsigned long long)c.rx_shm_bytes, (unsigned long long)c.tx_shm_msgs,
 			       (unsigned long long)c.rx_shm_msgs, (unsigned long long)c.tx_tcp,
 			       (unsigned long long)c.rx_tcp, (unsigned long long)c.tx_tcp_msgs,
 			       (unsigned long long)c.rx_tcp_msgs, (unsigned long long)c.wakes_sent,
-			       (unsigned long long)c.ctl_bytes);
+			       (unsigned long long)c.ctl_bytes, txp, (unsigned long long)c.switches);
 		} else {
-			printf("%-7u %-4u %-6s %-22s %-22s %-7s %12llu %12llu %10llu %10llu %8llu\n",
-			       c.owner_pid, c.fd, kind_name(c.kind), la, ra, mode_name(c.mode),
+			printf("%-7u %-4u %-6s %-22s %-22s %-7s %-4s %12llu %12llu %10llu %10llu %8llu "
+			       "%5llu\n",
+			       c.owner_pid, c.fd, kind_name(c.kind), la, ra, mode_name(c.mode), txp,
 			       (unsigned long long)c.tx_shm_bytes, (unsigned long long)c.rx_shm_bytes,
 			       (unsigned long long)c.tx_tcp, (unsigned long long)c.rx_tcp,
-			       (unsigned long long)c.wakes_sent);
+			       (unsigned long long)c.wakes_sent, (unsigned long long)c.switches);
 		}
 		o->first = 0;
 	}
@@ -173,7 +146,8 @@ static void print_counters(struct nsk_proctab *t, void *arg)
 		       "\"broken\": %llu, \"shm_tx_bytes\": %llu, \"shm_rx_bytes\": %llu, "
 		       "\"tcp_tx_bytes\": %llu, \"tcp_rx_bytes\": %llu, \"unproven\": %llu, "
 		       "\"fallback_fd\": %llu, \"fallback_mem\": %llu, \"fallback_budget\": %llu, "
-		       "\"fallback_registry\": %llu, \"mem_charged\": %llu}",
+		       "\"fallback_registry\": %llu, \"mem_charged\": %llu, \"want_tcp\": %u, "
+		       "\"ctl_gen\": %u}",
 		       o->first ? "" : ",", t->hdr->pid, (unsigned long long)k[NSK_PC_OFFERS_SENT],
 		       (unsigned long long)k[NSK_PC_OFFERS_FAILED], (unsigned long long)k[NSK_PC_CLAIMS],
 		       (unsigned long long)k[NSK_PC_OFFERS_EXPIRED],
@@ -181,14 +155,15 @@ static void print_counters(struct nsk_proctab *t, void *arg)
 		       stx, srx, ttx, trx, (unsigned long long)k[NSK_PC_UNPROVEN],
 		       (unsigned long long)k[NSK_PC_FB_FD], (unsigned long long)k[NSK_PC_FB_MEM],
 		       (unsigned long long)k[NSK_PC_FB_BUDGET], (unsigned long long)k[NSK_PC_FB_REGISTRY],
-		       (unsigned long long)nsk_load64(&t->hdr->mem_charged));
+		       (unsigned long long)nsk_load64(&t->hdr->mem_charged),
+		       nsk_load32(&t->hdr->want_tcp), nsk_load32(&t->hdr->ctl_gen));
 	else
-		printf("%-7u %8llu %8llu %8llu %8llu %9llu %8llu %14llu %14llu %12llu %12llu\n",
+		printf("%-7u %8llu %8llu %8llu %8llu %9llu %8llu %14llu %14llu %12llu %12llu %4s\n",
 		       t->hdr->pid, (unsigned long long)k[NSK_PC_OFFERS_SENT],
 		       (unsigned long long)k[NSK_PC_OFFERS_FAILED], (unsigned long long)k[NSK_PC_CLAIMS],
 		       (unsigned long long)k[NSK_PC_OFFERS_EXPIRED],
 		       (unsigned long long)k[NSK_PC_FALLBACKS], (unsigned long long)k[NSK_PC_BROKEN],
-		       stx, srx, ttx, trx);
+		       stx, srx, ttx, trx, nsk_load32(&t->hdr->want_tcp) ? "tcp" : "-");
 	o->first = 0;
 }
 
@@ -200,11 +175,15 @@ int nsk_cli_status(const char *dir, int json)
 	struct out o = {.json = json, .first = 1};
 	if (json)
 		printf("{\n  \"domain\": \"%s\",\n  \"shared\": %d,\n  \"mem_used\": %llu,\n"
+		       "  \"mem_budget\": %llu,\n  \"want_tcp\": %u,\n  \"ctl_gen\": %u,\n"
 		       "  \"listeners\": [",
-		       d.dir, d.shared, (unsigned long long)nsk_load64(&d.reg.hdr->mem_used));
+		       d.dir, d.shared, (unsigned long long)nsk_load64(&d.reg.hdr->mem_used),
+		       (unsigned long long)nsk_load64(&d.reg.hdr->mem_budget),
+		       nsk_load32(&d.reg.hdr->want_tcp), nsk_load32(&d.reg.hdr->ctl_gen));
 	else
-		printf("domain %s\n\nlisteners (tcp) and inboxes (udp)\n%-7s %-5s %-28s %10s %10s\n",
-		       d.dir, "pid", "proto", "address", "accepted", "upgraded");
+		printf("domain %s%s\n\nlisteners (tcp) and inboxes (udp)\n%-7s %-5s %-28s %10s %10s\n",
+		       d.dir, nsk_load32(&d.reg.hdr->want_tcp) ? " (evacuated: all on tcp)" : "",
+		       "pid", "proto", "address", "accepted", "upgraded");
 	for (uint32_t i = 0; i < d.reg.nslots; i++) {
 		struct nsk_reg_entry e;
 		if (!nsk_registry_read(&d.reg, (int)i, &e) ||
@@ -228,54 +207,23 @@ int nsk_cli_status(const char *dir, int json)
 	if (json)
 		printf("\n  ],\n  \"connections\": [");
 	else
-		printf("\nconnections\n%-7s %-4s %-6s %-22s %-22s %-7s %12s %12s %10s %10s %8s\n", "pid",
-		       "fd", "role", "local", "remote", "mode", "shm-tx-B", "shm-rx-B", "tcp-tx-B",
-		       "tcp-rx-B", "wakeups");
-	each_table(d.dir, print_table, &o, 0);
+		printf("\nconnections\n%-7s %-4s %-6s %-22s %-22s %-7s %-4s %12s %12s %10s %10s %8s "
+		       "%5s\n",
+		       "pid", "fd", "role", "local", "remote", "mode", "tx", "shm-tx-B", "shm-rx-B",
+		       "tcp-tx-B", "tcp-rx-B", "wakeups", "swtch");
+	nsk_tables_each(d.dir, print_table, &o, 0);
 	o.first = 1;
 	if (json)
 		printf("\n  ],\n  \"processes\": [");
 	else
-		printf("\nprocesses\n%-7s %8s %8s %8s %8s %9s %8s %14s %14s %12s %12s\n", "pid",
+		printf("\nprocesses\n%-7s %8s %8s %8s %8s %9s %8s %14s %14s %12s %12s %4s\n", "pid",
 		       "offers", "failed", "claims", "expired", "fallback", "broken", "shm-tx-B",
-		       "shm-rx-B", "tcp-tx-B", "tcp-rx-B");
-	each_table(d.dir, print_counters, &o, 0);
+		       "shm-rx-B", "tcp-tx-B", "tcp-rx-B", "want");
+	nsk_tables_each(d.dir, print_counters, &o, 0);
 	if (json)
 		printf("\n  ]\n}\n");
 	nsk_domain_close(&d);
 	return 0;
-}
-
-static void ignore_table(struct nsk_proctab *t, void *arg)
-{
-	(void)t;
-	(void)arg;
-}
-
-/* Rendezvous sockets are named rv-PID-RANDOM; a killed process leaves its own behind (the
- * registry entry that named it may already be gone). Remove those whose process no longer
- * exists (ESRCH; another user's live process answers EPERM and is left alone). */
-static int gc_rendezvous(const char *dir)
-{
-	DIR *dp = opendir(dir);
-	if (!dp)
-		return 0;
-	int n = 0;
-	struct dirent *de;
-	while ((de = readdir(dp))) {
-		char *end;
-		if (strncmp(de->d_name, "rv-", 3) != 0)
-			continue;
-		long pid = strtol(de->d_name + 3, &end, 10);
-		if (pid <= 0 || *end != '-' || kill((pid_t)pid, 0) == 0 || errno != ESRCH)
-			continue;
-		char path[PATH_MAX];
-		if (snprintf(path, sizeof(path), "%s/%s", dir, de->d_name) < (int)sizeof(path) &&
-		    unlink(path) == 0)
-			n++;
-	}
-	closedir(dp);
-	return n;
 }
 
 int nsk_cli_gc(const char *dir)
@@ -283,24 +231,13 @@ int nsk_cli_gc(const char *dir)
 	struct nsk_domain d;
 	if (open_domain(&d, dir, "gc") < 0)
 		return 1;
-	int n = 0;
-	for (uint32_t i = 0; i < d.reg.nslots; i++) {
-		struct nsk_reg_entry e;
-		if (nsk_registry_read(&d.reg, (int)i, &e) &&
-		    !nsk_proc_alive((pid_t)e.pid, e.start_time)) {
-			nsk_registry_mark_dead(&d.reg, (int)i, e.state);
-			char p[PATH_MAX];
-			if (nsk_rv_path(&d, e.rv, p, sizeof(p)) == 0)
-				unlink(p);
-			n++;
-		}
-	}
-	printf("retired %d stale registry entries\n", n);
+	struct nsk_gc_result r = {0};
+	nsk_gc_run(&d, &r);
+	printf("retired %u stale registry entries\n", r.entries);
 	printf("returned %llu bytes of dead processes' memory-budget shares\n",
-	       (unsigned long long)nsk_budget_reclaim(&d));
-	struct out o = {0};
-	each_table(d.dir, ignore_table, &o, 1);
-	printf("removed %d rendezvous sockets of dead processes\n", gc_rendezvous(d.dir));
+	       (unsigned long long)r.budget_bytes);
+	printf("removed %u connection tables of dead processes\n", r.tables);
+	printf("removed %u rendezvous sockets of dead processes\n", r.rendezvous);
 	nsk_domain_close(&d);
 	return 0;
 }

@@ -46,10 +46,8 @@ left=$(pgrep -f "$CRASH (server|client) $T/state" | wc -l)
 [ "$left" = 0 ] || fail "$left test processes still running"
 
 # The dead leave traces only gc may remove; afterwards the domain is as new.
-"$NSK" gc --dir "$D" >"$T/gc.out" 2>&1 || fail "nearsock gc failed: $(grep -v '^removed table of dead process' "$T/gc.out"
-echo "gc removed $(grep -c '^removed table of dead process' "$T/gc.out") tables of dead processes")"
-grep -v '^removed table of dead process' "$T/gc.out"
-echo "gc removed $(grep -c '^removed table of dead process' "$T/gc.out") tables of dead processes"
+"$NSK" gc --dir "$D" >"$T/gc.out" 2>&1 || fail "nearsock gc failed"
+cat "$T/gc.out"
 extra=$(ls -A "$D" | grep -v '^registry$' | head -5)
 [ -z "$extra" ] || fail "domain holds more than the registry after gc: $extra"
 reg=$(reg_valid "$D")

@@ -3,7 +3,9 @@
  * pseudo-random byte sequence through it and checks every echoed byte. Four styles:
  * blocking (client sends and receives in two threads), poll, select and epoll (single
  * non-blocking event loop). Prints one JSON line with the outcome and, when libnearsock is
- * preloaded, the connection's path counters. Exit 0 only if every byte came back exactly. */
+ * preloaded, the connection's path counters. Exit 0 only if every byte came back exactly.
+ * --rate-mbs R (blocking style) paces the client's sending to R MB/s: a transfer that lasts
+ * long enough for something to happen to the connection meanwhile. */
 #include <arpa/inet.h>
 #include <dlfcn.h>
 #include <errno.h>
@@ -39,6 +41,7 @@ struct opts {
 	size_t chunk;
 	int conns;
 	int linger_ms; /* client: pause between connect and first send */
+	double rate_mbs; /* client, blocking style: send at most this many MB/s (0: no limit) */
 };
 
 /* Deterministic stream: byte i of the sequence for seed s. Generated in 8-byte words. */
@@ -255,12 +258,28 @@ static int check(struct xfer *x, const uint8_t *buf, size_t n)
 	return 0;
 }
 
+/* pace - with --rate-mbs, sleep until @sent bytes are due since @t0. */
+static void pace(const struct opts *o, const struct timespec *t0, uint64_t sent)
+{
+	if (o->rate_mbs <= 0)
+		return;
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	double el = (double)(now.tv_sec - t0->tv_sec) + (double)(now.tv_nsec - t0->tv_nsec) / 1e9;
+	double due = (double)sent / (o->rate_mbs * 1e6);
+	if (due > el)
+		usleep((useconds_t)((due - el) * 1e6));
+}
+
 static void *sender(void *arg)
 {
 	struct xfer *x = arg;
 	uint8_t *buf = malloc(x->o->chunk);
 	uint64_t rnd = x->o->seed + 7;
+	struct timespec t0;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
 	while (x->sent < x->o->bytes) {
+		pace(x->o, &t0, x->sent);
 		size_t n = next_chunk(x, &rnd);
 		if (n > x->o->bytes - x->sent)
 			n = (size_t)(x->o->bytes - x->sent);
@@ -417,7 +436,7 @@ int main(int argc, char **argv)
 	if (argc < 2) {
 		fprintf(stderr, "usage: nsk_echo server|client [--addr A] [--port P] "
 				"[--style blocking|poll|select|epoll] [--bytes N] [--seed S] "
-				"[--chunk C] [--conns N] [--linger-ms M]\n");
+				"[--chunk C] [--conns N] [--linger-ms M] [--rate-mbs R]\n");
 		return 2;
 	}
 	o.server = !strcmp(argv[1], "server");
@@ -439,6 +458,8 @@ int main(int argc, char **argv)
 			o.conns = atoi(v);
 		else if (!strcmp(a, "--linger-ms"))
 			o.linger_ms = atoi(v);
+		else if (!strcmp(a, "--rate-mbs"))
+			o.rate_mbs = atof(v);
 		else if (!strcmp(a, "--style")) {
 			for (int s = 0; s < 4; s++)
 				if (!strcmp(v, style_names[s]))
@@ -451,5 +472,9 @@ int main(int argc, char **argv)
 	}
 	if (o.chunk == 0)
 		o.chunk = 1;
+	if (o.rate_mbs > 0 && o.style != BLOCKING) {
+		fprintf(stderr, "nsk_echo: --rate-mbs needs --style blocking\n");
+		return 2;
+	}
 	return o.server ? run_server(&o) : run_client(&o);
 }
