@@ -13,12 +13,10 @@
 #   4. kill -9 of the server: a leave event, and after the agent's pass its registry entry,
 #      table and rendezvous socket are gone; the client's end is a leave too;
 #   5. SIGTERM: the agent exits 0 with a stop event;
-#   6. end to end (only once the library exports nearsock_evacuate, else skipped with the
-#      reason): a paced echo transfer; `evacuate --all --wait 5` exits 0 and every connection
+#   6. end to end: a paced echo transfer; `evacuate --all --wait 5` exits 0 and every connection
 #      end is off the ring with its switch count grown; TCP carries data meanwhile;
 #      `attach --all --wait 5` exits 0 and every end is back on the ring; every byte echoed
 #      exactly.
-# Tests nearsock_evacuate is not yet exported: NSK_AGENT_E2E=1 forces part 6.
 . "$(dirname "$0")/lib.sh"
 
 AGENT=$B/nearsockd
@@ -161,12 +159,7 @@ grep -q '"event": "stop", .*"signal": 15' "$T/agent.out" || fail "no stop event"
 echo "agent events:"
 cat "$T/agent.out"
 
-# ---- 6. end to end: connections really move (needs the library's switching)
-# (NSK_AGENT_E2E=1 runs it regardless: to see what fails while the library is being built.)
-if [ -z "${NSK_AGENT_E2E:-}" ] && ! nm -D "$LIB" 2>/dev/null | grep -q nearsock_evacuate; then
-	echo "SKIP (end-to-end part only): $LIB does not export nearsock_evacuate yet: live switching is not in the library"
-	finish
-fi
+# ---- 6. end to end: connections really move
 D2=$(new_domain)
 BYTES=250000000 # 10 s at 25 MB/s: outlasts both waits
 bg "$T/srv2.out" "$T/srv2.err" env NEARSOCK_DIR="$D2" "$NSK" run -- "$ECHO" server --port 0 --conns 1
