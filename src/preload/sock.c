@@ -1185,7 +1185,7 @@ static void switch_tx_locked(struct nsk_sock *s)
 	uint32_t e = nsk_load32(&me->epoch);
 	if ((e & 1) || conn_want_tcp(s) || !peer_caught_up(s, e))
 		return; /* (odd: our own record disagrees with tx_switched; leave it alone) */
-	me->switch_at = CGET(c->tx_tcp);
+	nsk_store64(&me->switch_at, CGET(c->tx_tcp));
 	xlock(&c->ctllock);
 	/* Release pairs with the peer's acquire of `epoch` in peer_switch(): switch_at is
 	 * visible first. The marker byte below is sent after, so the peer sees the switch point
@@ -1236,7 +1236,7 @@ static void evacuate_tx_locked(struct nsk_sock *s)
 	if (s->agg)
 		nsk_agg_flush(s->agg); /* no delayed wake-up of the ring after this */
 	xlock(&c->ctllock);
-	me->ring_stop = nsk_load64(&s->chan.tx.ctl->tail);
+	nsk_store64(&me->ring_stop, nsk_load64(&s->chan.tx.ctl->tail));
 	/* Release pairs with the peer's acquire of `epoch` in peer_epoch(): the ring stop and
 	 * every ring byte before it are visible first. */
 	nsk_store32_release(&me->epoch, e + 1);
@@ -1250,7 +1250,7 @@ static void evacuate_tx_locked(struct nsk_sock *s)
 	if (r < 0)
 		nsk_log(NSK_LOG_DEBUG, "fd %d: switch-back marker not sent (%s)", s->fd, strerror(-r));
 	nsk_log(NSK_LOG_DEBUG, "fd %d: tx switched back to TCP after %llu ring bytes (epoch %u)",
-		s->fd, (unsigned long long)me->ring_stop, e + 1);
+		s->fd, (unsigned long long)nsk_load64(&me->ring_stop), e + 1);
 }
 
 int nsk_sock_pin_tcp(struct nsk_sock *s, int tcp)

@@ -85,6 +85,11 @@ nsk_integ_test(udp_echo_poll 60 udp_echo.sh poll 300000)
 nsk_integ_test(udp_echo_select 60 udp_echo.sh select 200000 0)
 nsk_integ_test(udp_features 60 udp_features.sh)
 nsk_integ_test(udp_netns 60 udp_netns.sh)
-# The host agent nearsockd and nearsock evacuate/attach/metrics (issue 5); the end-to-end
-# switching part skips itself until the library exports nearsock_evacuate.
+# The host agent nearsockd and nearsock evacuate/attach/metrics (issue 5), end to end.
 nsk_integ_test(agent 60 agent.sh)
+# Live switching under load (issue 5): random evacuate/attach every few ms during checked
+# bidirectional transfers, with SIGKILLs; the long chaos version is label stress.
+nsk_integ_test(agile 180 agile.sh quick)
+add_test(NAME stress_chaos COMMAND bash ${NSK_INTEG_DIR}/agile.sh chaos)
+set_tests_properties(stress_chaos PROPERTIES LABELS stress TIMEOUT 1800 SKIP_RETURN_CODE 77
+                     ENVIRONMENT "NSK_BUILD=${CMAKE_BINARY_DIR}")
