@@ -515,7 +515,9 @@ static void fork_child_visit(int fd, void *obj, void *arg)
 void nsk_sock_fork_child(void)
 {
 	nsk_g.pid = getpid();
-	pthread_mutex_init(&nsk_g.lock, NULL);
+	/* The forking thread is the child's only thread and owns the lock taken in prepare:
+	 * unlocked, not re-initialised (a locked mutex re-initialised stays locked for TSan). */
+	pthread_mutex_unlock(&nsk_g.lock);
 	if (nsk_g.domain_state <= 0)
 		return;
 	nsk_g.start_time = nsk_proc_start_time(nsk_g.pid);
@@ -1472,10 +1474,12 @@ static void offer(struct nsk_sock *s)
 		}
 	}
 	uint64_t seg = NSK_CHAN_DATA_OFF + 2 * nsk_g.ring_size;
-	int memfd = nsk_g.mem_budget ? nsk_budget_charge(&nsk_g.dom, &nsk_g.tab, seg, nsk_g.mem_budget)
-				     : 0;
+	/* Our own NEARSOCK_MEM_BUDGET, else the one the agent set for the domain. */
+	uint64_t budget = nsk_g.mem_budget ? nsk_g.mem_budget
+					   : nsk_load64(&nsk_g.dom.reg.hdr->mem_budget);
+	int memfd = budget ? nsk_budget_charge(&nsk_g.dom, &nsk_g.tab, seg, budget) : 0;
 	if (memfd == 0) {
-		nsk_store64(&c->charged, nsk_g.mem_budget ? seg : 0);
+		nsk_store64(&c->charged, budget ? seg : 0);
 		memfd = nsk_chan_create(&s->chan, nsk_g.ring_size);
 	}
 	if (memfd >= 0) {

@@ -166,4 +166,26 @@ for p in "${SRVS[@]}"; do wait_pid "$p" 10; done
 used=$("$NSK" status --json --dir "$D" | sed -n 's/.*"mem_used": \([0-9]*\).*/\1/p')
 [ "$used" = 0 ] || fail "budget: mem_used $used after every channel closed"
 ok "budget: third channel refused and counted; shares given back on close and reclaimed after SIGKILL"
+
+# 5. The domain's budget set by the agent (nearsockd --mem-budget), no NEARSOCK_MEM_BUDGET in
+# the processes: 1.5 MiB holds one 1 MiB channel, not two.
+D=$(new_domain)
+"$B/nearsockd" --dir "$D" --once --mem-budget 1536K >/dev/null 2>&1 || fail "agent budget: nearsockd --once failed"
+server asrv1 "$D" 1 || fail "agent budget: server 1 did not start"
+A1=$SRV
+bg "$T/ahold.out" "$T/ahold.err" env NEARSOCK_DIR="$D" "$NSK" run -- "$EX" client "$PORT" hold "$T/arelease"
+AHOLD=$LAST_PID
+for i in $(seq 500); do grep -q '"ok"' "$T/ahold.out" 2>/dev/null && break; sleep 0.02; done
+R=$(line_of "$T/ahold.out" '"ok"')
+[ "$(jget mode "$R")" = 2 ] || fail "agent budget: the first channel was refused: $R"
+server asrv2 "$D" 1 || fail "agent budget: server 2 did not start"
+A2=$SRV
+client abudget2 "$D" plain
+[ "$(jget ok "$R")" = 1 ] && [ "$(jget mode "$R")" = 3 ] || fail "agent budget: second connection: $R"
+[ "$(jget fb_budget "$R")" = 1 ] || fail "agent budget: refusal not counted: $R"
+touch "$T/arelease"
+wait_pid "$AHOLD" 10
+wait_pid "$A1" 10
+wait_pid "$A2" 10
+ok "agent budget: the domain's budget (set by nearsockd) refused the second channel"
 finish
