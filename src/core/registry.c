@@ -179,6 +179,24 @@ void nsk_registry_mark_dead(struct nsk_registry *r, int slot, uint32_t state)
 static int insert_tmpl(struct nsk_registry *r, const struct nsk_reg_key *k,
 		       const struct nsk_reg_entry *tmpl, pid_t pid, uint64_t start_time);
 
+int nsk_registry_lookup_foreign(struct nsk_registry *r, const struct nsk_reg_key *k,
+				struct nsk_reg_entry *out)
+{
+	for (uint32_t slot = 0; slot < r->nslots; slot++) {
+		uint32_t s = nsk_load32_acquire(&r->e[slot].state);
+		if (NSK_RE_KIND(s) != NSK_RE_VALID)
+			continue;
+		struct nsk_reg_entry tmp;
+		if (!nsk_registry_read(r, (int)slot, &tmp) || tmp.port != k->port ||
+		    tmp.netns == k->netns || (tmp.flags & NSK_RE_UDP) || tmp.family != k->family ||
+		    is_wildcard(tmp.addr) || memcmp(tmp.addr, k->addr, 16) != 0 || tmp.closed_ns)
+			continue;
+		*out = tmp;
+		return (int)slot;
+	}
+	return -1;
+}
+
 int nsk_registry_insert(struct nsk_registry *r, const struct nsk_reg_key *k, pid_t pid,
 			uint64_t start_time, const char *rv)
 {

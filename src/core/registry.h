@@ -62,4 +62,11 @@ int nsk_registry_read(struct nsk_registry *r, int slot, struct nsk_reg_entry *ou
 /* nsk_registry_hash - probe start for a key (exposed for tests). */
 uint32_t nsk_registry_hash(uint16_t port, uint64_t netns, uint32_t nslots);
 
+/* nsk_registry_lookup_foreign - a TCP listener in another network namespace bound to exactly
+ * the destination @k (a process group in its own namespace on this host, reached through a
+ * veth: a co-resident "VM"). Wildcard binds never match across namespaces. Scans the whole
+ * table: callers look only when hdr->exact_binds says such listeners exist. */
+int nsk_registry_lookup_foreign(struct nsk_registry *r, const struct nsk_reg_key *k,
+				struct nsk_reg_entry *out);
+
 #endif

@@ -688,6 +688,19 @@ static int is_loopback(uint16_t family, const uint8_t addr[16])
 	return memcmp(addr, lo6, 16) == 0;
 }
 
+static int is_wildcard_addr(const uint8_t addr[16])
+{
+	static const uint8_t zero[16];
+	return memcmp(addr, zero, 16) == 0;
+}
+
+/* Is the peer's end of this connection in our network namespace? (loopback, or our own
+ * address: the same stack). Otherwise it is behind a veth or on another host. */
+static int peer_in_our_netns(const struct nsk_conn *c)
+{
+	return is_loopback(c->family, c->raddr) || !memcmp(c->laddr, c->raddr, 16);
+}
+
 /* Fill the connection slot's local/remote addresses from the kernel socket. */
 static int fill_tuple(struct nsk_sock *s)
 {
@@ -820,6 +833,9 @@ void nsk_sock_listen(struct nsk_sock *s)
 	}
 	s->reg_slot = r;
 	s->reg_pid = (uint32_t)getpid();
+	if (!is_wildcard_addr(k.addr) && !is_loopback(k.family, k.addr))
+		atomic_fetch_add_explicit(NSK_A32(&nsk_g.dom.reg.hdr->exact_binds), 1,
+					  memory_order_relaxed); /* reachable from other namespaces */
 	pthread_mutex_lock(&nsk_g.lock);
 	listen_refs[r] = 1;
 	pthread_mutex_unlock(&nsk_g.lock);
@@ -1373,8 +1389,11 @@ void nsk_sock_accepted(struct nsk_sock *s, int reg_slot, const struct sockaddr *
 	/* A peer on another host (or another namespace) can never offer: plain TCP at once. */
 	uint16_t fam, port;
 	uint8_t addr[16];
+	/* ... unless the listener is bound to exactly one non-loopback address: clients in
+	 * other network namespaces of this host find it (nsk_registry_lookup_foreign). */
+	int exact = !is_wildcard_addr(nsk_g.dom.reg.e[reg_slot].addr);
 	if (norm_addr(peer, &fam, addr, &port) < 0 ||
-	    (!is_loopback(fam, addr) && (fill_tuple(s) < 0 || memcmp(s->conn->laddr, addr, 16)))) {
+	    (!is_loopback(fam, addr) && (fill_tuple(s) < 0 || (!exact && memcmp(s->conn->laddr, addr, 16))))) {
 		nsk_store32(&s->conn->mode, NSK_MODE_PLAIN);
 		return;
 	}
@@ -1443,6 +1462,11 @@ void nsk_sock_connected(struct nsk_sock *s)
 	int dst_local = is_loopback(k.family, k.addr) || !memcmp(c->raddr, c->laddr, 16);
 	struct nsk_reg_entry e;
 	int slot = nsk_registry_lookup(&nsk_g.dom.reg, &k, dst_local, &e);
+	/* Not in our namespace: a listener of this host in another one, bound to exactly this
+	 * address (its own veth address), is a co-resident peer too. The offer's tuple is
+	 * matched against the accepted connection, so a wrong guess only costs an offer. */
+	if (slot < 0 && !dst_local && nsk_load32(&nsk_g.dom.reg.hdr->exact_binds))
+		slot = nsk_registry_lookup_foreign(&nsk_g.dom.reg, &k, &e);
 	if (slot < 0 || nsk_rv_path(&nsk_g.dom, e.rv, s->offer_path, sizeof(s->offer_path)) < 0) {
 		/* no co-resident nearsock listener: TCP for good, at no further cost */
 		nsk_store32(&c->mode, NSK_MODE_PLAIN);
@@ -2231,7 +2255,7 @@ static int peer_gone(struct nsk_sock *s)
 		 * process still holds the peer's socket (at most every 50 ms). */
 		uint64_t now = nsk_now_ns();
 		/* last_diag_ns: a poller and a sender may both get here (relaxed: a rate limit) */
-		if (nsk_load32(&c->rx_crossed) || !s->tuple_ok ||
+		if (nsk_load32(&c->rx_crossed) || !s->tuple_ok || !peer_in_our_netns(c) ||
 		    now - __atomic_load_n(&s->last_diag_ns, __ATOMIC_RELAXED) < 50000000)
 			return 0;
 		__atomic_store_n(&s->last_diag_ns, now, __ATOMIC_RELAXED);

@@ -90,6 +90,8 @@ nsk_integ_test(agent 60 agent.sh)
 # Live switching under load (issue 5): random evacuate/attach every few ms during checked
 # bidirectional transfers, with SIGKILLs; the long chaos version is label stress.
 nsk_integ_test(agile 180 agile.sh quick)
+# Migration through network namespaces: evacuate, traffic over the veth, attach (issue 5).
+nsk_integ_test(migrate 90 migrate.sh)
 add_test(NAME stress_chaos COMMAND bash ${NSK_INTEG_DIR}/agile.sh chaos)
 set_tests_properties(stress_chaos PROPERTIES LABELS stress TIMEOUT 1800 SKIP_RETURN_CODE 77
                      ENVIRONMENT "NSK_BUILD=${CMAKE_BINARY_DIR}")
