@@ -311,6 +311,35 @@ static void test_netns(void)
 	reg_free(base);
 }
 
+/* Across namespaces only a listener bound to exactly the destination matches (a "VM" in its
+ * own namespace reached over a veth); wildcard binds, UDP inboxes and other ports never. */
+static void test_foreign(void)
+{
+	void *base = reg_alloc();
+	struct nsk_registry r;
+	reg_new(&r, base, NSK_REG_SLOTS);
+	struct nsk_reg_key wild = key4("0.0.0.0", 90, 2000), exact = key4("10.1.2.2", 91, 2000);
+	struct nsk_reg_key udp = key4("10.1.2.2", 92, 2000);
+	CHECK(nsk_registry_insert(&r, &wild, 20, 1, "w") >= 0);
+	int se = nsk_registry_insert(&r, &exact, 21, 1, "e");
+	CHECK(se >= 0);
+	CHECK(nsk_registry_insert_inbox(&r, &udp, 22, 1, 5, 7) >= 0);
+	struct nsk_reg_entry e;
+	struct nsk_reg_key d = key4("10.1.2.2", 91, 1000); /* from namespace 1000 */
+	CHECK_EQ(lookup(&r, &d, 0, NULL), -ENOENT);        /* not in our namespace */
+	CHECK_EQ(nsk_registry_lookup_foreign(&r, &d, &e), se);
+	CHECK_EQ(e.pid, 21);
+	d = key4("10.1.2.2", 90, 1000); /* the wildcard listener's port */
+	CHECK_EQ(nsk_registry_lookup_foreign(&r, &d, &e), -1);
+	d = key4("10.1.2.2", 92, 1000); /* a UDP inbox */
+	CHECK_EQ(nsk_registry_lookup_foreign(&r, &d, &e), -1);
+	d = key4("10.1.2.3", 91, 1000); /* another address */
+	CHECK_EQ(nsk_registry_lookup_foreign(&r, &d, &e), -1);
+	d = key4("10.1.2.2", 91, 2000); /* the listener's own namespace: the normal lookup */
+	CHECK_EQ(nsk_registry_lookup_foreign(&r, &d, &e), -1);
+	reg_free(base);
+}
+
 /* ---------------------------------------------------------------- remove / reuse ------ */
 
 static void test_remove_reinsert(void)
@@ -760,6 +789,7 @@ int main(void)
 	RUN(test_dual_stack);
 	RUN(test_exact_preferred);
 	RUN(test_netns);
+	RUN(test_foreign);
 	RUN(test_remove_reinsert);
 	RUN(test_full);
 	RUN(test_stale_reclaim);
