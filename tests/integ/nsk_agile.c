@@ -15,6 +15,9 @@
  * Styles: --style blocking (a sender and a receiver thread per connection and side) or
  * --style epoll (the server runs one non-blocking epoll loop for all its connections).
  *
+ * --measure-switch N instead measures what a switch costs: one 64-byte ping-pong
+ * connection, N cycles of evacuate and attach (see measure()).
+ *
  * Prints one JSON line per side; exit 0 when both are exact (and, with --need-switches, the
  * switches and both paths were really used), 1 otherwise, 2 for bad usage. Runs without the
  * library too (no switches then). */
@@ -51,6 +54,7 @@ static int epoll_style;
 static int kill_ms;
 static int max_hang_ms = 2000;
 static int need_switches;
+static int measure_switch; /* --measure-switch N: cost of a switch instead of the streams */
 
 static int (*p_evacuate)(int);
 static int (*p_attach)(int);
@@ -415,6 +419,91 @@ static int report(int n, int role, uint64_t t0, uint64_t kill_ns)
 	return ok;
 }
 
+/* ---- --measure-switch: what a switch costs on an idle ping-pong connection ---- */
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+static uint64_t median(uint64_t *v, int n)
+{
+	qsort(v, (size_t)n, sizeof(*v), cmp_u64);
+	return n ? v[n / 2] : 0;
+}
+
+static int exact_io(int fd, char *b, size_t n, int tx)
+{
+	size_t off = 0;
+	while (off < n) {
+		ssize_t r = tx ? send(fd, b + off, n - off, MSG_NOSIGNAL) : recv(fd, b + off, n - off, 0);
+		if (r <= 0)
+			return -1;
+		off += (size_t)r;
+	}
+	return 0;
+}
+
+static void echo_server(int fd)
+{
+	char b[64];
+	while (exact_io(fd, b, sizeof(b), 0) == 0 && exact_io(fd, b, sizeof(b), 1) == 0)
+		;
+}
+
+static uint64_t rtt(int fd)
+{
+	char b[64] = {1};
+	uint64_t t0 = now_ns();
+	if (exact_io(fd, b, sizeof(b), 1) < 0 || exact_io(fd, b, sizeof(b), 0) < 0)
+		return UINT64_MAX;
+	return now_ns() - t0;
+}
+
+/* Client side: N cycles of (ring round trips, evacuate + one round trip, TCP round trips,
+ * attach + one round trip). A switch's cost is the time from the call to the end of the
+ * first round trip on the new path (both directions switched: the peer follows on its next
+ * call), minus a round trip on that path. */
+static int measure(int fd, int n)
+{
+	enum { RT = 30 };
+	uint64_t *ring = calloc((size_t)n * RT, 8), *tcp = calloc((size_t)n * RT, 8);
+	uint64_t *ev = calloc((size_t)n, 8), *at = calloc((size_t)n, 8);
+	int nr = 0, nt = 0, bad = 0;
+	for (int i = 0; i < RT * 4; i++)
+		rtt(fd); /* warm up: upgrade, caches */
+	for (int c = 0; c < n; c++) {
+		for (int i = 0; i < RT; i++)
+			ring[nr++] = rtt(fd);
+		uint64_t t0 = now_ns();
+		p_evacuate(fd);
+		rtt(fd);
+		ev[c] = now_ns() - t0;
+		bad += p_path(fd) != 0;
+		for (int i = 0; i < RT; i++)
+			tcp[nt++] = rtt(fd);
+		t0 = now_ns();
+		p_attach(fd);
+		rtt(fd);
+		at[c] = now_ns() - t0;
+		bad += p_path(fd) != (NEARSOCK_TX_RING | NEARSOCK_RX_RING);
+	}
+	uint64_t mr = median(ring, nr), mt = median(tcp, nt), me = median(ev, n), ma = median(at, n);
+	struct nearsock_conn_stats st;
+	p_stats(fd, &st);
+	printf("{\"role\": \"switch-cost\", \"cycles\": %d, \"rtt_ring_us\": %.2f, \"rtt_tcp_us\": %.2f, "
+	       "\"evacuate_rtt_us\": %.2f, \"attach_rtt_us\": %.2f, \"evacuate_cost_us\": %.2f, "
+	       "\"attach_cost_us\": %.2f, \"switches\": %u, \"not_switched\": %d}\n",
+	       n, mr / 1e3, mt / 1e3, me / 1e3, ma / 1e3, ((double)me - (double)mt) / 1e3,
+	       ((double)ma - (double)mr) / 1e3, st.switches, bad);
+	free(ring);
+	free(tcp);
+	free(ev);
+	free(at);
+	return bad == 0;
+}
+
 static uint64_t parse_size(const char *s)
 {
 	char *end;
@@ -457,11 +546,15 @@ int main(int argc, char **argv)
 			kill_ms = atoi(v);
 		else if (!strcmp(a, "--max-hang-ms"))
 			max_hang_ms = atoi(v);
+		else if (!strcmp(a, "--measure-switch"))
+			measure_switch = atoi(v);
 		else {
 			fprintf(stderr, "nsk_agile: unknown option %s\n", a);
 			return 2;
 		}
 	}
+	if (measure_switch)
+		nconns = 1;
 	if (nconns < 1 || nconns > MAXC) {
 		fprintf(stderr, "nsk_agile: --conns must be 1..%d\n", MAXC);
 		return 2;
@@ -513,6 +606,10 @@ int main(int argc, char **argv)
 			conns[idx].role = 1;
 		}
 		close(lfd);
+		if (measure_switch) {
+			echo_server(conns[0].fd);
+			_exit(0);
+		}
 		uint64_t t0 = now_ns();
 		run_side(nconns, 1);
 		int ok = report(nconns, 1, t0, 0);
@@ -536,6 +633,17 @@ int main(int argc, char **argv)
 		}
 		conns[i].fd = fd;
 		conns[i].role = 0;
+	}
+	if (measure_switch) {
+		if (!p_evacuate || !p_path || !p_stats) {
+			fprintf(stderr, "nsk_agile: --measure-switch needs the library preloaded\n");
+			kill(child, SIGKILL);
+			return 2;
+		}
+		int ok = measure(conns[0].fd, measure_switch);
+		close(conns[0].fd);
+		waitpid(child, NULL, 0);
+		return ok ? 0 : 1;
 	}
 	uint64_t t0 = now_ns(), kill_ns = 0;
 	pthread_t killer;
