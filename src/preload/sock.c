@@ -1797,10 +1797,24 @@ static int drain_ctl(struct nsk_sock *s)
 	for (;;) {
 		uint64_t due = ctl_pending(s);
 		size_t want = due < sizeof(buf) ? (size_t)due : sizeof(buf);
-		/* Nothing due: look without taking (EOF, reset, or a marker left in place). */
-		ssize_t n = REAL(recv)(s->fd, buf, want ? want : 1, MSG_DONTWAIT | (want ? 0 : MSG_PEEK));
-		if (n > 0 && !want)
-			return changed; /* a marker (or a count not yet visible): not ours to take */
+		/* Nothing due: look without taking. What is there may be wake-ups whose count is
+		 * not visible yet (the peer counts after sending: it may be preempted in between,
+		 * and an edge-triggered waiter would never hear of them again), EOF, a reset, or
+		 * the switch-back marker: the wake-ups before the first marker are taken. */
+		ssize_t n = REAL(recv)(s->fd, buf, want ? want : sizeof(buf),
+				       MSG_DONTWAIT | (want ? 0 : MSG_PEEK));
+		if (n > 0 && !want) {
+			ssize_t i = 0;
+			while (i < n && buf[i] == NSK_CTL_WAKE)
+				i++;
+			if (i && REAL(recv)(s->fd, buf, (size_t)i, MSG_DONTWAIT) != i) {
+				mark_broken(s, "control bytes vanished");
+				return 1;
+			}
+			if (i)
+				nsk_add64(&s->conn->ctl_bytes, (uint64_t)i);
+			return changed | (i > 0); /* a marker stays for rx_back_locked() */
+		}
 		if (n > 0) {
 			nsk_add64(&s->conn->ctl_bytes, (uint64_t)n);
 			changed = 1;
