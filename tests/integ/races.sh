@@ -31,7 +31,8 @@
 #      simultaneous `evacuate PID --wait` both complete, then `attach --all --wait` does.
 #   6. The agent restarting mid-operation: nearsockd (20 ms interval) is SIGKILLed while
 #      `nearsock evacuate --all --wait` runs (and again during `attach --all --wait`) on two
-#      paced echo connections, and while a killed process's leftovers wait for collection;
+#      paced echo pairs; a server killed while no agent runs leaves leftovers to collect;
+#      an agent that died by itself before its SIGKILL (a crash) is a FAIL;
 #      it is restarted each time: the waits complete (exit 0), the new agent reports every
 #      live process as a join and collects the leftovers, status shows every end back on the
 #      ring, the echoes are exact, and after everything left `gc` empties the domain.
@@ -284,20 +285,22 @@ if case_on 5; then
 	bg "$T/c5cli.out" "$T/c5cli.err" env NEARSOCK_DIR="$D" "$NSK" run -- "$ECHO" client --port "$PORT" \
 		--bytes "$EB" --rate-mbs 20 --seed 5
 	CLI=$LAST_PID
+	# at_once VERB - VERB the three processes and the domain at the same instant
+	at_once()
+	{
+		local w=() p
+		for p in "$SRV" "$CLI" "$AGP" --all; do
+			"$NSK" "$1" "$p" --dir "$D" >/dev/null 2>&1 &
+			w+=($!)
+		done
+		wait "${w[@]}"
+	}
 	rounds=0
 	t0=$(now_ms)
 	while alive "$CLI" && [ $(($(now_ms) - t0)) -lt 3500 ]; do
-		"$NSK" evacuate "$SRV" --dir "$D" >/dev/null 2>&1 &
-		"$NSK" evacuate "$CLI" --dir "$D" >/dev/null 2>&1 &
-		"$NSK" evacuate "$AGP" --dir "$D" >/dev/null 2>&1 &
-		"$NSK" evacuate --all --dir "$D" >/dev/null 2>&1 &
-		wait
+		at_once evacuate
 		sleep 0.01
-		"$NSK" attach "$SRV" --dir "$D" >/dev/null 2>&1 &
-		"$NSK" attach "$CLI" --dir "$D" >/dev/null 2>&1 &
-		"$NSK" attach "$AGP" --dir "$D" >/dev/null 2>&1 &
-		"$NSK" attach --all --dir "$D" >/dev/null 2>&1 &
-		wait
+		at_once attach
 		sleep 0.01
 		rounds=$((rounds + 1))
 	done
@@ -347,14 +350,23 @@ if case_on 6; then
 		bg "$T/agent$NAG.out" "$T/agent$NAG.err" "$AGENT" --dir "$D" --interval 20 --json
 		AGP=$LAST_PID
 	}
+	# kill_agent - SIGKILL the running agent; a FAIL if it had died by itself (a crash).
+	kill_agent()
+	{
+		if ! alive "$AGP"; then
+			wait_pid "$AGP" 1
+			fail "6: agent $NAG (pid $AGP) CRASHED before its SIGKILL: exit status $? (135 = SIGBUS, 139 = SIGSEGV); stderr: $(head -3 "$T/agent$NAG.err")"
+		fi
+		kill -9 "$AGP" 2>/dev/null
+	}
 	joined() { grep -q "\"event\": \"join\".*\"pid\": $2\b" "$T/agent$1.out"; }
 	start_agent
-	EB=120000000 # 6 s at 20 MB/s
-	bg "$T/c6srv.out" "$T/c6srv.err" env NEARSOCK_DIR="$D" "$NSK" run -- "$ECHO" server --port 0 --conns 2
-	SRV=$LAST_PID
-	wait_listen "$T/c6srv.out" "$SRV" || fail "6: echo server did not start"
-	CLIS=()
+	EB=200000000 # 10 s at 20 MB/s
+	CLIS=() SRVS=()
 	for k in 1 2; do
+		bg "$T/c6srv$k.out" "$T/c6srv$k.err" env NEARSOCK_DIR="$D" "$NSK" run -- "$ECHO" server --port 0 --conns 1
+		SRVS+=("$LAST_PID")
+		wait_listen "$T/c6srv$k.out" "$LAST_PID" || fail "6: echo server $k did not start"
 		bg "$T/c6cli$k.out" "$T/c6cli$k.err" env NEARSOCK_DIR="$D" "$NSK" run -- "$ECHO" client \
 			--port "$PORT" --bytes "$EB" --rate-mbs 20 --seed $((60 + k))
 		CLIS+=("$LAST_PID")
@@ -363,7 +375,7 @@ if case_on 6; then
 	bg "$T/c6dead.out" "$T/c6dead.err" env NEARSOCK_DIR="$D" "$NSK" run -- "$ECHO" server --port 0 --conns 1
 	DEAD=$LAST_PID
 	wait_listen "$T/c6dead.out" "$DEAD" || fail "6: second server did not start"
-	for p in "$SRV" "${CLIS[@]}"; do
+	for p in "${SRVS[@]}" "${CLIS[@]}"; do
 		wait_until 5 joined 1 "$p" || fail "6: first agent saw no join of $p"
 	done
 	on_ring() { [ "$(status_conns "$D" | grep -c '"mode": "shm".*"tx_path": "ring"')" = 4 ]; }
@@ -371,22 +383,22 @@ if case_on 6; then
 	# Evacuate while the agent dies twice and comes back.
 	"$NSK" evacuate --all --wait 15 --dir "$D" >"$T/c6ev.out" 2>&1 &
 	EV=$!
-	kill -9 "$DEAD" # its leftovers wait for a (new) agent
 	sleep 0.0$((RANDOM % 9 + 1))
-	kill -9 "$AGP"
+	kill_agent
+	kill -9 "$DEAD" # no agent runs: its leftovers wait for a restarted one
 	start_agent
 	sleep 0.0$((RANDOM % 9 + 1))
-	kill -9 "$AGP"
+	kill_agent
 	start_agent
 	wait "$EV"
 	rc=$?
 	cat "$T/c6ev.out"
 	[ "$rc" = 0 ] && ok "6: evacuate --all --wait completed across two agent SIGKILLs" ||
 		fail "6: evacuate --all --wait exited $rc with the agent killed meanwhile"
-	for p in "$SRV" "${CLIS[@]}"; do
+	for p in "${SRVS[@]}" "${CLIS[@]}"; do
 		wait_until 5 joined "$NAG" "$p" || fail "6: restarted agent $NAG reported no join of live $p"
 	done
-	wait_until 5 grep -q "\"event\": \"gc\"" "$T/agent$NAG.out" "$T/agent$((NAG - 1)).out" ||
+	wait_until 5 grep -q "\"event\": \"gc\"" "$T/agent2.out" "$T/agent3.out" ||
 		fail "6: no restarted agent collected the killed server's leftovers"
 	wait_until 5 test ! -e "$D/proc-$DEAD" || fail "6: the killed server's table is still there"
 	ls "$D" | grep -q "^rv-$DEAD-" && fail "6: the killed server's rendezvous socket is still there"
@@ -397,14 +409,14 @@ if case_on 6; then
 	"$NSK" attach --all --wait 15 --dir "$D" >"$T/c6at.out" 2>&1 &
 	AT=$!
 	sleep 0.0$((RANDOM % 9 + 1))
-	kill -9 "$AGP"
+	kill_agent
 	start_agent
 	wait "$AT"
 	rc=$?
 	cat "$T/c6at.out"
 	[ "$rc" = 0 ] && ok "6: attach --all --wait completed across an agent SIGKILL" ||
 		fail "6: attach --all --wait exited $rc"
-	for p in "$SRV" "${CLIS[@]}"; do
+	for p in "${SRVS[@]}" "${CLIS[@]}"; do
 		wait_until 5 joined "$NAG" "$p" || fail "6: restarted agent $NAG reported no join of live $p"
 	done
 	st=$("$NSK" status --json --dir "$D")
@@ -420,11 +432,14 @@ if case_on 6; then
 			fail "6: client $((k + 1)) not exact (rc $rc): $C"
 		gt "$(jget tx_tcp "$C")" 0 || fail "6: client $((k + 1)) never sent over TCP"
 	done
-	wait_pid "$SRV" 10 || fail "6: echo server exited $?"
-	for p in "$SRV" "${CLIS[@]}"; do
+	for p in "${SRVS[@]}"; do
+		wait_pid "$p" 10 || fail "6: echo server $p exited $?"
+	done
+	for p in "${SRVS[@]}" "${CLIS[@]}"; do
 		wait_until 5 grep -q "\"event\": \"leave\".*\"pid\": $p\b" "$T/agent$NAG.out" ||
 			fail "6: agent $NAG reported no leave of $p"
 	done
+	alive "$AGP" || kill_agent
 	kill -TERM "$AGP"
 	wait_pid "$AGP" 5 || fail "6: the last agent did not exit 0 on SIGTERM"
 	echo "6: $((NAG - 1)) agent SIGKILLs, $NAG agents; events of the last one:"
