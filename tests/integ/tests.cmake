@@ -95,3 +95,12 @@ nsk_integ_test(migrate 90 migrate.sh)
 add_test(NAME stress_chaos COMMAND bash ${NSK_INTEG_DIR}/agile.sh chaos)
 set_tests_properties(stress_chaos PROPERTIES LABELS stress TIMEOUT 1800 SKIP_RETURN_CODE 77
                      ENVIRONMENT "NSK_BUILD=${CMAKE_BINARY_DIR}")
+# Races (issue 5, survey Table IV): endpoint added/removed during establishment, pending
+# data and tear-down; evacuation racing with close; two evacuations at once; the agent
+# restarting mid-operation. nsk_races is its helper (pending data, tear-down, close races).
+if(EXISTS ${NSK_INTEG_DIR}/nsk_races.c)
+  add_executable(nsk_races ${NSK_INTEG_DIR}/nsk_races.c)
+  target_include_directories(nsk_races PRIVATE ${CMAKE_SOURCE_DIR}/include ${CMAKE_SOURCE_DIR}/src)
+  target_link_libraries(nsk_races PRIVATE pthread dl)
+endif()
+nsk_integ_test(races 120 races.sh)
