@@ -150,6 +150,8 @@ static int do_accept(int fd, struct sockaddr *sa, socklen_t *len, int flags)
 	socklen_t plen = sizeof(peer);
 	int nfd = REAL(accept4)(fd, (struct sockaddr *)&peer, &plen, flags);
 	int e = errno;
+	if (ls->reg_slot >= 0)
+		nsk_sock_expire_offers(); /* offers of connections gone before their claim */
 	if (nfd >= 0) {
 		if (sa && len) {
 			memcpy(sa, &peer, plen < *len ? plen : *len);
@@ -190,6 +192,8 @@ int close(int fd)
 		return REAL(close)(fd);
 	int saved = errno;
 	nsk_sock_before_close(s);
+	if (s->kind == NSK_CK_CLIENT || s->kind == NSK_CK_SERVER)
+		nsk_sock_closing(s, fd);
 	nsk_fd_set(fd, NULL);
 	errno = saved;
 	/* The kernel close first: when we then wake the peer, our FIN is already there. */
@@ -279,6 +283,8 @@ static void before_replace(int oldfd, int newfd)
 	if (s) {
 		int saved = errno;
 		nsk_sock_before_close(s);
+		if (s->kind == NSK_CK_CLIENT || s->kind == NSK_CK_SERVER)
+			nsk_sock_closing(s, newfd);
 		errno = saved;
 		nsk_sock_leave(s);
 	}

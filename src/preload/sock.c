@@ -984,12 +984,22 @@ void nsk_sock_exec_requeue(void)
 
 
 /* Pull every queued offer into the pending table. Caller holds nsk_g.lock. */
-static void drain_offers_locked(void)
+/* Has the client given up on this offer (its connection closed or its deadline passed
+ * before anyone claimed it)? Read from the segment's header without mapping it. */
+static int offer_withdrawn(int memfd)
+{
+	uint32_t st = 0;
+	return pread(memfd, &st, sizeof(st), offsetof(struct nsk_chan_hdr, state)) == sizeof(st) &&
+	       st == NSK_CH_WITHDRAWN;
+}
+
+/* Drop pending offers nobody will claim: withdrawn by their client, or older than twice the
+ * offer timeout. Caller holds nsk_g.lock. */
+static void expire_offers_locked(void)
 {
 	uint64_t now = nsk_now_ns();
-	/* expire old ones first */
 	for (int i = 0; i < npend;) {
-		if (now - pend[i].t > 2 * nsk_g.offer_timeout_ns) {
+		if (now - pend[i].t > 2 * nsk_g.offer_timeout_ns || offer_withdrawn(pend[i].memfd)) {
 			REAL(close)(pend[i].memfd);
 			pend[i] = pend[npend - 1];
 			NPEND_SET(npend - 1);
@@ -998,6 +1008,21 @@ static void drain_offers_locked(void)
 			i++;
 		}
 	}
+}
+
+void nsk_sock_expire_offers(void)
+{
+	if (!__atomic_load_n(&npend, __ATOMIC_RELAXED))
+		return;
+	pthread_mutex_lock(&nsk_g.lock);
+	expire_offers_locked();
+	pthread_mutex_unlock(&nsk_g.lock);
+}
+
+static void drain_offers_locked(void)
+{
+	uint64_t now = nsk_now_ns();
+	expire_offers_locked();
 	if (nsk_g.rv_fd < 0)
 		return;
 	uint64_t requeued[32];
@@ -1118,7 +1143,7 @@ static int send_ctl_byte(struct nsk_sock *s)
 	struct nsk_conn *c = s->conn;
 	int r = 0;
 	xlock(&c->ctllock);
-	if (nsk_load32(&c->tx_switched)) {
+	if (nsk_load32(&c->tx_switched) && !atomic_load(&s->closing)) {
 		r = REAL(send)(s->fd, &ctl_byte, 1, MSG_DONTWAIT | MSG_NOSIGNAL) == 1 ? 1 : -1;
 		if (r == 1)
 			nsk_store64(&side_me(s)->ctl_sent, nsk_load64(&side_me(s)->ctl_sent) + 1);
@@ -1201,10 +1226,14 @@ static void switch_tx_locked(struct nsk_sock *s)
 		return;
 	struct nsk_chan_side *me = side_me(s);
 	uint32_t e = nsk_load32(&me->epoch);
-	if ((e & 1) || conn_want_tcp(s) || !peer_caught_up(s, e))
+	if ((e & 1) || conn_want_tcp(s) || !peer_caught_up(s, e) || atomic_load(&s->closing))
 		return; /* (odd: our own record disagrees with tx_switched; leave it alone) */
 	nsk_store64(&me->switch_at, CGET(c->tx_tcp));
 	xlock(&c->ctllock);
+	if (atomic_load(&s->closing)) { /* our fd number may belong to another socket now */
+		xunlock(&c->ctllock);
+		return;
+	}
 	/* Release pairs with the peer's acquire of `epoch` in peer_switch(): switch_at is
 	 * visible first. The marker byte below is sent after, so the peer sees the switch point
 	 * before any byte past it. */
@@ -1254,6 +1283,10 @@ static void evacuate_tx_locked(struct nsk_sock *s)
 	if (s->agg)
 		nsk_agg_flush(s->agg); /* no delayed wake-up of the ring after this */
 	xlock(&c->ctllock);
+	if (atomic_load(&s->closing)) { /* our fd number may belong to another socket now */
+		xunlock(&c->ctllock);
+		return;
+	}
 	nsk_store64(&me->ring_stop, nsk_load64(&s->chan.tx.ctl->tail));
 	/* Release pairs with the peer's acquire of `epoch` in peer_epoch(): the ring stop and
 	 * every ring byte before it are visible first. */
@@ -1747,7 +1780,10 @@ static int rx_back_locked(struct nsk_sock *s)
 			return 2; /* wake-ups sent before the marker still on their way */
 	}
 	char m;
-	ssize_t n = REAL(recv)(s->fd, &m, 1, MSG_DONTWAIT);
+	ssize_t n;
+	/* (wake-ups whose count is not visible yet may still come before the marker) */
+	while ((n = REAL(recv)(s->fd, &m, 1, MSG_DONTWAIT)) == 1 && m == NSK_CTL_WAKE)
+		nsk_add64(&c->ctl_bytes, 1);
 	if (n == 0) {
 		nsk_store32(&c->tcp_eof, 1); /* closed without its marker: a killed peer */
 		return 0;
@@ -1771,8 +1807,12 @@ static int rx_back_try(struct nsk_sock *s)
 {
 	struct nsk_conn *c = s->conn;
 	if (!nsk_load32(&c->rx_crossed) || peer_epoch(s) <= my_rx_epoch(s) ||
-	    nsk_ring_used(&s->chan.rx) != 0 || !xtrylock(&c->rxlock))
+	    nsk_ring_used(&s->chan.rx) != 0 || atomic_load(&s->closing) || !xtrylock(&c->rxlock))
 		return 0;
+	if (atomic_load(&s->closing)) {
+		xunlock(&c->rxlock);
+		return 0;
+	}
 	int r = rx_back_locked(s);
 	xunlock(&c->rxlock);
 	return r;
@@ -1838,8 +1878,12 @@ static int drain_ctl(struct nsk_sock *s)
 /* drain_ctl for callers without rxlock (readiness, close): skipped if a reader holds it. */
 static int drain_ctl_try(struct nsk_sock *s)
 {
-	if (!xtrylock(&s->conn->rxlock))
+	if (atomic_load(&s->closing) || !xtrylock(&s->conn->rxlock))
 		return 0;
+	if (atomic_load(&s->closing)) {
+		xunlock(&s->conn->rxlock);
+		return 0;
+	}
 	int r = drain_ctl(s);
 	xunlock(&s->conn->rxlock);
 	return r;
@@ -2070,6 +2114,9 @@ ssize_t nsk_sock_recv(struct nsk_sock *s, const struct iovec *iov, int iovcnt, i
 			uint64_t at = 0;
 			int known = peer_switch(s, &at);
 			size_t lim = nsk_sp_limit(CGET(c->rx_tcp), known, at, total - got);
+			if (lim == 0)
+				continue; /* the switch point was published meanwhile: cross it (a
+					   * zero-length read would look like EOF) */
 			/* Build an iovec view of the remaining buffer limited to lim bytes. */
 			struct iovec view[64];
 			int nv = 0;
@@ -2603,6 +2650,51 @@ void nsk_sock_kernel_event(struct nsk_sock *s, int revents)
 		return nsk_udp_kernel_event(s, revents);
 	if ((revents & (POLLIN | POLLHUP | POLLERR | POLLRDHUP)) && chan_ok(s) && rx_crossed(s))
 		drain_ctl_try(s);
+}
+
+struct other_fd {
+	struct nsk_sock *s;
+	int skip, found;
+};
+
+static void find_other_fd(int fd, void *obj, void *arg)
+{
+	struct other_fd *o = arg;
+	if (obj == o->s && fd != o->skip && o->found < 0)
+		o->found = fd;
+}
+
+void nsk_sock_closing(struct nsk_sock *s, int fd)
+{
+	struct nsk_conn *c = s->conn;
+	if (atomic_load(&s->refs) > 1) {
+		/* Another descriptor stays open (dup): control bytes go through it. */
+		struct other_fd o = {.s = s, .skip = fd, .found = -1};
+		if (s->fd == fd) {
+			nsk_fdmap_foreach(&nsk_socks, find_other_fd, &o);
+			if (o.found >= 0) {
+				xlock(&c->ctllock);
+				s->fd = o.found;
+				xunlock(&c->ctllock);
+			}
+		}
+		return;
+	}
+	/* The last one: after the kernel close the number may be the next socket's. Senders of
+	 * control bytes hold ctllock; readers of the kernel socket outside an application
+	 * call (readiness scans) hold rxlock briefly: wait for those. */
+	xlock(&c->ctllock);
+	atomic_store(&s->closing, 1);
+	xunlock(&c->ctllock);
+	for (int i = 0; i < 1000; i++) {
+		if (xtrylock(&c->rxlock)) {
+			xunlock(&c->rxlock);
+			break;
+		}
+		/* (an application thread blocked in recv on this socket may hold it: not waited
+		 * for, it reads its own socket) */
+		nsk_cpu_relax();
+	}
 }
 
 void nsk_sock_before_close(struct nsk_sock *s)

@@ -88,12 +88,23 @@ struct nsk_sock {
 	struct nsk_udp *udp;   /* UDP sockets (kind NSK_CK_UDP): see udp.c */
 	struct nsk_agg *agg;   /* packet aggregation of wake-ups for small writes (agg.c) */
 	int pin_tcp;           /* nearsock_evacuate(fd): this socket wants TCP (live switching) */
+	atomic_int closing;    /* the last fd is being closed: its number may be reused at once,
+				* so no byte is sent or read on s->fd any more (set under ctllock) */
 	struct nsk_sock *next_free;
 };
+
+/* nsk_sock_closing - @fd, one of @s's descriptors, is about to be closed: if it is the
+ * last one, the library stops using the number (it may be reused by the next socket at
+ * once); otherwise control bytes go through another of its descriptors from now on. */
+void nsk_sock_closing(struct nsk_sock *s, int fd);
 
 /* nsk_sock_pin_tcp - nearsock_evacuate (@tcp 1) / nearsock_attach (0) for socket @s: its
  * connection's wish, followed at once where possible. 0 or -EOPNOTSUPP (not a connection). */
 int nsk_sock_pin_tcp(struct nsk_sock *s, int tcp);
+
+/* nsk_sock_expire_offers - drop pending offers nobody will claim (withdrawn, or too old):
+ * called at every accept on a registered listener, so their segments are not kept. */
+void nsk_sock_expire_offers(void);
 
 /* Logging to stderr, rate-limited by level. */
 void nsk_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -509,8 +509,15 @@ static void rx_all(int fd, uint64_t key, uint64_t expect, struct result *res)
 		uint64_t room = expect - res->rcvd;
 		long b = check(buf, key, res->rcvd, (size_t)n < room ? (size_t)n : (size_t)room);
 		if (b >= 0 || (uint64_t)n > room) {
-			if (res->bad_at < 0)
+			if (res->bad_at < 0) {
 				res->bad_at = (long)res->rcvd + (b >= 0 ? b : (long)room);
+				long at = b >= 0 ? b : (long)room;
+				fprintf(stderr, "nsk_races: pid %d fd %d: wrong byte at %ld of %llu (read of %zd): "
+					"got 0x%02x%s, expected %llu bytes in all\n", (int)getpid(), fd,
+					res->bad_at, (unsigned long long)res->rcvd, n,
+					at < n ? buf[at] : 0, b >= 0 ? "" : " (past the end)",
+					(unsigned long long)expect);
+			}
 			break;
 		}
 		res->rcvd += (uint64_t)n;
@@ -546,6 +553,15 @@ static void run_conn(int fd, const struct hdr *h, int server, struct result *res
 		res->err = j.err;
 	if (res->rcvd != rxn && !res->err && res->bad_at < 0)
 		res->bad_at = (long)res->rcvd; /* early EOF */
+	if (res->rcvd != rxn || res->err || res->bad_at >= 0) {
+		fprintf(stderr, "nsk_races: pid %d fd %d conn %u: ended after %llu of %llu bytes, "
+			"sent %llu of %llu, err %d "
+			"(switches %u, tx_shm %llu, rx_shm %llu, tx_tcp %llu, rx_tcp %llu)\n",
+			(int)getpid(), fd, h->idx, (unsigned long long)res->rcvd, (unsigned long long)rxn,
+			(unsigned long long)j.sent, (unsigned long long)txn, res->err, st.switches, (unsigned long long)st.tx_shm_bytes,
+			(unsigned long long)st.rx_shm_bytes, (unsigned long long)st.tx_tcp_bytes,
+			(unsigned long long)st.rx_tcp_bytes);
+	}
 	if (h->flags & F_PIN_EVAC)
 		pin_call(fd, 1);
 	close(fd);
