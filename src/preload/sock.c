@@ -399,17 +399,19 @@ static atomic_int nkept;
 
 static void keep_limits(int *base, int *limit)
 {
-	static int b, l;
-	if (!b) {
+	static int b, l; /* computed once; threads may race to do it (same values) */
+	int nb = __atomic_load_n(&b, __ATOMIC_ACQUIRE);
+	if (!nb) {
 		struct rlimit rl;
 		rlim_t cur = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? rl.rlim_cur : 1024;
 		if (cur == RLIM_INFINITY || cur > (1u << 20))
 			cur = 1u << 20;
-		l = (int)(cur / 4);
-		b = (int)(cur / 2) > 64 ? (int)(cur / 2) : 64;
+		__atomic_store_n(&l, (int)(cur / 4), __ATOMIC_RELAXED);
+		nb = (int)(cur / 2) > 64 ? (int)(cur / 2) : 64;
+		__atomic_store_n(&b, nb, __ATOMIC_RELEASE); /* after l: pairs with the acquire */
 	}
-	*base = b;
-	*limit = l;
+	*base = nb;
+	*limit = __atomic_load_n(&l, __ATOMIC_RELAXED);
 }
 
 static void keep(struct nsk_sock *s, int memfd)
@@ -932,15 +934,18 @@ struct cand_match {
 
 static void cand_visit(int fd, void *obj, void *arg)
 {
-	(void)fd;
-	struct nsk_sock *s = obj;
 	struct cand_match *m = arg;
-	struct nsk_conn *c = s->conn;
-	if (m->found || !c || s->kind != NSK_CK_SERVER || !s->candidate)
+	if (m->found)
 		return;
-	if (c->family == m->o->family && c->rport == m->o->cport && c->lport == m->o->sport &&
-	    !memcmp(c->raddr, m->o->caddr, 16))
+	/* Pinned while looked at: another thread may be closing it (finalize). */
+	struct nsk_sock *s = nsk_sock_enter(fd);
+	if (!s)
+		return;
+	struct nsk_conn *c = s->conn;
+	if (s == obj && s->kind == NSK_CK_SERVER && s->candidate && c->family == m->o->family &&
+	    c->rport == m->o->cport && c->lport == m->o->sport && !memcmp(c->raddr, m->o->caddr, 16))
 		m->found = 1;
+	nsk_sock_leave(s);
 }
 
 /* Whether a connection of this process waits for offer @o (client address and port and our
@@ -1306,7 +1311,8 @@ static void evacuate_tx_locked(struct nsk_sock *s)
 
 int nsk_sock_pin_tcp(struct nsk_sock *s, int tcp)
 {
-	if (s->kind != NSK_CK_CLIENT && s->kind != NSK_CK_SERVER)
+	int kind = s->kind; /* (atomic: connect() may be setting it) */
+	if (kind != NSK_CK_CLIENT && kind != NSK_CK_SERVER)
 		return -EOPNOTSUPP;
 	__atomic_store_n(&s->pin_tcp, tcp ? 1 : 0, __ATOMIC_RELAXED);
 	nsk_sock_refresh(s);

@@ -52,7 +52,8 @@ struct nsk_sock {
 	atomic_int busy;  /* calls in progress that may touch the channel mapping */
 	int fd;           /* first fd (for logs and control bytes: any dup works) */
 	int family;
-	int kind;         /* enum nsk_conn_kind */
+	atomic_int kind;  /* enum nsk_conn_kind (atomic: set by connect/listen while other
+			   * threads may look: offers, nearsock_evacuate) */
 	int nonblock;     /* O_NONBLOCK as last set through our wrappers */
 	int app_nodelay;  /* TCP_NODELAY as the application last set it */
 	int app_cork;     /* TCP_CORK as the application last set it (a batching hint) */
@@ -73,7 +74,7 @@ struct nsk_sock {
 	uint64_t last_drain_ns; /* non-blocking readers: last look at the kernel socket */
 	uint64_t last_diag_ns;  /* last sock_diag look at the peer's socket (peer_gone) */
 	int connecting;        /* client: non-blocking connect in progress */
-	int candidate;         /* client: a local listener exists; offer when worth it */
+	atomic_int candidate;  /* client: a local listener exists; offer when worth it */
 	int tuple_ok;          /* conn->laddr/raddr are filled in */
 	atomic_int keep_memfd; /* the channel's memfd, kept (close-on-exec, high number) so that
 				* an exec can hand the connection to the new image; -1 if none */
