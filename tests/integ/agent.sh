@@ -41,18 +41,6 @@ prom_check()
 # prom_val FILE SERIES - the value of one sample (SERIES as written, labels included).
 prom_val() { awk -v s="$2" '$1 == s { print $2; exit }' "$1"; }
 
-# wait_until SECS CMD... - poll CMD every 50 ms until it succeeds; 1 if it never did.
-wait_until()
-{
-	local lim=$(($1 * 1000)) t0
-	shift
-	t0=$(now_ms)
-	until "$@"; do
-		[ $(($(now_ms) - t0)) -gt "$lim" ] && return 1
-		sleep 0.05
-	done
-}
-
 # status_proc DIR PID - the process line of `nearsock status --json`.
 status_proc() { "$NSK" status --json --dir "$1" | grep "\"pid\": $2, \"offers_sent\""; }
 # status_top DIR KEY - a top-level number of `nearsock status --json`.

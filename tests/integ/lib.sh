@@ -73,6 +73,18 @@ finish()
 # now_ms - monotonic-enough wall clock in milliseconds.
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 
+# wait_until SECS CMD... - poll CMD every 50 ms until it succeeds; 1 if it never did.
+wait_until()
+{
+	local lim=$(($1 * 1000)) t0
+	shift
+	t0=$(now_ms)
+	until "$@"; do
+		[ $(($(now_ms) - t0)) -gt "$lim" ] && return 1
+		sleep 0.05
+	done
+}
+
 # new_domain - a fresh private domain directory (mode 0700) inside the scratch directory.
 new_domain()
 {

@@ -51,6 +51,7 @@
 #include <unistd.h>
 
 #include "nearsock/nearsock.h"
+#include "stream.h"
 
 #define CHUNK (64 << 10)
 #define MAXW 64
@@ -60,37 +61,6 @@ static int (*p_attach)(int);
 static int (*p_stats)(int, struct nearsock_conn_stats *);
 static int (*p_path)(int);
 static uint64_t seed = 1;
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-/* The byte stream of (connection, direction): byte i depends on i alone (as nsk_agile). */
-static inline uint8_t stream_byte(uint64_t key, uint64_t i)
-{
-	uint64_t x = (i >> 3) * 0x9e3779b97f4a7c15ull ^ key;
-	x ^= x >> 31;
-	x *= 0xbf58476d1ce4e5b9ull;
-	x ^= x >> 29;
-	return (uint8_t)(x >> ((i & 7) * 8));
-}
-
-static void fill(uint8_t *b, uint64_t key, uint64_t off, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		b[i] = stream_byte(key, off + i);
-}
-
-static long check(const uint8_t *b, uint64_t key, uint64_t off, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		if (b[i] != stream_byte(key, off + i))
-			return (long)i;
-	return -1;
-}
 
 static uint64_t key_of(uint32_t conn, int dir)
 {

@@ -84,18 +84,6 @@ domain_empty()
 
 status_conns() { "$NSK" status --json --dir "$1" | grep '"role": "'; }
 
-# wait_until SECS CMD... - poll CMD every 50 ms until it succeeds; 1 if it never did.
-wait_until()
-{
-	local lim=$(($1 * 1000)) t0
-	shift
-	t0=$(now_ms)
-	until "$@"; do
-		[ $(($(now_ms) - t0)) -gt "$lim" ] && return 1
-		sleep 0.05
-	done
-}
-
 case_on() { [[ " $CASES " == *" $1 "* ]]; }
 T_START=$(now_ms)
 banner() { echo "---- case $1 ($(( ($(now_ms) - T_START) / 1000 )) s): $2"; }
