@@ -8,7 +8,15 @@
 
 S=$B/nsk_sem
 [ -x "$S" ] || skip "$S not built"
-for t in dup threads flags signals; do
+CASES="dup threads flags signals"
+# Under TSan a handler for an asynchronous signal runs only at the runtime's next safe point,
+# not inside the interrupted call: the signals case hung intermittently there (120 s, twice
+# in CI, never alone). It runs in the normal and the ASan+UBSan builds.
+if ldd "$LIB" 2>/dev/null | grep -q libtsan; then
+	CASES="dup threads flags"
+	echo "note: TSan build: the signals case is not run (signal delivery is deferred by TSan)"
+fi
+for t in $CASES; do
 	if ! timeout 120 "$S" "$t" --plain >"$T/$t.plain" 2>&1; then
 		fail "$t: fails without the library (test bug?): $(tail -2 "$T/$t.plain")"
 		continue
