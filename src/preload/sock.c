@@ -1361,6 +1361,14 @@ static void try_claim(struct nsk_sock *s)
 	struct ucred cred;
 	int memfd;
 	pthread_mutex_lock(&nsk_g.lock);
+	if (atomic_load(&s->closing)) {
+		/* Closed meanwhile (a call still holds the object): once the kernel socket is
+		 * gone a new connection may have the same addresses and ports, and its offer
+		 * would match — it is that socket's to claim, not this one's. (Closing is set
+		 * under nsk_g.lock: it cannot change while we take offers.) */
+		pthread_mutex_unlock(&nsk_g.lock);
+		return;
+	}
 	drain_offers_locked();
 	drained_seq[s->reg_slot] = seq;
 	for (;;) {
@@ -2689,9 +2697,11 @@ void nsk_sock_closing(struct nsk_sock *s, int fd)
 	/* The last one: after the kernel close the number may be the next socket's. Senders of
 	 * control bytes hold ctllock; readers of the kernel socket outside an application
 	 * call (readiness scans) hold rxlock briefly: wait for those. */
+	pthread_mutex_lock(&nsk_g.lock); /* excludes try_claim taking offers (see there) */
 	xlock(&c->ctllock);
 	atomic_store(&s->closing, 1);
 	xunlock(&c->ctllock);
+	pthread_mutex_unlock(&nsk_g.lock);
 	for (int i = 0; i < 1000; i++) {
 		if (xtrylock(&c->rxlock)) {
 			xunlock(&c->rxlock);
