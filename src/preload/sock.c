@@ -1815,18 +1815,28 @@ static int rx_back_locked(struct nsk_sock *s)
 	return 1;
 }
 
+/* rxlock for callers outside an application call on this socket (readiness scans, close):
+ * not taken if a reader holds it (it does the work), nor once the last fd is closing (the
+ * number may belong to another socket already). 1 if taken. */
+static int rx_trylock(struct nsk_sock *s)
+{
+	if (atomic_load(&s->closing) || !xtrylock(&s->conn->rxlock))
+		return 0;
+	if (atomic_load(&s->closing)) { /* set while we took it: nsk_sock_closing() waits */
+		xunlock(&s->conn->rxlock);
+		return 0;
+	}
+	return 1;
+}
+
 /* rx_back_locked for callers that do not hold rxlock: skipped if a reader is busy (it
  * will do it). */
 static int rx_back_try(struct nsk_sock *s)
 {
 	struct nsk_conn *c = s->conn;
 	if (!nsk_load32(&c->rx_crossed) || peer_epoch(s) <= my_rx_epoch(s) ||
-	    nsk_ring_used(&s->chan.rx) != 0 || atomic_load(&s->closing) || !xtrylock(&c->rxlock))
+	    nsk_ring_used(&s->chan.rx) != 0 || !rx_trylock(s))
 		return 0;
-	if (atomic_load(&s->closing)) {
-		xunlock(&c->rxlock);
-		return 0;
-	}
 	int r = rx_back_locked(s);
 	xunlock(&c->rxlock);
 	return r;
@@ -1892,12 +1902,8 @@ static int drain_ctl(struct nsk_sock *s)
 /* drain_ctl for callers without rxlock (readiness, close): skipped if a reader holds it. */
 static int drain_ctl_try(struct nsk_sock *s)
 {
-	if (atomic_load(&s->closing) || !xtrylock(&s->conn->rxlock))
+	if (!rx_trylock(s))
 		return 0;
-	if (atomic_load(&s->closing)) {
-		xunlock(&s->conn->rxlock);
-		return 0;
-	}
 	int r = drain_ctl(s);
 	xunlock(&s->conn->rxlock);
 	return r;
