@@ -2500,8 +2500,15 @@ int nsk_sock_shutdown(struct nsk_sock *s, int how)
 	struct nsk_conn *c = s->conn;
 	if (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR)
 		return -EINVAL;
+	int khow = how;
 	if (how != SHUT_RD) {
 		xlock(&c->txlock);
+		/* Our FIN goes through the ring if it can: the kernel socket's sending direction
+		 * must stay open while the peer's direction uses its ring, because our space
+		 * wake-ups travel there (a kernel FIN first would make them fail with EPIPE and
+		 * leave the peer's writer asleep: found with asyncio's write_eof). */
+		if (!nsk_load32(&c->tx_switched) && chan_ok(s) && !nsk_load32(&c->tx_shut))
+			switch_tx_locked(s);
 		if (nsk_load32(&c->tx_switched) && chan_ok(s)) {
 			/* Release pairs with the consumer's acquire of fin: all ring data first. */
 			nsk_store32_release(&s->chan.tx.ctl->fin, 1);
@@ -2509,13 +2516,15 @@ int nsk_sock_shutdown(struct nsk_sock *s, int how)
 			if (s->agg)
 				nsk_agg_flush(s->agg); /* the FIN is not delayed */
 			wake_after_write(s, SIZE_MAX);
+			/* The kernel FIN follows at the last close. */
+			khow = how == SHUT_WR ? -1 : SHUT_RD;
 		}
 		nsk_store32(&c->tx_shut, 1);
 		xunlock(&c->txlock);
 	}
 	if (how != SHUT_WR)
 		nsk_store32(&c->rx_shut, 1);
-	if (REAL(shutdown)(s->fd, how) < 0)
+	if (khow >= 0 && REAL(shutdown)(s->fd, khow) < 0)
 		return -errno;
 	if (how != SHUT_WR && chan_ok(s)) {
 		/* Wake our own sleepers: their recv returns 0 now. */
@@ -2562,9 +2571,13 @@ int nsk_sock_is_shm(struct nsk_sock *s)
 {
 	if (s->kind == NSK_CK_UDP)
 		return nsk_udp_is_shm(s);
-	/* Either direction on its ring (both back on TCP after an evacuation: not any more). */
+	/* Either direction on its ring (both back on TCP after an evacuation: not any more).
+	 * The receiving direction counts once every TCP byte before the peer's switch point was
+	 * read, even if the marker byte never came (it is sent without blocking and may find
+	 * the sender's socket buffer full): a waiter left on the kernel socket would sleep for
+	 * good, since nothing more arrives there. */
 	return chan_ok(s) && nsk_load32(&s->conn->mode) == NSK_MODE_SHM &&
-	       (nsk_load32(&s->conn->tx_switched) || nsk_load32(&s->conn->rx_crossed));
+	       (nsk_load32(&s->conn->tx_switched) || rx_crossed(s));
 }
 
 int nsk_sock_ready(struct nsk_sock *s, int want, int *kernel_ev, int *kernel_decides, int arm)

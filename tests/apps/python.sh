@@ -66,25 +66,29 @@ start_bg "$PY" "$PROGS/asyncio_echo.py" server "$P2"
 wait_port "$P"
 wait_port "$P2"
 N=8388608
-t0=$(date +%s%N)
-e_tcp=$("$PY" "$PROGS/asyncio_echo.py" client "$P2" 4 "$N" 7) || fail "asyncio client (plain) failed"
-t1=$(date +%s%N)
+# Three rounds (seeds): the hangs this test found were timing-dependent (limitation 3).
+tt=0 tn=0
 s0=$(snap)
-e_ns=$(tmo 30 ns "$PY" "$PROGS/asyncio_echo.py" client "$P" 4 "$N" 7) ||
-	fail "asyncio client under nearsock failed or hung ($?): both processes asleep in epoll_wait with bytes in a ring (lost wake-up)"
-t2=$(date +%s%N)
+for seed in 7 8 9; do
+	t0=$(date +%s%N)
+	e_tcp=$("$PY" "$PROGS/asyncio_echo.py" client "$P2" 4 "$N" "$seed") || fail "asyncio client (plain) failed"
+	t1=$(date +%s%N)
+	e_ns=$(tmo 30 ns "$PY" "$PROGS/asyncio_echo.py" client "$P" 4 "$N" "$seed") ||
+		fail "asyncio client under nearsock failed or hung ($?), seed $seed: both processes asleep in epoll_wait (lost wake-up)"
+	t2=$(date +%s%N)
+	echo "$e_ns" | awk -v n="$N" '$1 != $2 || $3 != n { bad = 1 } END { exit bad }' ||
+		fail "asyncio echo under nearsock, seed $seed: received bytes differ from those sent: $e_ns"
+	[ "$e_tcp" = "$e_ns" ] || fail "asyncio echo, seed $seed: plain [$e_tcp] and nearsock [$e_ns] differ"
+	[ "$(echo "$e_ns" | wc -l)" = 4 ] || fail "asyncio echo, seed $seed: expected 4 connections' results"
+	tt=$((tt + (t1 - t0) / 1000000)) tn=$((tn + (t2 - t1) / 1000000))
+done
 s1=$(snap)
 delta "$s0" "$s1"
-echo "$e_ns" | awk -v n="$N" '$1 != $2 || $3 != n { bad = 1 } END { exit bad }' ||
-	fail "asyncio echo under nearsock: received bytes differ from those sent: $e_ns"
-[ "$e_tcp" = "$e_ns" ] || fail "asyncio echo: plain [$e_tcp] and nearsock [$e_ns] differ"
-[ "$(echo "$e_ns" | wc -l)" = 4 ] || fail "asyncio echo: expected 4 connections' results"
-tt=$(((t1 - t0) / 1000000)) tn=$(((t2 - t1) / 1000000))
-echo "asyncio echo: 4 × 8 MiB byte-exact; plain ${tt} ms, nearsock ${tn} ms; $D"
-[ "$D_CLAIMS" -ge 4 ] || fail "asyncio echo: connections not upgraded (claims=$D_CLAIMS)"
+echo "asyncio echo: 3 rounds of 4 × 8 MiB byte-exact; plain ${tt} ms, nearsock ${tn} ms; $D"
+[ "$D_CLAIMS" -ge 12 ] || fail "asyncio echo: connections not upgraded (claims=$D_CLAIMS)"
 ge "$D_SHARE" 0.9 || fail "asyncio echo: only $D_SHARE of the bytes went through shared memory"
 still_alive "$SRV" "asyncio server"
-row "python3 asyncio streams" "$V" "echo, 4 connections × 8 MiB, chunks 1 B–64 KiB, sha256 compared" pass \
+row "python3 asyncio streams" "$V" "echo, 3 rounds of 4 connections × 8 MiB, chunks 1 B–64 KiB, sha256 compared" pass \
 	"$(ratio "$tt" "$tn")x (wall time)" "claims $D_CLAIMS, shm share $D_SHARE"
 ;;
 *)

@@ -2,9 +2,9 @@
 # Real programs from Debian under nearsock (label apps); one row each in docs/COMPATIBILITY.md.
 # Each script runs its workload plain and under nearsock and exits 0 / 1 / 77 (skip).
 #
-# Tests that assert the correct behaviour of a known limitation and fail today are DISABLED
-# (ctest lists them as "Not Run (Disabled)") unless -DNSK_APPS_KNOWN_FAILURES=ON; the reason
-# is in docs/COMPATIBILITY.md and next to each below.
+# A test of a known limitation that fails today would be registered DISABLED unless
+# -DNSK_APPS_KNOWN_FAILURES=ON, with the reason next to it and in docs/COMPATIBILITY.md.
+# None is at the moment.
 option(NSK_APPS_KNOWN_FAILURES "Also run app tests of known limitations (they fail today)" OFF)
 
 # nsk_app_test(NAME TIMEOUT SCRIPT [ARGS...])
@@ -31,13 +31,9 @@ nsk_app_test(nginx_prefork 120 nginx.sh prefork)
 # socat EXEC:cat,nofork: the accepted socket is inherited across exec by cat, which carries on
 # with the upgrade (NEARSOCK_INHERIT).
 nsk_app_test(socat_exec_nofork 60 socat.sh exec-nofork)
-# Known failure:
-# - asyncio streams echo: both sides end up asleep in epoll_wait with bytes in a ring (lost
-#   wake-up; reproduces with or without the epoll_switch fix).
+# asyncio streams echo (write_eof while the peer still echoes; EPOLLOUT-only waits): was a
+# known failure until the two wake-up bugs of COMPATIBILITY.md limitation 3 were fixed.
 nsk_app_test(python_asyncio 90 python.sh asyncio)
-if(NOT NSK_APPS_KNOWN_FAILURES)
-  set_tests_properties(app_python_asyncio PROPERTIES DISABLED TRUE)
-endif()
 # UDP (issue 6): sockperf's UDP modes and iperf3 -u under nearsock.
 nsk_app_test(udp_sockperf 180 udp_sockperf.sh)
 nsk_app_test(udp_iperf3 180 udp_iperf3.sh)
