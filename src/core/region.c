@@ -753,7 +753,8 @@ int nsk_region_offer_claim(struct nsk_region *rg, uint16_t family, const uint8_t
 		if (nsk_load64(&slot->state) != s || c.to_tag != me)
 			continue;
 		if (caddr && (c.family != family || c.cport != cport || c.sport != sport ||
-			      !addr_eq(family, c.caddr, caddr) || !addr_eq(family, c.saddr, saddr)))
+			      !addr_eq(family, c.caddr, caddr) ||
+			      (saddr && !addr_eq(family, c.saddr, saddr))))
 			continue;
 		if (!chan_range_ok(rg, c.chan_off, c.chan_size))
 			continue; /* malformed: its poster withdraws it in time */
@@ -841,6 +842,15 @@ int nsk_region_offer_release(struct nsk_region *rg, const struct nsk_region_offe
 			return 0;
 	}
 	return -ESTALE;
+}
+
+int nsk_region_offer_read(const struct nsk_region *rg, int slot, struct nsk_rgn_offer *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (!rg->offers || slot < 0 || (uint32_t)slot >= rg->noffers)
+		return -EINVAL;
+	words_out(out, &rg->offers[slot], sizeof(*out));
+	return (int)NSK_RO_KIND(out->state);
 }
 
 void nsk_region_offer_count(const struct nsk_region *rg, uint32_t count[5])

@@ -202,7 +202,8 @@ int nsk_region_offer_post(struct nsk_region *rg, const struct nsk_region_offer_i
 			  struct nsk_region_offer_handle *h);
 /* nsk_region_offer_claim - addressee: find a POSTED offer to us whose connection matches
  * (@family, client @caddr:@cport, server @saddr:@sport; addresses 16 bytes, IPv4 in the first
- * 4) and CAS it POSTED → CLAIMED. @caddr NULL matches any offer to us. 0 with @out (validated:
+ * 4) and CAS it POSTED → CLAIMED. @caddr NULL matches any offer to us; @saddr NULL any
+ * server address. 0 with @out (validated:
  * channel range inside the data area) and @h set, or -ENOENT. Offers with a malformed channel
  * range are skipped. */
 int nsk_region_offer_claim(struct nsk_region *rg, uint16_t family, const uint8_t *caddr,
@@ -216,6 +217,9 @@ int nsk_region_offer_state(const struct nsk_region *rg, const struct nsk_region_
 /* nsk_region_offer_release - poster: a CLAIMED or WITHDRAWN offer's slot back to EMPTY.
  * 0, -EBUSY if still POSTED (withdraw first), -ESTALE if no longer ours. */
 int nsk_region_offer_release(struct nsk_region *rg, const struct nsk_region_offer_handle *h);
+/* nsk_region_offer_read - a copy of offer slot @slot (status; untrusted: check chan_off with
+ * nsk_region_ptr before use). Its kind, or -EINVAL for a bad slot number. */
+int nsk_region_offer_read(const struct nsk_region *rg, int slot, struct nsk_rgn_offer *out);
 /* nsk_region_offer_count - slots per kind into @count[5] (status). */
 void nsk_region_offer_count(const struct nsk_region *rg, uint32_t count[5]);
 

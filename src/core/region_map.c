@@ -192,7 +192,7 @@ int nsk_region_open_pci(struct nsk_region *rg, const char *sysfs_root, const cha
 	DIR *d = opendir(devs);
 	if (!d)
 		return -ENODEV;
-	char *names[MAX_PCI_DEVICES];
+	char *names[MAX_PCI_DEVICES] = {0};
 	int n = 0;
 	struct dirent *de;
 	while (n < MAX_PCI_DEVICES && (de = readdir(d)) != NULL) {

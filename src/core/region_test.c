@@ -307,6 +307,11 @@ static void exercise(struct nsk_region *rg, uint64_t *s, uint64_t now)
 	uint32_t cnt[5];
 	nsk_region_offer_count(rg, cnt);
 	CHECK(cnt[0] + cnt[1] + cnt[2] + cnt[3] + cnt[4] <= rg->noffers);
+	for (int i = -1; i <= (int)rg->noffers; i++) {
+		struct nsk_rgn_offer ro;
+		int k = nsk_region_offer_read(rg, i, &ro);
+		CHECK(k == -EINVAL ? (i < 0 || i == (int)rg->noffers) : (k >= 0 && k < 8));
+	}
 	struct nsk_region_chunk_stats st;
 	nsk_region_chunk_stats(rg, &st);
 	CHECK_EQ(st.free + st.used, rg->nchunks);
@@ -1031,7 +1036,7 @@ static void test_offer_race(void)
 		sleep_ms(1);
 	uint8_t *outcome = calloc((size_t)n, 1); /* 1 withdrawn, 2 claimed */
 	uint64_t s = seed;
-	struct nsk_region_offer_handle inflight[3];
+	struct nsk_region_offer_handle inflight[3] = {{0, 0, 0}, {0, 0, 0}, {0, 0, 0}};
 	int nin = 0, won = 0, lost = 0;
 	for (int i = 0; i < n || nin; i++) {
 		if (i < n) {
@@ -1274,9 +1279,59 @@ static void test_files(void)
 	unlink(path);
 }
 
+/* member PATH MS - play a member of the region file PATH for MS milliseconds (for the CLI
+ * test): join, hold 2 chunks, post an offer to ourselves, register a listener on port 6379,
+ * publish 169.254.0.9, beat at half the interval, then exit without leaving (a dead member). */
+static int play_member(const char *path, unsigned ms)
+{
+	struct nsk_region rg;
+	int r = nsk_region_open_path(&rg, path);
+	if (r < 0 || (r = nsk_region_join(&rg, "member-test", getpid())) < 0) {
+		fprintf(stderr, "member: %s: %s\n", path, strerror(-r));
+		return 1;
+	}
+	uint16_t fam[1] = {AF_INET};
+	const uint8_t addr[1][16] = {{169, 254, 0, 9}};
+	int64_t off = nsk_region_chunk_alloc(&rg, 2);
+	struct nsk_region_offer_info o;
+	memset(&o, 0, sizeof(o));
+	o.to_tag = rg.self_tag;
+	o.chan_off = (uint64_t)off;
+	o.chan_size = 2 * NSK_RGN_CHUNK;
+	o.family = AF_INET;
+	memcpy(o.caddr, addr[0], 4);
+	memcpy(o.saddr, addr[0], 4);
+	o.cport = 40000;
+	o.sport = 6379;
+	struct nsk_region_offer_handle h;
+	struct nsk_reg_key k;
+	memset(&k, 0, sizeof(k));
+	k.family = AF_INET;
+	k.port = 6379;
+	k.netns = nsk_region_netns(rg.self);
+	if (off < 0 || nsk_region_set_addrs(&rg, fam, addr, 1) < 0 ||
+	    nsk_region_offer_post(&rg, &o, &h) < 0 ||
+	    nsk_registry_insert(&rg.reg, &k, rg.self + 1, rg.self_gen, "") < 0) {
+		fprintf(stderr, "member: setting up failed\n");
+		return 1;
+	}
+	printf("joined %d\n", rg.self);
+	uint64_t end = t_now_ns() + (uint64_t)ms * MS;
+	while (t_now_ns() < end) {
+		if (nsk_region_beat(&rg) < 0) {
+			printf("evicted\n");
+			return 0;
+		}
+		sleep_ms((unsigned)(rg.beat_ns / MS / 2 + 1));
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (argc == 4 && !strcmp(argv[1], "member"))
+		return play_member(argv[2], (unsigned)atoi(argv[3]));
 	seed = t_seed();
 	t_watchdog(t_sanitized() ? 240 : 100);
 	snprintf(tmpdir, sizeof(tmpdir), "/tmp/nsk-region-test.XXXXXX");
