@@ -639,6 +639,8 @@ static void test_alloc_fork(void)
 	uint64_t size = 2u << 20; /* few chunks: the two collide often */
 	uint8_t *b = shared_region(size, &P);
 	int iters = t_sanitized() ? 4000 : 20000;
+	uint32_t *ready = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	CHECK(ready != MAP_FAILED);
 	pid_t pids[2];
 	for (int c = 0; c < 2; c++) {
 		pids[c] = fork();
@@ -648,6 +650,10 @@ static void test_alloc_fork(void)
 			struct nsk_region rg;
 			if (nsk_region_attach(&rg, b, size) < 0 || nsk_region_join(&rg, "churn", getpid()) < 0)
 				_exit(2);
+			/* start together: both must be churning at the same time */
+			atomic_fetch_add(NSK_A32(ready), 1);
+			while (nsk_load32(ready) < 2)
+				nsk_cpu_relax();
 			_exit(churn(&rg, iters, seed + (uint64_t)c * 7919));
 		}
 	}
@@ -662,6 +668,7 @@ static void test_alloc_fork(void)
 	       "%llu failed for lack of space\n",
 	       iters, rg.nchunks, (unsigned long long)nsk_load64(&rg.hdr->allocs),
 	       (unsigned long long)nsk_load64(&rg.hdr->alloc_fails));
+	munmap(ready, 4096);
 	munmap(b, size);
 }
 
@@ -986,63 +993,68 @@ static void test_offer_match(void)
 }
 
 struct race_ctl {
+	uint8_t *base;
+	uint64_t size;
+	int n;
 	uint32_t server_tag;
 	uint32_t stop;
+	int rc;
 	uint64_t claims;
 	uint8_t claimed[]; /* per nonce: times the server claimed it */
 };
 
-static void test_offer_race(void)
+/* race_server - claim every offer addressed to us until told to stop; 0 or an error code. */
+static int race_server(struct race_ctl *ctl)
 {
-	struct nsk_region_params p = P;
-	p.noffers = 4; /* slots reused all the time */
-	uint64_t size = 1u << 20;
-	uint8_t *b = shared_region(size, &p);
-	int n = t_sanitized() ? 3000 : 20000;
-	size_t clen = sizeof(struct race_ctl) + (size_t)n;
-	struct race_ctl *ctl =
-		mmap(NULL, clen, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	CHECK(ctl != MAP_FAILED);
-	pid_t child = fork();
-	CHECK(child >= 0);
-	if (child == 0) {
-		t_watchdog(120);
-		struct nsk_region s;
-		if (nsk_region_attach(&s, b, size) < 0 || nsk_region_join(&s, "server", getpid()) < 0)
-			_exit(2);
-		nsk_store32_release(&ctl->server_tag, s.self_tag);
-		for (;;) {
-			/* acquire pairs with the parent's release of stop after its last withdraw */
-			int stop = nsk_load32_acquire(&ctl->stop) != 0;
-			struct nsk_region_offer_info o;
-			struct nsk_region_offer_handle h;
-			int r = nsk_region_offer_claim(&s, AF_INET, NULL, 0, NULL, 0, &o, &h);
-			if (r == 0) {
-				if (o.nonce >= (uint64_t)n || !nsk_region_ptr(&s, o.chan_off, o.chan_size))
-					_exit(3);
-				ctl->claimed[o.nonce]++;
-				ctl->claims++;
-			} else if (stop) {
-				_exit(0);
-			}
+	struct nsk_region s;
+	if (nsk_region_attach(&s, ctl->base, ctl->size) < 0 ||
+	    nsk_region_join(&s, "server", getpid()) < 0)
+		return 2;
+	/* Release pairs with the client's acquire: our membership is set up before it posts. */
+	nsk_store32_release(&ctl->server_tag, s.self_tag);
+	for (;;) {
+		/* acquire pairs with the client's release of stop after its last withdraw */
+		int stop = nsk_load32_acquire(&ctl->stop) != 0;
+		struct nsk_region_offer_info o;
+		struct nsk_region_offer_handle h;
+		int r = nsk_region_offer_claim(&s, AF_INET, NULL, 0, NULL, 0, &o, &h);
+		if (r == 0) {
+			if (o.nonce >= (uint64_t)ctl->n || !nsk_region_ptr(&s, o.chan_off, o.chan_size))
+				return 3;
+			ctl->claimed[o.nonce]++;
+			ctl->claims++;
+		} else if (stop) {
+			return 0;
 		}
 	}
+}
+
+static void *race_server_thread(void *p)
+{
+	struct race_ctl *ctl = p;
+	ctl->rc = race_server(ctl);
+	return NULL;
+}
+
+/* race_client - post ctl->n offers, three in flight, and withdraw each after a random pause:
+ * exactly one of withdraw and claim wins, and both sides must agree on which. */
+static void race_client(struct race_ctl *ctl, uint8_t *outcome, int *won, int *lost)
+{
 	struct nsk_region c;
-	CHECK_EQ(nsk_region_attach(&c, b, size), 0);
+	CHECK_EQ(nsk_region_attach(&c, ctl->base, ctl->size), 0);
 	CHECK(nsk_region_join(&c, "client", getpid()) >= 0);
 	int64_t off = nsk_region_chunk_alloc(&c, 1);
 	CHECK(off > 0);
 	while (!nsk_load32_acquire(&ctl->server_tag))
 		sleep_ms(1);
-	uint8_t *outcome = calloc((size_t)n, 1); /* 1 withdrawn, 2 claimed */
 	uint64_t s = seed;
 	struct nsk_region_offer_handle inflight[3] = {{0, 0, 0}, {0, 0, 0}, {0, 0, 0}};
-	int nin = 0, won = 0, lost = 0;
+	int nin = 0, n = ctl->n;
 	for (int i = 0; i < n || nin; i++) {
 		if (i < n) {
 			struct nsk_region_offer_info o;
 			memset(&o, 0, sizeof(o));
-			o.to_tag = ctl->server_tag;
+			o.to_tag = nsk_load32(&ctl->server_tag);
 			o.chan_off = (uint64_t)off;
 			o.chan_size = NSK_RGN_CHUNK;
 			o.family = AF_INET;
@@ -1059,21 +1071,62 @@ static void test_offer_race(void)
 			int r = nsk_region_offer_withdraw(&c, &h);
 			int st = nsk_region_offer_state(&c, &h);
 			uint64_t nonce = nsk_load64(&c.offers[h.slot].nonce);
+			CHECK(nonce < (uint64_t)n);
 			if (r == 0) {
 				CHECK_EQ(st, NSK_RO_WITHDRAWN);
 				outcome[nonce] = 1;
-				won++;
+				(*won)++;
 			} else {
 				CHECK_EQ(r, -EALREADY);
 				CHECK_EQ(st, NSK_RO_CLAIMED);
 				outcome[nonce] = 2;
-				lost++;
+				(*lost)++;
 			}
 			CHECK_EQ(nsk_region_offer_release(&c, &h), 0);
 		}
 	}
-	nsk_store32_release(&ctl->stop, 1); /* pairs with the child's acquire */
-	t_wait_child(child, "claiming server");
+	nsk_store32_release(&ctl->stop, 1); /* pairs with the server's acquire */
+	uint32_t cnt[5];
+	nsk_region_offer_count(&c, cnt);
+	CHECK_EQ(cnt[NSK_RO_EMPTY], c.noffers);
+}
+
+/* offer_race - the race with the server in another process (@threads 0) or thread (1). */
+static void offer_race(int threads)
+{
+	struct nsk_region_params p = P;
+	p.noffers = 4; /* slots reused all the time */
+	uint64_t size = 1u << 20;
+	uint8_t *b = shared_region(size, &p);
+	int n = t_tsan() ? 2000 : t_sanitized() ? 3000 : 20000;
+	size_t clen = sizeof(struct race_ctl) + (size_t)n;
+	struct race_ctl *ctl =
+		mmap(NULL, clen, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	CHECK(ctl != MAP_FAILED);
+	ctl->base = b;
+	ctl->size = size;
+	ctl->n = n;
+	pid_t child = -1;
+	pthread_t th;
+	if (threads) {
+		CHECK_EQ(pthread_create(&th, NULL, race_server_thread, ctl), 0);
+	} else {
+		child = fork();
+		CHECK(child >= 0);
+		if (child == 0) {
+			t_watchdog(120);
+			_exit(race_server(ctl));
+		}
+	}
+	uint8_t *outcome = calloc((size_t)n, 1); /* 1 withdrawn, 2 claimed */
+	int won = 0, lost = 0;
+	race_client(ctl, outcome, &won, &lost);
+	if (threads) {
+		pthread_join(th, NULL);
+		CHECK_EQ(ctl->rc, 0);
+	} else {
+		t_wait_child(child, "claiming server");
+	}
 	int claims = 0;
 	for (int i = 0; i < n; i++) {
 		if (ctl->claimed[i] > 1)
@@ -1087,15 +1140,22 @@ static void test_offer_race(void)
 	}
 	CHECK_EQ(claims, lost);
 	CHECK_EQ((uint64_t)claims, ctl->claims);
-	uint32_t cnt[5];
-	nsk_region_offer_count(&c, cnt);
-	CHECK_EQ(cnt[NSK_RO_EMPTY], 4);
-	printf("   %d offers through 4 slots: %d claimed by the server, %d withdrawn first; every "
-	       "one exactly once\n",
-	       n, lost, won);
+	printf("   %d offers through 4 slots (server in a %s): %d claimed by the server, %d "
+	       "withdrawn first; every one exactly once\n",
+	       n, threads ? "thread" : "process", lost, won);
 	free(outcome);
 	munmap(ctl, clen);
 	munmap(b, size);
+}
+
+static void test_offer_race(void)
+{
+	offer_race(0);
+}
+
+static void test_offer_threads(void)
+{
+	offer_race(1);
 }
 
 /* ---------------------------------------------------------------- mapping ------------- */
@@ -1351,6 +1411,7 @@ int main(int argc, char **argv)
 	T(test_evict_leave);
 	T(test_offer_match);
 	T(test_offer_race);
+	T(test_offer_threads);
 	T(test_parse);
 	T(test_sysfs);
 	T(test_files);
