@@ -124,6 +124,11 @@ int nsk_region_format(void *base, uint64_t size, const struct nsk_region_params 
 	nsk_registry_format_slots((uint8_t *)base + h.reg_off,
 				  (uint32_t)((h.reg_size - sizeof(struct nsk_reg_hdr)) /
 					     sizeof(struct nsk_reg_entry)));
+	/* Member generations start at random: owner tags of this format's memberships differ
+	 * from those a stale member of the previous format may still hold. */
+	struct nsk_rgn_member *m = (struct nsk_rgn_member *)(void *)((uint8_t *)base + h.member_off);
+	for (uint32_t i = 0; i < h.nmembers; i++)
+		m[i].state = (nsk_random64() & 0xffffff00000000ull) | NSK_RM_FREE;
 	h.magic = NSK_RGN_MAGIC;
 	h.format_gen = nsk_random64() | 1;
 	h.format_wall_ns = wall_ns();
@@ -238,15 +243,20 @@ int nsk_region_tag_live(const struct nsk_region *rg, uint32_t tag)
 	return NSK_RM_KIND(s) == NSK_RM_LIVE && NSK_RGN_TAG(slot, NSK_RM_GEN(s)) == tag;
 }
 
+/* same_format - the region was not reformatted since we attached. */
+static int same_format(const struct nsk_region *rg)
+{
+	return nsk_load64(&rg->hdr->format_gen) == rg->format_gen &&
+	       nsk_load32(&rg->hdr->magic) == NSK_RGN_MAGIC;
+}
+
 /* am_member - our membership is still the one we took, and the region was not reformatted. */
 static int am_member(const struct nsk_region *rg)
 {
 	if (rg->self < 0 || (uint32_t)rg->self >= rg->nmembers)
 		return 0;
 	uint64_t want = ((uint64_t)rg->self_gen << 32) | NSK_RM_LIVE;
-	return mstate(rg, rg->self) == want &&
-	       nsk_load64(&rg->hdr->format_gen) == rg->format_gen &&
-	       nsk_load32(&rg->hdr->magic) == NSK_RGN_MAGIC;
+	return mstate(rg, rg->self) == want && same_format(rg);
 }
 
 uint64_t nsk_region_netns(int slot)
@@ -538,8 +548,12 @@ static uint32_t try_run(struct nsk_region *rg, uint32_t p, uint32_t n, uint32_t 
 		if (nsk_load32(&rg->chunks[p + j].owner) == 0 &&
 		    CAS32(&rg->chunks[p + j].owner, &zero, tag, memory_order_acquire))
 			continue;
-		for (uint32_t k = 0; k < j; k++)
-			nsk_store32_release(&rg->chunks[p + k].owner, 0); /* pairs with the CAS */
+		for (uint32_t k = 0; k < j; k++) {
+			/* a CAS, not a store: if we were evicted meanwhile, a chunk reclaimed from
+			 * us may belong to someone else already. Release pairs with the CAS above. */
+			uint32_t mine = tag;
+			CAS32(&rg->chunks[p + k].owner, &mine, 0, memory_order_release);
+		}
 		return p + j + 1;
 	}
 	return 0;
@@ -621,7 +635,7 @@ int nsk_region_chunk_free(struct nsk_region *rg, uint64_t off, uint32_t n)
 	int64_t i0 = chunk_range(rg, off, n);
 	if (i0 < 0)
 		return -EINVAL;
-	if (rg->self < 0)
+	if (rg->self < 0 || !same_format(rg))
 		return -ESTALE;
 	int r = 0;
 	uint32_t freed = 0;
@@ -676,7 +690,8 @@ int nsk_region_offer_post(struct nsk_region *rg, const struct nsk_region_offer_i
 	if (!rg->offers)
 		return -EINVAL;
 	int to = NSK_RGN_TAG_SLOT(o->to_tag);
-	if (to < 0 || (uint32_t)to >= rg->nmembers || !chan_range_ok(rg, o->chan_off, o->chan_size))
+	if (to < 0 || (uint32_t)to >= rg->nmembers || !nsk_region_tag_live(rg, o->to_tag) ||
+	    !chan_range_ok(rg, o->chan_off, o->chan_size))
 		return -EINVAL;
 	if (!am_member(rg))
 		return -ESTALE;
@@ -737,7 +752,7 @@ int nsk_region_offer_claim(struct nsk_region *rg, uint16_t family, const uint8_t
 			   uint16_t cport, const uint8_t *saddr, uint16_t sport,
 			   struct nsk_region_offer_info *out, struct nsk_region_offer_handle *h)
 {
-	if (!rg->offers || rg->self < 0)
+	if (!rg->offers || rg->self < 0 || !same_format(rg))
 		return -ENOENT;
 	uint32_t me = rg->self_tag;
 	for (uint32_t i = 0; i < rg->noffers; i++) {
@@ -786,7 +801,7 @@ int nsk_region_offer_claim(struct nsk_region *rg, uint16_t family, const uint8_t
 static struct nsk_rgn_offer *offer_of(const struct nsk_region *rg,
 				      const struct nsk_region_offer_handle *h)
 {
-	if (!rg->offers || h->slot < 0 || (uint32_t)h->slot >= rg->noffers)
+	if (!rg->offers || h->slot < 0 || (uint32_t)h->slot >= rg->noffers || !same_format(rg))
 		return NULL;
 	return &rg->offers[h->slot];
 }

@@ -13,8 +13,10 @@
  * clock), never by comparing clocks of different machines.
  *
  * Thread safety: a struct nsk_region is one member's view; its functions may be called from
- * several threads except attach/close/join/leave, which the caller serialises. Different
- * handles (processes, VMs) on the same region are safe against each other. */
+ * several threads except attach/close/join/leave and the observers (reap, member_read, which
+ * update the handle's private watch table), which the caller serialises (one reaper thread).
+ * Different handles (processes, VMs) on the same region are safe against each other.
+ * A region reformatted under a handle makes every call of that handle fail (-ESTALE/-ENOENT). */
 #ifndef NSK_REGION_H
 #define NSK_REGION_H
 
@@ -195,9 +197,10 @@ struct nsk_region_offer_handle {
 	uint32_t owner;
 };
 /* nsk_region_offer_post - post @o (its channel must lie in the data area, chunk aligned) to
- * member @o->to_tag: take an EMPTY slot (→ WRITING, our tag, new generation), fill it in,
+ * the live member @o->to_tag: take an EMPTY slot (→ WRITING, our tag, new generation), fill it in,
  * publish it (→ POSTED) and bump the addressee's mail_seq. 0 with @h set, -ENOSPC (mailbox
- * full), -EINVAL (bad channel range or addressee), -ESTALE (not a member). */
+ * full), -EINVAL (bad channel range, or the addressee is not a live membership), -ESTALE (not
+ * a member). */
 int nsk_region_offer_post(struct nsk_region *rg, const struct nsk_region_offer_info *o,
 			  struct nsk_region_offer_handle *h);
 /* nsk_region_offer_claim - addressee: find a POSTED offer to us whose connection matches

@@ -912,6 +912,49 @@ static void test_evict_leave(void)
 	free(b);
 }
 
+/* A region reformatted under attached members: each of their calls fails, none touches what
+ * the new format's members own (whose tags start from new random generations). */
+static void test_reformat(void)
+{
+	uint64_t size = 1u << 20;
+	uint8_t *b = heap_region(size);
+	struct nsk_region old, nw;
+	CHECK_EQ(nsk_region_attach(&old, b, size), 0);
+	CHECK(nsk_region_join(&old, "old", 1) >= 0);
+	int64_t off = nsk_region_chunk_alloc(&old, 2);
+	CHECK(off > 0);
+	uint32_t old_tag = old.self_tag;
+	CHECK_EQ(nsk_region_format(b, size, &P), 0);
+	CHECK_EQ(nsk_region_attach(&nw, b, size), 0);
+	CHECK(nsk_region_join(&nw, "new", 2) >= 0);
+	CHECK(nw.self_tag != old_tag);
+	CHECK_EQ(nsk_region_chunk_alloc(&nw, 2), off); /* the same chunks, new owner */
+	CHECK_EQ(nsk_region_beat(&old), -ESTALE);
+	CHECK_EQ(nsk_region_chunk_alloc(&old, 1), -ESTALE);
+	CHECK_EQ(nsk_region_chunk_free(&old, (uint64_t)off, 2), -ESTALE);
+	struct nsk_region_offer_info o;
+	memset(&o, 0, sizeof(o));
+	o.to_tag = old.self_tag;
+	o.chan_off = (uint64_t)off;
+	o.chan_size = NSK_RGN_CHUNK;
+	struct nsk_region_offer_handle h;
+	CHECK_EQ(nsk_region_offer_post(&old, &o, &h), -EINVAL); /* addressee not live */
+	o.to_tag = nw.self_tag;
+	CHECK_EQ(nsk_region_offer_post(&old, &o, &h), -ESTALE);
+	CHECK_EQ(nsk_region_offer_post(&nw, &o, &h), 0);
+	struct nsk_region_offer_handle hc;
+	struct nsk_region_offer_info got;
+	CHECK_EQ(nsk_region_offer_claim(&old, AF_INET, NULL, 0, NULL, 0, &got, &hc), -ENOENT);
+	CHECK_EQ(nsk_region_offer_withdraw(&old, &h), -ESTALE);
+	CHECK_EQ(nsk_region_offer_release(&old, &h), -ESTALE);
+	CHECK_EQ(nsk_region_leave(&old), -ESTALE);
+	struct nsk_region_chunk_stats st;
+	nsk_region_chunk_stats(&nw, &st);
+	CHECK_EQ(st.by_slot[nw.self], 2);
+	CHECK_EQ(nsk_region_offer_state(&nw, &h), NSK_RO_POSTED);
+	free(b);
+}
+
 /* ---------------------------------------------------------------- offers -------------- */
 
 static void test_offer_match(void)
@@ -979,6 +1022,13 @@ static void test_offer_match(void)
 	CHECK_EQ(nsk_region_offer_post(&c, &o, &h[0]), -EINVAL);
 	nsk_store64(&c.offers[h[2].slot].chan_size, 1ull << 40);
 	CHECK_EQ(nsk_region_offer_claim(&s, AF_INET, NULL, 0, NULL, 0, &got, &gh), -ENOENT);
+	/* an addressee that left is not a live membership */
+	uint32_t xtag = x.self_tag;
+	CHECK_EQ(nsk_region_leave(&x), 0);
+	o.to_tag = xtag;
+	o.chan_off = c.data_off;
+	o.chan_size = NSK_RGN_CHUNK;
+	CHECK_EQ(nsk_region_offer_post(&c, &o, &h[0]), -EINVAL);
 	/* a full mailbox */
 	o.to_tag = s.self_tag;
 	int posted = 0;
@@ -1409,6 +1459,7 @@ int main(int argc, char **argv)
 	T(test_alloc_threads);
 	T(test_member_death);
 	T(test_evict_leave);
+	T(test_reformat);
 	T(test_offer_match);
 	T(test_offer_race);
 	T(test_offer_threads);
