@@ -581,10 +581,10 @@ static void test_alloc_patterns(void)
 	free(b);
 }
 
-/* churn - allocate and free runs for @iters rounds, stamping each chunk with a token and
+/* churn - allocate and free runs for @iters rounds (or until @until_ns), stamping each chunk with a token and
  * checking the stamps (and the chunk map) before giving the run back: a chunk handed to two
  * members at once shows as a foreign stamp. Returns 0 or 1. */
-static int churn(struct nsk_region *rg, int iters, uint64_t s)
+static int churn(struct nsk_region *rg, int iters, uint64_t until_ns, uint64_t s)
 {
 	struct {
 		int64_t off;
@@ -594,6 +594,8 @@ static int churn(struct nsk_region *rg, int iters, uint64_t s)
 	int nheld = 0;
 	uint64_t seq = 0;
 	for (int k = 0; k < iters || nheld; k++) {
+		if (k < iters && (k & 255) == 0 && t_now_ns() > until_ns)
+			iters = k; /* time is up: give back what we hold and stop */
 		if (k < iters && nheld < 6 && t_rng(&s) % 3) {
 			uint32_t len = 1 + (uint32_t)(t_rng(&s) % 4);
 			int64_t off = nsk_region_chunk_alloc(rg, len);
@@ -636,9 +638,10 @@ static int churn(struct nsk_region *rg, int iters, uint64_t s)
 
 static void test_alloc_fork(void)
 {
-	uint64_t size = 2u << 20; /* few chunks: the two collide often */
+	uint64_t size = 1u << 20; /* 15 chunks: the two collide all the time */
 	uint8_t *b = shared_region(size, &P);
-	int iters = t_sanitized() ? 4000 : 20000;
+	int iters = 1 << 30; /* the time bound decides: both run for the same 300 ms */
+	uint64_t ms = t_sanitized() ? 150 : 300;
 	uint32_t *ready = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	CHECK(ready != MAP_FAILED);
 	pid_t pids[2];
@@ -654,7 +657,7 @@ static void test_alloc_fork(void)
 			atomic_fetch_add(NSK_A32(ready), 1);
 			while (nsk_load32(ready) < 2)
 				nsk_cpu_relax();
-			_exit(churn(&rg, iters, seed + (uint64_t)c * 7919));
+			_exit(churn(&rg, iters, t_now_ns() + ms * MS, seed + (uint64_t)c * 7919));
 		}
 	}
 	for (int c = 0; c < 2; c++)
@@ -664,9 +667,9 @@ static void test_alloc_fork(void)
 	struct nsk_region_chunk_stats st;
 	nsk_region_chunk_stats(&rg, &st);
 	CHECK_EQ(st.used, 0);
-	printf("   2 processes x %d rounds over %u chunks: no chunk held twice, %llu allocations, "
+	printf("   2 processes x %llu ms over %u chunks: no chunk held twice, %llu allocations, "
 	       "%llu failed for lack of space\n",
-	       iters, rg.nchunks, (unsigned long long)nsk_load64(&rg.hdr->allocs),
+	       (unsigned long long)ms, rg.nchunks, (unsigned long long)nsk_load64(&rg.hdr->allocs),
 	       (unsigned long long)nsk_load64(&rg.hdr->alloc_fails));
 	munmap(ready, 4096);
 	munmap(b, size);
@@ -677,6 +680,7 @@ struct thr_arg {
 	uint64_t size;
 	uint64_t seed;
 	int iters;
+	uint64_t until;
 	int rc;
 };
 
@@ -688,7 +692,7 @@ static void *churn_thread(void *p)
 		a->rc = 2;
 		return NULL;
 	}
-	a->rc = churn(&rg, a->iters, a->seed);
+	a->rc = churn(&rg, a->iters, a->until, a->seed);
 	nsk_region_leave(&rg);
 	return NULL;
 }
@@ -696,12 +700,13 @@ static void *churn_thread(void *p)
 /* The same with two threads (each its own member handle): what ThreadSanitizer can follow. */
 static void test_alloc_threads(void)
 {
-	uint64_t size = 2u << 20;
+	uint64_t size = 1u << 20;
 	uint8_t *b = heap_region(size);
 	struct thr_arg args[2];
 	pthread_t th[2];
 	for (int i = 0; i < 2; i++) {
-		args[i] = (struct thr_arg){b, size, seed + (uint64_t)i * 31, t_tsan() ? 3000 : 20000, 0};
+		args[i] = (struct thr_arg){b, size, seed + (uint64_t)i * 31, 1 << 30,
+					   t_now_ns() + (t_tsan() ? 150 : 300) * MS, 0};
 		CHECK_EQ(pthread_create(&th[i], NULL, churn_thread, &args[i]), 0);
 	}
 	for (int i = 0; i < 2; i++) {
