@@ -17,7 +17,7 @@
 
 #define SIZE (256u << 10)
 static const struct nsk_region_params P = {
-	.nmembers = 4, .noffers = 8, .reg_slots = 16, .beat_ns = 10000000ull, .dead_ns = 40000000ull};
+    .nmembers = 4, .noffers = 8, .reg_slots = 16, .beat_ns = 10000000ull, .dead_ns = 40000000ull};
 
 static void patch(struct fin *f, uint8_t *b, uint64_t meta)
 {
@@ -83,7 +83,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		switch (code % 16) {
 		case 0:
 			r = nsk_region_join(&rg, "fuzz", 3);
-			FUZZ_ASSERT(r == -EALREADY || r == -ENOSPC || (r >= 0 && (uint32_t)r < rg.nmembers));
+			FUZZ_ASSERT(r == -EALREADY || r == -ENOSPC ||
+			            (r >= 0 && (uint32_t)r < rg.nmembers));
 			break;
 		case 1:
 			r = nsk_region_beat(&rg);
@@ -97,15 +98,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		case 3: {
 			uint32_t n = fin_u8(&f) % 4;
 			int64_t off = nsk_region_chunk_alloc(&rg, n);
-			FUZZ_ASSERT(off == -ENOSPC || off == -EINVAL || off == -ESTALE ||
-				    (off > 0 && nsk_region_ptr(&rg, (uint64_t)off, (uint64_t)n << 16)));
+			FUZZ_ASSERT(
+			    off == -ENOSPC || off == -EINVAL || off == -ESTALE ||
+			    (off > 0 && nsk_region_ptr(&rg, (uint64_t)off, (uint64_t)n << 16)));
 			break;
 		}
 		case 4: {
 			uint32_t got = 0;
-			int64_t off = nsk_region_chunk_alloc_prop(&rg, fin_u8(&f) % 4, fin_u8(&f) % 3, &got);
+			int64_t off =
+			    nsk_region_chunk_alloc_prop(&rg, fin_u8(&f) % 4, fin_u8(&f) % 3, &got);
 			FUZZ_ASSERT(off == -ENOSPC || off == -EINVAL || off == -ESTALE ||
-				    (off > 0 && got && nsk_region_ptr(&rg, (uint64_t)off, (uint64_t)got << 16)));
+			            (off > 0 && got &&
+			             nsk_region_ptr(&rg, (uint64_t)off, (uint64_t)got << 16)));
 			break;
 		}
 		case 5:
@@ -128,7 +132,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			r = nsk_region_offer_claim(&rg, AF_INET, NULL, 0, NULL, 0, &out, &ch);
 			FUZZ_ASSERT(r == 0 || r == -ENOENT);
 			if (r == 0) {
-				FUZZ_ASSERT(nsk_region_ptr(&rg, out.chan_off, out.chan_size) != NULL);
+				FUZZ_ASSERT(nsk_region_ptr(&rg, out.chan_off, out.chan_size) !=
+				            NULL);
 				held = ch;
 			}
 			break;

@@ -21,11 +21,13 @@
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: nearsock vm init FILE --size N[K|M|G] [--force] [--members N] [--offers N]\n"
-		   "                        [--registry N] [--beat-ms N] [--dead-ms N]\n"
-		   "       nearsock vm status FILE|auto|ivshmem:SPEC [--json]\n"
-		   "  FILE is the host's backing file (e.g. /dev/shm/FILE, QEMU's mem-path); auto finds\n"
-		   "  the ivshmem PCI device in a guest (sysfs root: NEARSOCK_SYSFS, default /sys).\n");
+	fprintf(
+	    f,
+	    "usage: nearsock vm init FILE --size N[K|M|G] [--force] [--members N] [--offers N]\n"
+	    "                        [--registry N] [--beat-ms N] [--dead-ms N]\n"
+	    "       nearsock vm status FILE|auto|ivshmem:SPEC [--json]\n"
+	    "  FILE is the host's backing file (e.g. /dev/shm/FILE, QEMU's mem-path); auto finds\n"
+	    "  the ivshmem PCI device in a guest (sysfs root: NEARSOCK_SYSFS, default /sys).\n");
 }
 
 /* parse_size - "16M" → bytes; 0 on error. */
@@ -38,9 +40,21 @@ static uint64_t parse_size(const char *s)
 		return 0;
 	int shift = 0;
 	switch (*end) {
-	case 'k': case 'K': shift = 10; end++; break;
-	case 'm': case 'M': shift = 20; end++; break;
-	case 'g': case 'G': shift = 30; end++; break;
+	case 'k':
+	case 'K':
+		shift = 10;
+		end++;
+		break;
+	case 'm':
+	case 'M':
+		shift = 20;
+		end++;
+		break;
+	case 'g':
+	case 'G':
+		shift = 30;
+		end++;
+		break;
 	}
 	if (*end == 'i' && end[1] == 'B')
 		end += 2;
@@ -80,12 +94,13 @@ static int cmd_init(int argc, char **argv)
 		} else if (!strcmp(argv[i], "--force")) {
 			force = 1;
 		} else if ((!strcmp(argv[i], "--members") || !strcmp(argv[i], "--offers") ||
-			    !strcmp(argv[i], "--registry") || !strcmp(argv[i], "--beat-ms") ||
-			    !strcmp(argv[i], "--dead-ms")) &&
-			   has) {
+		            !strcmp(argv[i], "--registry") || !strcmp(argv[i], "--beat-ms") ||
+		            !strcmp(argv[i], "--dead-ms")) &&
+		           has) {
 			const char *opt = argv[i++];
 			if (parse_u32(argv[i], &v) < 0) {
-				fprintf(stderr, "nearsock vm init: bad value %s for %s\n", argv[i], opt);
+				fprintf(stderr, "nearsock vm init: bad value %s for %s\n", argv[i],
+				        opt);
 				return 2;
 			}
 			if (!strcmp(opt, "--members"))
@@ -113,21 +128,24 @@ static int cmd_init(int argc, char **argv)
 	struct nsk_rgn_hdr h;
 	if (nsk_region_layout(&h, size, &p) < 0) {
 		fprintf(stderr,
-			"nearsock vm init: %s: size %llu must be a power of two from %u KiB to %llu GiB "
-			"leaving room for one 64 KiB chunk; members <= %u, offers <= %u, registry <= %u, "
-			"beat 1 ms..60 s, dead >= 4 beats and <= 1 h\n",
-			file, (unsigned long long)size, NSK_RGN_MIN_SIZE >> 10,
-			(unsigned long long)(NSK_RGN_MAX_SIZE >> 30), NSK_RGN_MEMBERS_MAX,
-			NSK_RGN_OFFERS_MAX, NSK_REG_SLOTS);
+		        "nearsock vm init: %s: size %llu must be a power of two from %u KiB to "
+		        "%llu GiB "
+		        "leaving room for one 64 KiB chunk; members <= %u, offers <= %u, registry "
+		        "<= %u, "
+		        "beat 1 ms..60 s, dead >= 4 beats and <= 1 h\n",
+		        file, (unsigned long long)size, NSK_RGN_MIN_SIZE >> 10,
+		        (unsigned long long)(NSK_RGN_MAX_SIZE >> 30), NSK_RGN_MEMBERS_MAX,
+		        NSK_RGN_OFFERS_MAX, NSK_REG_SLOTS);
 		return 2;
 	}
 	/* Wait long enough to see a beat of every live member of an existing region. */
 	uint64_t wait = 2 * (p.beat_ns ? p.beat_ns : 250 * MS) + 100 * MS;
 	int r = nsk_region_create_file(file, size, &p, force, wait);
 	if (r == -EBUSY) {
-		fprintf(stderr, "nearsock vm init: %s holds a region with live members (their "
-				"heartbeats move); not reformatting it (--force to do it anyway)\n",
-			file);
+		fprintf(stderr,
+		        "nearsock vm init: %s holds a region with live members (their "
+		        "heartbeats move); not reformatting it (--force to do it anyway)\n",
+		        file);
 		return 1;
 	}
 	if (r < 0) {
@@ -138,7 +156,7 @@ static int cmd_init(int argc, char **argv)
 	       "%u chunks of 64 KiB at offset %llu, beat %llu ms, dead after %llu ms\n",
 	       file, (unsigned long long)size, h.nmembers, h.noffers,
 	       (unsigned long long)((h.reg_size - sizeof(struct nsk_reg_hdr)) /
-				    sizeof(struct nsk_reg_entry)),
+	                            sizeof(struct nsk_reg_entry)),
 	       h.nchunks, (unsigned long long)h.data_off, (unsigned long long)(h.beat_ns / MS),
 	       (unsigned long long)(h.dead_ns / MS));
 	return 0;
@@ -195,12 +213,15 @@ static int open_target(struct nsk_region *rg, const char *what)
 		r = nsk_region_open_path(rg, what);
 	if (r < 0) {
 		if (!strcmp(what, "auto") && r == -ENODEV)
-			fprintf(stderr, "nearsock vm status: no ivshmem device (1af4:1110) under %s/bus/pci/devices\n",
-				nsk_region_sysfs_root());
+			fprintf(stderr,
+			        "nearsock vm status: no ivshmem device (1af4:1110) under "
+			        "%s/bus/pci/devices\n",
+			        nsk_region_sysfs_root());
 		else
 			fprintf(stderr, "nearsock vm status: cannot open region %s: %s\n", what,
-				r == -EPROTO ? "not a nearsock region (malformed or unformatted header)"
-					     : strerror(-r));
+			        r == -EPROTO
+			            ? "not a nearsock region (malformed or unformatted header)"
+			            : strerror(-r));
 		return -1;
 	}
 	return 0;
@@ -218,9 +239,10 @@ static void print_members(struct nsk_region *rg, struct mview *mv, int json, uin
 	uint64_t wnow = wall_now();
 	int first = 1;
 	if (!json)
-		printf("members (observed for %llu ms)\n%-4s %-20s %-8s %-10s %-10s %10s %-24s %6s  %s\n",
-		       (unsigned long long)(observed / MS), "slot", "name", "pid", "state", "tag", "beats",
-		       "heartbeat", "chunks", "addresses");
+		printf("members (observed for %llu ms)\n%-4s %-20s %-8s %-10s %-10s %10s %-24s %6s "
+		       " %s\n",
+		       (unsigned long long)(observed / MS), "slot", "name", "pid", "state", "tag",
+		       "beats", "heartbeat", "chunks", "addresses");
 	for (uint32_t i = 0; i < rg->nmembers; i++) {
 		struct nsk_region_member_info *mi = &mv[i].mi;
 		if (!mv[i].used)
@@ -231,37 +253,42 @@ static void print_members(struct nsk_region *rg, struct mview *mv, int json, uin
 			char a[INET6_ADDRSTRLEN];
 			fmt_ip(a, sizeof(a), mi->family[k], mi->addr[k]);
 			size_t l = strlen(addrs);
-			snprintf(addrs + l, sizeof(addrs) - l, json ? "%s\"%s\"" : "%s%s", k ? (json ? ", " : " ") : "", a);
+			snprintf(addrs + l, sizeof(addrs) - l, json ? "%s\"%s\"" : "%s%s",
+			         k ? (json ? ", " : " ") : "", a);
 		}
 		long long wall_age = mi->beat_wall_ns && wnow >= mi->beat_wall_ns
-					     ? (long long)((wnow - mi->beat_wall_ns) / MS)
-					     : -1;
+		                         ? (long long)((wnow - mi->beat_wall_ns) / MS)
+		                         : -1;
 		if (mv[i].beating)
 			snprintf(hb, sizeof(hb), "beating");
 		else if (mi->dead)
 			snprintf(hb, sizeof(hb), "DEAD (still %llu ms)",
-				 (unsigned long long)(mi->since_ns / MS));
+			         (unsigned long long)(mi->since_ns / MS));
 		else
-			snprintf(hb, sizeof(hb), "still %llu ms", (unsigned long long)(mi->since_ns / MS));
+			snprintf(hb, sizeof(hb), "still %llu ms",
+			         (unsigned long long)(mi->since_ns / MS));
 		if (json) {
-			printf("%s\n    {\"slot\": %u, \"name\": \"%s\", \"pid\": %u, \"state\": \"%s\", "
+			printf("%s\n    {\"slot\": %u, \"name\": \"%s\", \"pid\": %u, \"state\": "
+			       "\"%s\", "
 			       "\"generation\": %u, \"tag\": %u, \"beats\": %llu, \"beating\": %s, "
-			       "\"still_ms\": %llu, \"wall_age_ms\": %lld, \"dead\": %s, \"chunks\": %llu, "
+			       "\"still_ms\": %llu, \"wall_age_ms\": %lld, \"dead\": %s, "
+			       "\"chunks\": %llu, "
 			       "\"addresses\": [%s]}",
 			       first ? "" : ",", i, name, mi->pid, mkind_name(mi->state),
 			       NSK_RM_GEN(mi->state), mi->tag, (unsigned long long)mi->beat,
-			       mv[i].beating ? "true" : "false", (unsigned long long)(mi->since_ns / MS),
-			       wall_age, mi->dead ? "true" : "false", (unsigned long long)mi->chunks,
-			       addrs);
+			       mv[i].beating ? "true" : "false",
+			       (unsigned long long)(mi->since_ns / MS), wall_age,
+			       mi->dead ? "true" : "false", (unsigned long long)mi->chunks, addrs);
 		} else {
 			char wa[32] = "";
 			if (wall_age >= 0)
 				snprintf(wa, sizeof(wa), ", wall %lld ms ago", wall_age);
 			char hbw[80];
 			snprintf(hbw, sizeof(hbw), "%s%s", hb, wa);
-			printf("%-4u %-20s %-8u %-10s 0x%08x %10llu %-24s %6llu  %s\n", i, name, mi->pid,
-			       mkind_name(mi->state), mi->tag, (unsigned long long)mi->beat, hbw,
-			       (unsigned long long)mi->chunks, addrs);
+			printf("%-4u %-20s %-8u %-10s 0x%08x %10llu %-24s %6llu  %s\n", i, name,
+			       mi->pid, mkind_name(mi->state), mi->tag,
+			       (unsigned long long)mi->beat, hbw, (unsigned long long)mi->chunks,
+			       addrs);
 		}
 		first = 0;
 	}
@@ -294,12 +321,13 @@ static void print_offers(struct nsk_region *rg, int json)
 			printf("%s\n    {\"slot\": %u, \"state\": \"%s\", \"from_slot\": %d, "
 			       "\"to_slot\": %d, \"client\": \"%s:%u\", \"server\": \"%s:%u\", "
 			       "\"chan_off\": %llu, \"chan_size\": %llu, \"valid\": %s}",
-			       first ? "" : ",", i, kinds[k], NSK_RGN_TAG_SLOT(NSK_RO_OWNER(o.state)),
-			       NSK_RGN_TAG_SLOT(o.to_tag), ca, o.cport, sa, o.sport,
-			       (unsigned long long)o.chan_off, (unsigned long long)o.chan_size,
-			       ok ? "true" : "false");
+			       first ? "" : ",", i, kinds[k],
+			       NSK_RGN_TAG_SLOT(NSK_RO_OWNER(o.state)), NSK_RGN_TAG_SLOT(o.to_tag),
+			       ca, o.cport, sa, o.sport, (unsigned long long)o.chan_off,
+			       (unsigned long long)o.chan_size, ok ? "true" : "false");
 		else
-			printf("  slot %-4u %-9s member %d -> %d  %s:%u -> %s:%u  channel @%llu +%llu%s\n",
+			printf("  slot %-4u %-9s member %d -> %d  %s:%u -> %s:%u  channel @%llu "
+			       "+%llu%s\n",
 			       i, kinds[k], NSK_RGN_TAG_SLOT(NSK_RO_OWNER(o.state)),
 			       NSK_RGN_TAG_SLOT(o.to_tag), ca, o.cport, sa, o.sport,
 			       (unsigned long long)o.chan_off, (unsigned long long)o.chan_size,
@@ -322,7 +350,9 @@ static void print_listeners(struct nsk_region *rg, int json)
 		uint32_t tag = nsk_region_reg_owner(rg, &e);
 		char a[INET6_ADDRSTRLEN];
 		fmt_ip(a, sizeof(a), e.family, e.addr);
-		const char *own = !tag ? "foreign" : nsk_region_tag_live(rg, tag) ? "live" : "stale";
+		const char *own = !tag                           ? "foreign"
+		                  : nsk_region_tag_live(rg, tag) ? "live"
+		                                                 : "stale";
 		if (json)
 			printf("%s\n    {\"member\": %d, \"proto\": \"%s\", \"address\": \"%s\", "
 			       "\"port\": %u, \"owner\": \"%s\"}",
@@ -330,8 +360,8 @@ static void print_listeners(struct nsk_region *rg, int json)
 			       (e.flags & NSK_RE_UDP) ? "udp" : "tcp", a, e.port, own);
 		else
 			printf("%-6d %-5s %s:%-*u %s\n", tag ? NSK_RGN_TAG_SLOT(tag) : -1,
-			       (e.flags & NSK_RE_UDP) ? "udp" : "tcp", a,
-			       (int)(39 - strlen(a)), e.port, own);
+			       (e.flags & NSK_RE_UDP) ? "udp" : "tcp", a, (int)(39 - strlen(a)),
+			       e.port, own);
 		first = 0;
 	}
 }
@@ -372,9 +402,9 @@ static int cmd_status(int argc, char **argv)
 		for (uint32_t i = 0; i < rg.nmembers; i++) {
 			mv[i].used = nsk_region_member_read(&rg, (int)i, &mv[i].mi) == 1;
 			mv[i].beating = mv[i].used && NSK_RM_KIND(mv[i].mi.state) == NSK_RM_LIVE &&
-					mv[i].mi.beat != mv[i].beat0;
+			                mv[i].mi.beat != mv[i].beat0;
 			pending += mv[i].used && NSK_RM_KIND(mv[i].mi.state) == NSK_RM_LIVE &&
-				   !mv[i].beating;
+			           !mv[i].beating;
 		}
 		if (!pending || nsk_now_ns() - t0 >= wait)
 			break;
@@ -390,28 +420,31 @@ static int cmd_status(int argc, char **argv)
 	if (gmtime_r(&ft, &tm))
 		strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S UTC", &tm);
 	if (json) {
-		printf("{\n  \"region\": \"%s\",\n  \"size\": %llu,\n  \"format_gen\": \"%016llx\",\n"
-		       "  \"formatted\": \"%s\",\n  \"beat_ns\": %llu,\n  \"dead_ns\": %llu,\n"
-		       "  \"observed_ms\": %llu,\n  \"reclaims\": %llu,\n"
-		       "  \"chunks\": {\"total\": %u, \"used\": %u, \"free\": %u, \"largest_free\": %u, "
-		       "\"awaiting_reclaim\": %u, \"allocs\": %llu, \"alloc_fails\": %llu},\n"
-		       "  \"members\": [",
-		       rg.path, (unsigned long long)rg.size, (unsigned long long)rg.format_gen, when,
-		       (unsigned long long)rg.beat_ns, (unsigned long long)rg.dead_ns,
-		       (unsigned long long)(observed / MS),
-		       (unsigned long long)nsk_load64(&rg.hdr->reclaims), st.total, st.used, st.free,
-		       st.largest_free, st.orphan, (unsigned long long)nsk_load64(&rg.hdr->allocs),
-		       (unsigned long long)nsk_load64(&rg.hdr->alloc_fails));
+		printf(
+		    "{\n  \"region\": \"%s\",\n  \"size\": %llu,\n  \"format_gen\": \"%016llx\",\n"
+		    "  \"formatted\": \"%s\",\n  \"beat_ns\": %llu,\n  \"dead_ns\": %llu,\n"
+		    "  \"observed_ms\": %llu,\n  \"reclaims\": %llu,\n"
+		    "  \"chunks\": {\"total\": %u, \"used\": %u, \"free\": %u, \"largest_free\": "
+		    "%u, "
+		    "\"awaiting_reclaim\": %u, \"allocs\": %llu, \"alloc_fails\": %llu},\n"
+		    "  \"members\": [",
+		    rg.path, (unsigned long long)rg.size, (unsigned long long)rg.format_gen, when,
+		    (unsigned long long)rg.beat_ns, (unsigned long long)rg.dead_ns,
+		    (unsigned long long)(observed / MS),
+		    (unsigned long long)nsk_load64(&rg.hdr->reclaims), st.total, st.used, st.free,
+		    st.largest_free, st.orphan, (unsigned long long)nsk_load64(&rg.hdr->allocs),
+		    (unsigned long long)nsk_load64(&rg.hdr->alloc_fails));
 	} else {
-		printf("region %s: %llu MiB, format %016llx of %s, beat %llu ms, dead after %llu ms\n"
-		       "chunks: %u x 64 KiB, %u used, %u free (largest free run %u), %u awaiting "
-		       "reclaim; %llu allocations, %llu failed; %llu members reclaimed\n\n",
-		       rg.path, (unsigned long long)(rg.size >> 20), (unsigned long long)rg.format_gen,
-		       when, (unsigned long long)(rg.beat_ns / MS), (unsigned long long)(rg.dead_ns / MS),
-		       st.total, st.used, st.free, st.largest_free, st.orphan,
-		       (unsigned long long)nsk_load64(&rg.hdr->allocs),
-		       (unsigned long long)nsk_load64(&rg.hdr->alloc_fails),
-		       (unsigned long long)nsk_load64(&rg.hdr->reclaims));
+		printf(
+		    "region %s: %llu MiB, format %016llx of %s, beat %llu ms, dead after %llu ms\n"
+		    "chunks: %u x 64 KiB, %u used, %u free (largest free run %u), %u awaiting "
+		    "reclaim; %llu allocations, %llu failed; %llu members reclaimed\n\n",
+		    rg.path, (unsigned long long)(rg.size >> 20), (unsigned long long)rg.format_gen,
+		    when, (unsigned long long)(rg.beat_ns / MS),
+		    (unsigned long long)(rg.dead_ns / MS), st.total, st.used, st.free,
+		    st.largest_free, st.orphan, (unsigned long long)nsk_load64(&rg.hdr->allocs),
+		    (unsigned long long)nsk_load64(&rg.hdr->alloc_fails),
+		    (unsigned long long)nsk_load64(&rg.hdr->reclaims));
 	}
 	print_members(&rg, mv, json, observed);
 	print_offers(&rg, json);

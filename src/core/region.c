@@ -12,9 +12,11 @@
 
 #define PAGE 4096u
 #define CAS64(p, exp, des, mo)                                                                     \
-	atomic_compare_exchange_strong_explicit(NSK_A64(p), (exp), (des), (mo), memory_order_relaxed)
+	atomic_compare_exchange_strong_explicit(NSK_A64(p), (exp), (des), (mo),                    \
+	                                        memory_order_relaxed)
 #define CAS32(p, exp, des, mo)                                                                     \
-	atomic_compare_exchange_strong_explicit(NSK_A32(p), (exp), (des), (mo), memory_order_relaxed)
+	atomic_compare_exchange_strong_explicit(NSK_A32(p), (exp), (des), (mo),                    \
+	                                        memory_order_relaxed)
 
 static uint64_t align_up(uint64_t v, uint64_t a)
 {
@@ -98,7 +100,8 @@ int nsk_region_layout(struct nsk_rgn_hdr *h, uint64_t size, const struct nsk_reg
 	/* As many chunks as fit after their map: at most two steps down from the estimate. */
 	uint64_t n = (size - h->cmap_off) >> NSK_RGN_CHUNK_SHIFT;
 	while (n && align_up(h->cmap_off + n * sizeof(struct nsk_rgn_chunk), NSK_RGN_CHUNK) +
-			    (n << NSK_RGN_CHUNK_SHIFT) > size)
+	                    (n << NSK_RGN_CHUNK_SHIFT) >
+	                size)
 		n--;
 	if (!n)
 		return -EINVAL;
@@ -121,12 +124,13 @@ int nsk_region_format(void *base, uint64_t size, const struct nsk_region_params 
 	/* Anyone attaching from now on sees no region until the magic comes back. */
 	nsk_store32_release(&rh->magic, 0);
 	memset((uint8_t *)base + sizeof(uint32_t), 0, h.data_off - sizeof(uint32_t));
-	nsk_registry_format_slots((uint8_t *)base + h.reg_off,
-				  (uint32_t)((h.reg_size - sizeof(struct nsk_reg_hdr)) /
-					     sizeof(struct nsk_reg_entry)));
+	nsk_registry_format_slots(
+	    (uint8_t *)base + h.reg_off,
+	    (uint32_t)((h.reg_size - sizeof(struct nsk_reg_hdr)) / sizeof(struct nsk_reg_entry)));
 	/* Member generations start at random: owner tags of this format's memberships differ
 	 * from those a stale member of the previous format may still hold. */
-	struct nsk_rgn_member *m = (struct nsk_rgn_member *)(void *)((uint8_t *)base + h.member_off);
+	struct nsk_rgn_member *m =
+	    (struct nsk_rgn_member *)(void *)((uint8_t *)base + h.member_off);
 	for (uint32_t i = 0; i < h.nmembers; i++)
 		m[i].state = (nsk_random64() & 0xffffff00000000ull) | NSK_RM_FREE;
 	h.magic = NSK_RGN_MAGIC;
@@ -166,10 +170,10 @@ int nsk_region_attach(struct nsk_region *rg, void *base, uint64_t len)
 	if (!h.nmembers || !h.noffers || !rs || rs > NSK_REG_SLOTS)
 		return -EPROTO;
 	struct nsk_region_params p = {.nmembers = h.nmembers,
-				      .noffers = h.noffers,
-				      .reg_slots = (uint32_t)rs,
-				      .beat_ns = h.beat_ns,
-				      .dead_ns = h.dead_ns};
+	                              .noffers = h.noffers,
+	                              .reg_slots = (uint32_t)rs,
+	                              .beat_ns = h.beat_ns,
+	                              .dead_ns = h.dead_ns};
 	struct nsk_rgn_hdr want;
 	if (!h.beat_ns || !h.dead_ns || nsk_region_layout(&want, h.size, &p) < 0)
 		return -EPROTO;
@@ -348,7 +352,8 @@ int nsk_region_join(struct nsk_region *rg, const char *name, pid_t pid)
 			continue;
 		uint32_t gen = NSK_RM_GEN(s) + 1;
 		uint64_t live = ((uint64_t)gen << 32) | NSK_RM_LIVE;
-		/* Acquire pairs with the release CAS that freed the slot (finish_reclaim, leave). */
+		/* Acquire pairs with the release CAS that freed the slot (finish_reclaim, leave).
+		 */
 		if (!CAS64(&rg->members[i].state, &s, live, memory_order_acquire))
 			continue;
 		struct nsk_rgn_member m;
@@ -399,7 +404,7 @@ int nsk_region_leave(struct nsk_region *rg)
 }
 
 int nsk_region_set_addrs(struct nsk_region *rg, const uint16_t *family, const uint8_t (*addr)[16],
-			 unsigned n)
+                         unsigned n)
 {
 	if (n > 4 || (n && (!family || !addr)))
 		return -EINVAL;
@@ -416,7 +421,7 @@ int nsk_region_set_addrs(struct nsk_region *rg, const uint16_t *family, const ui
 	 * words: first the list with a count of 0, then the word holding the count. */
 	size_t at = offsetof(struct nsk_rgn_member, naddr);
 	words_in((uint8_t *)m + at, (uint8_t *)&tmp + at,
-		 offsetof(struct nsk_rgn_member, chunks_allocd) - at);
+	         offsetof(struct nsk_rgn_member, chunks_allocd) - at);
 	tmp.naddr = n;
 	uint64_t w;
 	memcpy(&w, (uint8_t *)&tmp + at, 8);
@@ -432,7 +437,8 @@ int nsk_region_find_addr(struct nsk_region *rg, uint16_t family, const uint8_t a
 			continue;
 		struct nsk_rgn_member *m = &rg->members[i];
 		size_t at = offsetof(struct nsk_rgn_member, naddr);
-		uint64_t w = nsk_load64_acquire((const uint64_t *)(const void *)((uint8_t *)m + at));
+		uint64_t w =
+		    nsk_load64_acquire((const uint64_t *)(const void *)((uint8_t *)m + at));
 		struct nsk_rgn_member c;
 		words_out(&c, m, sizeof(c));
 		memcpy((uint8_t *)&c + at, &w, 8);
@@ -477,7 +483,7 @@ int nsk_region_member_read(struct nsk_region *rg, int slot, struct nsk_region_me
 	out->tag = NSK_RGN_TAG(slot, NSK_RM_GEN(s));
 	out->chunks = chunks_of(rg, out->tag);
 	out->dead = (NSK_RM_KIND(s) == NSK_RM_LIVE && still >= rg->dead_ns && slot != rg->self) ||
-		    NSK_RM_KIND(s) == NSK_RM_RECLAIM;
+	            NSK_RM_KIND(s) == NSK_RM_RECLAIM;
 	return 1;
 }
 
@@ -544,13 +550,15 @@ static uint32_t try_run(struct nsk_region *rg, uint32_t p, uint32_t n, uint32_t 
 {
 	for (uint32_t j = 0; j < n; j++) {
 		uint32_t zero = 0;
-		/* Acquire pairs with the release that freed the chunk (free, reclaim, roll-back). */
+		/* Acquire pairs with the release that freed the chunk (free, reclaim, roll-back).
+		 */
 		if (nsk_load32(&rg->chunks[p + j].owner) == 0 &&
 		    CAS32(&rg->chunks[p + j].owner, &zero, tag, memory_order_acquire))
 			continue;
 		for (uint32_t k = 0; k < j; k++) {
 			/* a CAS, not a store: if we were evicted meanwhile, a chunk reclaimed from
-			 * us may belong to someone else already. Release pairs with the CAS above. */
+			 * us may belong to someone else already. Release pairs with the CAS above.
+			 */
 			uint32_t mine = tag;
 			CAS32(&rg->chunks[p + k].owner, &mine, 0, memory_order_release);
 		}
@@ -601,7 +609,7 @@ int64_t nsk_region_chunk_alloc(struct nsk_region *rg, uint32_t n)
 }
 
 int64_t nsk_region_chunk_alloc_prop(struct nsk_region *rg, uint32_t want, uint32_t min_n,
-				    uint32_t *got)
+                                    uint32_t *got)
 {
 	if (!rg->chunks)
 		return -EINVAL;
@@ -685,7 +693,7 @@ void nsk_region_chunk_stats(const struct nsk_region *rg, struct nsk_region_chunk
 /* ---------------------------------------------------------------- offer mailbox ------- */
 
 int nsk_region_offer_post(struct nsk_region *rg, const struct nsk_region_offer_info *o,
-			  struct nsk_region_offer_handle *h)
+                          struct nsk_region_offer_handle *h)
 {
 	if (!rg->offers)
 		return -EINVAL;
@@ -729,11 +737,11 @@ int nsk_region_offer_post(struct nsk_region *rg, const struct nsk_region_offer_i
 		 * POSTED. A CAS, not a store: if we were evicted meanwhile the slot is not ours. */
 		uint64_t exp = writing;
 		if (!CAS64(&slot->state, &exp, NSK_RO_MAKE(tag, gen, NSK_RO_POSTED),
-			   memory_order_release))
+		           memory_order_release))
 			return -ESTALE;
 		/* Release pairs with the addressee's acquire load of its mail_seq. */
 		atomic_fetch_add_explicit(NSK_A64(&rg->members[to].mail_seq), 1,
-					  memory_order_release);
+		                          memory_order_release);
 		nsk_add64(&rg->hdr->offers_posted, 1);
 		h->slot = (int)i;
 		h->gen = gen;
@@ -749,8 +757,8 @@ static int addr_eq(uint16_t family, const uint8_t *a, const uint8_t *b)
 }
 
 int nsk_region_offer_claim(struct nsk_region *rg, uint16_t family, const uint8_t *caddr,
-			   uint16_t cport, const uint8_t *saddr, uint16_t sport,
-			   struct nsk_region_offer_info *out, struct nsk_region_offer_handle *h)
+                           uint16_t cport, const uint8_t *saddr, uint16_t sport,
+                           struct nsk_region_offer_info *out, struct nsk_region_offer_handle *h)
 {
 	if (!rg->offers || rg->self < 0 || !same_format(rg))
 		return -ENOENT;
@@ -763,13 +771,14 @@ int nsk_region_offer_claim(struct nsk_region *rg, uint16_t family, const uint8_t
 			continue;
 		struct nsk_rgn_offer c;
 		words_out(&c, slot, sizeof(c));
-		/* Seqlock re-check: the copy belongs to generation s only if the state is still s. */
+		/* Seqlock re-check: the copy belongs to generation s only if the state is still s.
+		 */
 		atomic_thread_fence(memory_order_acquire);
 		if (nsk_load64(&slot->state) != s || c.to_tag != me)
 			continue;
 		if (caddr && (c.family != family || c.cport != cport || c.sport != sport ||
-			      !addr_eq(family, c.caddr, caddr) ||
-			      (saddr && !addr_eq(family, c.saddr, saddr))))
+		              !addr_eq(family, c.caddr, caddr) ||
+		              (saddr && !addr_eq(family, c.saddr, saddr))))
 			continue;
 		if (!chan_range_ok(rg, c.chan_off, c.chan_size))
 			continue; /* malformed: its poster withdraws it in time */
@@ -799,7 +808,7 @@ int nsk_region_offer_claim(struct nsk_region *rg, uint16_t family, const uint8_t
 }
 
 static struct nsk_rgn_offer *offer_of(const struct nsk_region *rg,
-				      const struct nsk_region_offer_handle *h)
+                                      const struct nsk_region_offer_handle *h)
 {
 	if (!rg->offers || h->slot < 0 || (uint32_t)h->slot >= rg->noffers || !same_format(rg))
 		return NULL;
@@ -819,7 +828,7 @@ int nsk_region_offer_withdraw(struct nsk_region *rg, const struct nsk_region_off
 	uint64_t exp = NSK_RO_MAKE(h->owner, h->gen, NSK_RO_POSTED);
 	/* acq_rel: pairs with the claimer's CAS (exactly one of the two wins). */
 	if (CAS64(&o->state, &exp, NSK_RO_MAKE(h->owner, h->gen, NSK_RO_WITHDRAWN),
-		  memory_order_acq_rel))
+	          memory_order_acq_rel))
 		return 0;
 	if (!same_offer(exp, h))
 		return -ESTALE;
@@ -853,7 +862,8 @@ int nsk_region_offer_release(struct nsk_region *rg, const struct nsk_region_offe
 		if (k != NSK_RO_CLAIMED && k != NSK_RO_WITHDRAWN)
 			return -ESTALE;
 		/* Release pairs with the next poster's acquire CAS EMPTY → WRITING. */
-		if (CAS64(&o->state, &s, NSK_RO_MAKE(0, h->gen, NSK_RO_EMPTY), memory_order_release))
+		if (CAS64(&o->state, &s, NSK_RO_MAKE(0, h->gen, NSK_RO_EMPTY),
+		          memory_order_release))
 			return 0;
 	}
 	return -ESTALE;

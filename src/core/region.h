@@ -38,9 +38,9 @@ struct nsk_region_params {
 };
 
 /* Bounds a header must respect (checked at attach). */
-#define NSK_RGN_BEAT_MIN_NS 1000000ull          /* 1 ms */
-#define NSK_RGN_BEAT_MAX_NS 60000000000ull      /* 60 s */
-#define NSK_RGN_DEAD_MAX_NS 3600000000000ull    /* 1 h */
+#define NSK_RGN_BEAT_MIN_NS 1000000ull       /* 1 ms */
+#define NSK_RGN_BEAT_MAX_NS 60000000000ull   /* 60 s */
+#define NSK_RGN_DEAD_MAX_NS 3600000000000ull /* 1 h */
 
 /* What this handle remembers of each member slot to judge its liveness. */
 struct nsk_region_watch {
@@ -52,7 +52,7 @@ struct nsk_region_watch {
 struct nsk_region {
 	uint8_t *base; /* mapping (or caller's memory for nsk_region_attach) */
 	uint64_t map_len;
-	int mapped;    /* 1: we mmap()ed base and unmap it at close */
+	int mapped;          /* 1: we mmap()ed base and unmap it at close */
 	char path[PATH_MAX]; /* what was opened (file, or the PCI device's resource2) */
 	struct nsk_rgn_hdr *hdr;
 	/* geometry: private copies of the validated header, never re-read from the region */
@@ -109,7 +109,7 @@ int nsk_region_leave(struct nsk_region *rg);
 /* nsk_region_set_addrs - publish up to 4 of our IP addresses (@family[i], @addr[i] 16 bytes,
  * IPv4 in the first 4) so that others resolve destination addresses to us. 0 or -EINVAL. */
 int nsk_region_set_addrs(struct nsk_region *rg, const uint16_t *family, const uint8_t (*addr)[16],
-			 unsigned n);
+                         unsigned n);
 /* nsk_region_find_addr - the live member slot that published (@family, @addr), or -ENOENT. */
 int nsk_region_find_addr(struct nsk_region *rg, uint16_t family, const uint8_t addr[16]);
 /* nsk_region_netns - the registry namespace of member slot @slot: listeners of a member are
@@ -125,16 +125,16 @@ struct nsk_region_member_info {
 	uint64_t beat;
 	uint64_t beat_wall_ns;
 	uint64_t join_wall_ns;
-	uint64_t since_ns;  /* how long (our clock) the beat counter has stood still; 0 if never
-			     * observed twice */
+	uint64_t since_ns; /* how long (our clock) the beat counter has stood still; 0 if never
+	                    * observed twice */
 	uint32_t pid;
-	uint32_t tag;       /* owner tag of the membership (0 if FREE) */
+	uint32_t tag; /* owner tag of the membership (0 if FREE) */
 	uint32_t naddr;
 	uint16_t family[4];
 	uint8_t addr[4][16];
 	char name[33];
-	uint64_t chunks;    /* chunks the membership holds now */
-	int dead;           /* 1 if it would be reclaimed now */
+	uint64_t chunks; /* chunks the membership holds now */
+	int dead;        /* 1 if it would be reclaimed now */
 };
 /* nsk_region_member_read - copy slot @slot into @out (observing its beat as reap does).
  * 1 if the slot is not FREE, 0 if FREE, -EINVAL for a bad slot number. */
@@ -166,7 +166,7 @@ int64_t nsk_region_chunk_alloc(struct nsk_region *rg, uint32_t n);
  * most a quarter of the free chunks, at least @min_n and at most @want; halved down to @min_n
  * while no contiguous run fits. Returns the offset and sets *@got, or -ENOSPC / -EINVAL. */
 int64_t nsk_region_chunk_alloc_prop(struct nsk_region *rg, uint32_t want, uint32_t min_n,
-				    uint32_t *got);
+                                    uint32_t *got);
 /* nsk_region_chunk_free - give back @n chunks at region offset @off that our membership holds.
  * Returns 0, -EINVAL for a range outside the data area or misaligned, -EPERM if some chunk was
  * not ours (those are left alone; ours in the range are freed). */
@@ -174,7 +174,7 @@ int nsk_region_chunk_free(struct nsk_region *rg, uint64_t off, uint32_t n);
 
 struct nsk_region_chunk_stats {
 	uint32_t total, free, used, largest_free; /* chunks */
-	uint32_t by_slot[NSK_RGN_MEMBERS_MAX];     /* chunks held per member slot */
+	uint32_t by_slot[NSK_RGN_MEMBERS_MAX];    /* chunks held per member slot */
 	uint32_t orphan; /* held by tags whose membership is not LIVE (reclaim pending) */
 };
 void nsk_region_chunk_stats(const struct nsk_region *rg, struct nsk_region_chunk_stats *st);
@@ -202,7 +202,7 @@ struct nsk_region_offer_handle {
  * full), -EINVAL (bad channel range, or the addressee is not a live membership), -ESTALE (not
  * a member). */
 int nsk_region_offer_post(struct nsk_region *rg, const struct nsk_region_offer_info *o,
-			  struct nsk_region_offer_handle *h);
+                          struct nsk_region_offer_handle *h);
 /* nsk_region_offer_claim - addressee: find a POSTED offer to us whose connection matches
  * (@family, client @caddr:@cport, server @saddr:@sport; addresses 16 bytes, IPv4 in the first
  * 4) and CAS it POSTED → CLAIMED. @caddr NULL matches any offer to us; @saddr NULL any
@@ -210,8 +210,8 @@ int nsk_region_offer_post(struct nsk_region *rg, const struct nsk_region_offer_i
  * channel range inside the data area) and @h set, or -ENOENT. Offers with a malformed channel
  * range are skipped. */
 int nsk_region_offer_claim(struct nsk_region *rg, uint16_t family, const uint8_t *caddr,
-			   uint16_t cport, const uint8_t *saddr, uint16_t sport,
-			   struct nsk_region_offer_info *out, struct nsk_region_offer_handle *h);
+                           uint16_t cport, const uint8_t *saddr, uint16_t sport,
+                           struct nsk_region_offer_info *out, struct nsk_region_offer_handle *h);
 /* nsk_region_offer_withdraw - poster: POSTED → WITHDRAWN. 0, -EALREADY if it was claimed
  * first, -ESTALE if the slot no longer holds our offer (reclaimed). */
 int nsk_region_offer_withdraw(struct nsk_region *rg, const struct nsk_region_offer_handle *h);
@@ -263,6 +263,6 @@ int nsk_region_open_spec(struct nsk_region *rg, const struct nsk_region_spec *sp
  * format it with @p. Refuses (-EBUSY) when it holds a valid region with live members (sampled
  * for up to @wait_ns) unless @force. 0 or -errno. */
 int nsk_region_create_file(const char *path, uint64_t size, const struct nsk_region_params *p,
-			   int force, uint64_t wait_ns);
+                           int force, uint64_t wait_ns);
 
 #endif

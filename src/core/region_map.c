@@ -37,7 +37,8 @@ int nsk_region_parse_domain(const char *s, struct nsk_region_spec *out)
 		const char *b = a + 4;
 		unsigned dom, bus, dev, fn;
 		char tail;
-		if (strlen(b) != 12 || sscanf(b, "%4x:%2x:%2x.%1x%c", &dom, &bus, &dev, &fn, &tail) != 4)
+		if (strlen(b) != 12 ||
+		    sscanf(b, "%4x:%2x:%2x.%1x%c", &dom, &bus, &dev, &fn, &tail) != 4)
 			return -EINVAL;
 		out->where = NSK_RGN_PCI_DEV;
 		snprintf(out->arg, sizeof(out->arg), "%s", b);
@@ -209,7 +210,8 @@ int nsk_region_open_pci(struct nsk_region *rg, const char *sysfs_root, const cha
 	int r = -ENODEV;
 	for (int i = 0; i < n; i++) {
 		char dir[PATH_MAX];
-		if (r == 0 || snprintf(dir, sizeof(dir), "%s/%s", devs, names[i]) >= (int)sizeof(dir))
+		if (r == 0 ||
+		    snprintf(dir, sizeof(dir), "%s/%s", devs, names[i]) >= (int)sizeof(dir))
 			continue;
 		if (read_hex(dir, "vendor") != IVSHMEM_VENDOR ||
 		    read_hex(dir, "device") != IVSHMEM_DEVICE)
@@ -235,7 +237,7 @@ int nsk_region_open_spec(struct nsk_region *rg, const struct nsk_region_spec *sp
 }
 
 int nsk_region_create_file(const char *path, uint64_t size, const struct nsk_region_params *p,
-			   int force, uint64_t wait_ns)
+                           int force, uint64_t wait_ns)
 {
 	struct nsk_rgn_hdr h;
 	int r = nsk_region_layout(&h, size, p);

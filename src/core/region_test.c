@@ -25,7 +25,7 @@ static char tmpdir[128];
 
 /* Small regions: 8 members, 16 offers, 64 registry entries, fast beats. */
 static const struct nsk_region_params P = {
-	.nmembers = 8, .noffers = 16, .reg_slots = 64, .beat_ns = 10 * MS, .dead_ns = 150 * MS};
+    .nmembers = 8, .noffers = 16, .reg_slots = 64, .beat_ns = 10 * MS, .dead_ns = 150 * MS};
 
 static void *heap_region(uint64_t size)
 {
@@ -183,18 +183,21 @@ MUT(reg_nslots_less, ((struct nsk_reg_hdr *)(void *)(b + h->reg_off))->nslots = 
 MUT(reg_nslots_zero, ((struct nsk_reg_hdr *)(void *)(b + h->reg_off))->nslots = 0)
 
 static const struct mut muts[] = {
-#define M(n) {#n, m_##n}
-	M(magic),          M(version2),        M(version0),       M(size_big),
-	M(size_half),      M(size_npow2),      M(size_zero),      M(hdr_size),
-	M(flags),          M(member_off_plus), M(member_off_end), M(nmembers_zero),
-	M(nmembers_max),   M(nmembers_overlap), M(member_size),   M(reg_off_plus),
-	M(reg_off_zero),   M(reg_size_slot),   M(reg_size_tiny),  M(reg_size_odd),
-	M(reg_size_huge),  M(mbox_off_minus),  M(mbox_off_out),   M(noffers_zero),
-	M(noffers_max),    M(noffers_overlap), M(offer_size),     M(cmap_off),
-	M(nchunks_zero),   M(nchunks_plus),    M(nchunks_huge),   M(chunk_shift),
-	M(data_off_plus),  M(data_off_zero),   M(beat_zero),      M(beat_tiny),
-	M(dead_small),     M(dead_huge),       M(reg_magic),      M(reg_version),
-	M(reg_entry_size), M(reg_nslots_more), M(reg_nslots_less), M(reg_nslots_zero),
+#define M(n)                                                                                       \
+	{                                                                                          \
+#n, m_##n                                                                          \
+	}
+    M(magic),          M(version2),         M(version0),        M(size_big),
+    M(size_half),      M(size_npow2),       M(size_zero),       M(hdr_size),
+    M(flags),          M(member_off_plus),  M(member_off_end),  M(nmembers_zero),
+    M(nmembers_max),   M(nmembers_overlap), M(member_size),     M(reg_off_plus),
+    M(reg_off_zero),   M(reg_size_slot),    M(reg_size_tiny),   M(reg_size_odd),
+    M(reg_size_huge),  M(mbox_off_minus),   M(mbox_off_out),    M(noffers_zero),
+    M(noffers_max),    M(noffers_overlap),  M(offer_size),      M(cmap_off),
+    M(nchunks_zero),   M(nchunks_plus),     M(nchunks_huge),    M(chunk_shift),
+    M(data_off_plus),  M(data_off_zero),    M(beat_zero),       M(beat_tiny),
+    M(dead_small),     M(dead_huge),        M(reg_magic),       M(reg_version),
+    M(reg_entry_size), M(reg_nslots_more),  M(reg_nslots_less), M(reg_nslots_zero),
 #undef M
 };
 
@@ -249,7 +252,7 @@ static int ok_set(int r, const int *allowed, int n)
 	do {                                                                                       \
 		const int al_[] = {__VA_ARGS__};                                                   \
 		int r_ = (r);                                                                      \
-		if (!ok_set(r_, al_, (int)(sizeof(al_) / sizeof(al_[0]))))                          \
+		if (!ok_set(r_, al_, (int)(sizeof(al_) / sizeof(al_[0]))))                         \
 			FAILF("%s returned %d", #r, r_);                                           \
 	} while (0)
 
@@ -273,9 +276,9 @@ static void exercise(struct nsk_region *rg, uint64_t *s, uint64_t now)
 		CHECK(off == -ENOSPC || off == -EINVAL || off == -ESTALE ||
 		      (off > 0 && got && nsk_region_ptr(rg, (uint64_t)off, (uint64_t)got << 16)));
 		uint64_t foff = rg->data_off + ((t_rng(s) % (rg->nchunks + 2)) << 16) +
-				(t_rng(s) % 8 == 0 ? t_rng(s) % 4096 : 0);
+		                (t_rng(s) % 8 == 0 ? t_rng(s) % 4096 : 0);
 		EXPECT_IN(nsk_region_chunk_free(rg, foff, (uint32_t)(t_rng(s) % 4)), 0, -EINVAL,
-			  -EPERM, -ESTALE);
+		          -EPERM, -ESTALE);
 	}
 	struct nsk_region_offer_info o;
 	memset(&o, 0, sizeof(o));
@@ -295,12 +298,12 @@ static void exercise(struct nsk_region *rg, uint64_t *s, uint64_t now)
 	}
 	if (r == 0) {
 		EXPECT_IN(nsk_region_offer_state(rg, &h), NSK_RO_POSTED, NSK_RO_CLAIMED,
-			  NSK_RO_WITHDRAWN, -ESTALE, NSK_RO_EMPTY, NSK_RO_WRITING);
+		          NSK_RO_WITHDRAWN, -ESTALE, NSK_RO_EMPTY, NSK_RO_WRITING);
 		EXPECT_IN(nsk_region_offer_withdraw(rg, &h), 0, -EALREADY, -ESTALE);
 		EXPECT_IN(nsk_region_offer_release(rg, &h), 0, -ESTALE, -EBUSY);
 	}
 	struct nsk_region_offer_handle bad = {(int)(t_rng(s) % 40) - 10, (uint32_t)t_rng(s),
-					      (uint32_t)t_rng(s)};
+	                                      (uint32_t)t_rng(s)};
 	CHECK(nsk_region_offer_state(rg, &bad) >= -ESTALE);
 	EXPECT_IN(nsk_region_offer_withdraw(rg, &bad), 0, -EALREADY, -ESTALE);
 	EXPECT_IN(nsk_region_offer_release(rg, &bad), 0, -ESTALE, -EBUSY);
@@ -428,8 +431,8 @@ static void test_scribble(void)
 		/* areas: 0 member table, 1 registry, 2 mailbox, 3 chunk map, 4 any metadata,
 		 * 5 the header (then re-attach, sum recomputed half of the time) */
 		uint64_t lo[6] = {h->member_off, h->reg_off, h->mbox_off, h->cmap_off, 0, 0};
-		uint64_t hi[6] = {h->reg_off, h->mbox_off, h->cmap_off, h->data_off, h->data_off,
-				  sizeof(struct nsk_rgn_hdr)};
+		uint64_t hi[6] = {h->reg_off,  h->mbox_off, h->cmap_off,
+		                  h->data_off, h->data_off, sizeof(struct nsk_rgn_hdr)};
 		int area = (int)(t_rng(&s) % 6);
 		int writes = 1 + (int)(t_rng(&s) % 24);
 		for (int w = 0; w < writes; w++)
@@ -474,7 +477,8 @@ static void test_alloc_patterns(void)
 	int64_t *offs = calloc(n, sizeof(*offs));
 	for (uint32_t i = 0; i < n; i++) {
 		offs[i] = nsk_region_chunk_alloc(&a, 1);
-		CHECK(offs[i] > 0 && (uint64_t)(offs[i] - (int64_t)a.data_off) % NSK_RGN_CHUNK == 0);
+		CHECK(offs[i] > 0 &&
+		      (uint64_t)(offs[i] - (int64_t)a.data_off) % NSK_RGN_CHUNK == 0);
 		for (uint32_t k = 0; k < i; k++)
 			CHECK(offs[k] != offs[i]);
 	}
@@ -581,9 +585,9 @@ static void test_alloc_patterns(void)
 	free(b);
 }
 
-/* churn - allocate and free runs for @iters rounds (or until @until_ns), stamping each chunk with a token and
- * checking the stamps (and the chunk map) before giving the run back: a chunk handed to two
- * members at once shows as a foreign stamp. Returns 0 or 1. */
+/* churn - allocate and free runs for @iters rounds (or until @until_ns), stamping each chunk with a
+ * token and checking the stamps (and the chunk map) before giving the run back: a chunk handed to
+ * two members at once shows as a foreign stamp. Returns 0 or 1. */
 static int churn(struct nsk_region *rg, int iters, uint64_t until_ns, uint64_t s)
 {
 	struct {
@@ -605,8 +609,10 @@ static int churn(struct nsk_region *rg, int iters, uint64_t until_ns, uint64_t s
 				return 1;
 			uint64_t token = ((uint64_t)rg->self_tag << 32) | ++seq;
 			for (uint32_t j = 0; j < len; j++) {
-				uint64_t *p = nsk_region_ptr(rg, (uint64_t)off + ((uint64_t)j << 16), 8);
-				uint64_t *q = (uint64_t *)(void *)((uint8_t *)p + NSK_RGN_CHUNK - 8);
+				uint64_t *p =
+				    nsk_region_ptr(rg, (uint64_t)off + ((uint64_t)j << 16), 8);
+				uint64_t *q =
+				    (uint64_t *)(void *)((uint8_t *)p + NSK_RGN_CHUNK - 8);
 				*p = token;
 				*q = token;
 			}
@@ -618,13 +624,14 @@ static int churn(struct nsk_region *rg, int iters, uint64_t until_ns, uint64_t s
 			for (uint32_t j = 0; j < held[x].len; j++) {
 				uint64_t off = (uint64_t)held[x].off + ((uint64_t)j << 16);
 				uint64_t *p = nsk_region_ptr(rg, off, 8);
-				uint64_t *q = (uint64_t *)(void *)((uint8_t *)p + NSK_RGN_CHUNK - 8);
+				uint64_t *q =
+				    (uint64_t *)(void *)((uint8_t *)p + NSK_RGN_CHUNK - 8);
 				uint32_t idx = (uint32_t)((off - rg->data_off) >> 16);
 				if (*p != held[x].token || *q != held[x].token ||
 				    nsk_load32(&rg->chunks[idx].owner) != rg->self_tag) {
-					fprintf(stderr, "chunk %u: token %llx/%llx, want %llx\n", idx,
-						(unsigned long long)*p, (unsigned long long)*q,
-						(unsigned long long)held[x].token);
+					fprintf(stderr, "chunk %u: token %llx/%llx, want %llx\n",
+					        idx, (unsigned long long)*p, (unsigned long long)*q,
+					        (unsigned long long)held[x].token);
 					return 1;
 				}
 			}
@@ -642,7 +649,8 @@ static void test_alloc_fork(void)
 	uint8_t *b = shared_region(size, &P);
 	int iters = 1 << 30; /* the time bound decides: both run for the same 300 ms */
 	uint64_t ms = t_sanitized() ? 150 : 300;
-	uint32_t *ready = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	uint32_t *ready =
+	    mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	CHECK(ready != MAP_FAILED);
 	pid_t pids[2];
 	for (int c = 0; c < 2; c++) {
@@ -651,7 +659,8 @@ static void test_alloc_fork(void)
 		if (pids[c] == 0) {
 			t_watchdog(60);
 			struct nsk_region rg;
-			if (nsk_region_attach(&rg, b, size) < 0 || nsk_region_join(&rg, "churn", getpid()) < 0)
+			if (nsk_region_attach(&rg, b, size) < 0 ||
+			    nsk_region_join(&rg, "churn", getpid()) < 0)
 				_exit(2);
 			/* start together: both must be churning at the same time */
 			atomic_fetch_add(NSK_A32(ready), 1);
@@ -705,8 +714,12 @@ static void test_alloc_threads(void)
 	struct thr_arg args[2];
 	pthread_t th[2];
 	for (int i = 0; i < 2; i++) {
-		args[i] = (struct thr_arg){b, size, seed + (uint64_t)i * 31, 1 << 30,
-					   t_now_ns() + (t_tsan() ? 150 : 300) * MS, 0};
+		args[i] = (struct thr_arg){b,
+		                           size,
+		                           seed + (uint64_t)i * 31,
+		                           1 << 30,
+		                           t_now_ns() + (t_tsan() ? 150 : 300) * MS,
+		                           0};
 		CHECK_EQ(pthread_create(&th[i], NULL, churn_thread, &args[i]), 0);
 	}
 	for (int i = 0; i < 2; i++) {
@@ -752,7 +765,8 @@ static void test_member_death(void)
 	CHECK(child >= 0);
 	if (child == 0) {
 		struct nsk_region rg;
-		if (nsk_region_attach(&rg, b, size) < 0 || nsk_region_join(&rg, "victim", getpid()) < 0)
+		if (nsk_region_attach(&rg, b, size) < 0 ||
+		    nsk_region_join(&rg, "victim", getpid()) < 0)
 			_exit(2);
 		uint16_t fam[1] = {AF_INET};
 		uint8_t addr[1][16] = {{169, 254, 0, 2}};
@@ -1074,7 +1088,8 @@ static int race_server(struct race_ctl *ctl)
 		struct nsk_region_offer_handle h;
 		int r = nsk_region_offer_claim(&s, AF_INET, NULL, 0, NULL, 0, &o, &h);
 		if (r == 0) {
-			if (o.nonce >= (uint64_t)ctl->n || !nsk_region_ptr(&s, o.chan_off, o.chan_size))
+			if (o.nonce >= (uint64_t)ctl->n ||
+			    !nsk_region_ptr(&s, o.chan_off, o.chan_size))
 				return 3;
 			ctl->claimed[o.nonce]++;
 			ctl->claims++;
@@ -1156,7 +1171,7 @@ static void offer_race(int threads)
 	int n = t_tsan() ? 2000 : t_sanitized() ? 3000 : 20000;
 	size_t clen = sizeof(struct race_ctl) + (size_t)n;
 	struct race_ctl *ctl =
-		mmap(NULL, clen, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	    mmap(NULL, clen, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	CHECK(ctl != MAP_FAILED);
 	ctl->base = b;
 	ctl->size = size;
@@ -1226,7 +1241,7 @@ static void put_file(const char *dir, const char *name, const char *text)
 }
 
 static void make_dev(const char *root, const char *bdf, const char *vendor, const char *device,
-		     uint64_t size, int format)
+                     uint64_t size, int format)
 {
 	char d[512];
 	snprintf(d, sizeof(d), "%s/bus/pci/devices/%s", root, bdf);
@@ -1238,10 +1253,10 @@ static void make_dev(const char *root, const char *bdf, const char *vendor, cons
 	put_file(d, "enable", "0\n");
 	char res[256];
 	snprintf(res, sizeof(res),
-		 "0x00000000febf1000 0x00000000febf10ff 0x0000000000040200\n"
-		 "0x0000000000000000 0x0000000000000000 0x0000000000000000\n"
-		 "0x0000000800000000 0x%016llx 0x000000000014220c\n",
-		 (unsigned long long)(0x800000000ull + size - 1));
+	         "0x00000000febf1000 0x00000000febf10ff 0x0000000000040200\n"
+	         "0x0000000000000000 0x0000000000000000 0x0000000000000000\n"
+	         "0x0000000800000000 0x%016llx 0x000000000014220c\n",
+	         (unsigned long long)(0x800000000ull + size - 1));
 	put_file(d, "resource", res);
 	if (!size)
 		return;
@@ -1289,10 +1304,10 @@ static void test_sysfs(void)
 	char root[256];
 	snprintf(root, sizeof(root), "%s/sys", tmpdir);
 	struct nsk_region rg;
-	CHECK_EQ(nsk_region_open_pci(&rg, root, NULL), -ENODEV); /* no tree at all */
-	make_dev(root, "0000:00:02.0", "0x8086\n", "0x100e\n", 0, 0);     /* e1000 */
+	CHECK_EQ(nsk_region_open_pci(&rg, root, NULL), -ENODEV);      /* no tree at all */
+	make_dev(root, "0000:00:02.0", "0x8086\n", "0x100e\n", 0, 0); /* e1000 */
 	CHECK_EQ(nsk_region_open_pci(&rg, root, NULL), -ENODEV);
-	make_dev(root, "0000:00:03.0", "0x1af4\n", "0x1000\n", 0, 0);     /* virtio-net */
+	make_dev(root, "0000:00:03.0", "0x1af4\n", "0x1000\n", 0, 0);        /* virtio-net */
 	make_dev(root, "0000:00:04.0", "0x1af4\n", "0x1110\n", 1u << 20, 0); /* unformatted */
 	CHECK_EQ(nsk_region_open_pci(&rg, root, NULL), -EPROTO);
 	make_dev(root, "0000:00:05.0", "0x1af4\n", "0x1110\n", 1u << 20, 1); /* a region */
