@@ -1131,7 +1131,8 @@ static void race_client(struct race_ctl *ctl, uint8_t *outcome, int *won, int *l
 			o.nonce = (uint64_t)i;
 			CHECK_EQ(nsk_region_offer_post(&c, &o, &inflight[nin]), 0);
 			nin++;
-			for (uint64_t spin = t_rng(&s) % 2000; spin; spin--)
+			for (uint64_t spin = t_rng(&s) % (t_sanitized() ? 20000 : 2000); spin;
+			     spin--)
 				nsk_cpu_relax();
 		}
 		if (nin == 3 || i >= n) {
