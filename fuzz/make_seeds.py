@@ -59,3 +59,15 @@ ops = b"\1" + struct.pack("<H", 300) + b"\0" + struct.pack("<H", 200) + b"\2" + 
 put("attach", "valid", bytes([0x70]) + hdr + offer + ops)
 put("attach", "unsealed", bytes([0x50]) + hdr + offer)
 put("attach", "raw", bytes([0x22]) + hdr + offer + b"\x20")
+
+
+# region: flags (1 recompute the header sum, 2 populate), patches, then API calls
+def rop(code, *extra):
+    return bytes([code]) + b"".join(extra)
+
+calls = (rop(0) + rop(1) + rop(3, b"\1") + rop(6, struct.pack("<I", 0x101), b"\0\1") +
+         rop(7) + rop(8) + rop(9) + rop(2, struct.pack("<I", 100000)) + rop(13, b"\0") + rop(14))
+put("region", "clean", b"\2\0" + calls)
+put("region", "scribbled", b"\3\2" + struct.pack("<IB", 4096, 7) + b"\xff" * 8 +
+    struct.pack("<IB", 40, 3) + b"\x05\x00\x00\x00" + calls + rop(2, struct.pack("<I", 10**6)) +
+    rop(10, b"\1") + rop(12, struct.pack("<I", 0x101)))

@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 SECS=${1:-300}
 shift || true
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(ring ctl registry attach)
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(ring ctl registry attach region)
 CC=clang cmake -S . -B build-fuzz -DNSK_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >build-fuzz.cmake.log 2>&1 ||
 	{ cat build-fuzz.cmake.log; exit 1; }
 cmake --build build-fuzz -j "$(nproc)"

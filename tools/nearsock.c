@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* nearsock — the command line: run a program with the preload library, show the domain's
  * status and metrics, clean up after dead processes, move connections between shared memory
- * and TCP (evacuate/attach), and reach the benchmark and dimensioning tools. */
+ * and TCP (evacuate/attach), format and inspect ivshmem regions for VMs (vm), and reach the
+ * benchmark and dimensioning tools. */
 #include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -14,6 +15,7 @@
 #include "ctl.h"
 #include "metrics.h"
 #include "status.h"
+#include "vm.h"
 
 static void usage(FILE *f)
 {
@@ -26,6 +28,8 @@ static void usage(FILE *f)
 		"       nearsock attach PID|--all [--dir DIR] [--wait SECONDS]     (to shared memory)\n"
 		"       nearsock bench [ARGS...]       (see nearsock bench --help)\n"
 		"       nearsock dimension [ARGS...]   (see nearsock dimension --help)\n"
+		"       nearsock vm init FILE --size N [--force]   (format an ivshmem region)\n"
+		"       nearsock vm status FILE|auto [--json]      (its members, chunks, offers)\n"
 		"environment: NEARSOCK_DIR, NEARSOCK_DISABLE=1, NEARSOCK_LOG=debug|info|warn,\n"
 		"             NEARSOCK_RING_SIZE, NEARSOCK_SPIN_US, NEARSOCK_OFFER_TIMEOUT_MS\n");
 }
@@ -204,6 +208,8 @@ int main(int argc, char **argv)
 			return nsk_cli_metrics(dir);
 		return !strcmp(cmd, "gc") ? nsk_cli_gc(dir) : nsk_cli_status(dir, json);
 	}
+	if (!strcmp(cmd, "vm"))
+		return nsk_cli_vm(argc - 2, argv + 2);
 	if (!strcmp(cmd, "bench"))
 		return exec_sibling("nearsock-bench", argc - 2, argv + 2);
 	if (!strcmp(cmd, "dimension"))

@@ -390,4 +390,144 @@ _Static_assert(NSK_PC_NR <= 16, "process counters");
 
 #define NSK_PROC_FILE_SIZE (sizeof(struct nsk_proc_hdr) + (uint64_t)NSK_PROC_SLOTS * sizeof(struct nsk_conn))
 
+/* ---------------------------------------------------------------- ivshmem region ------ */
+/* One memory region shared by every member of a VM domain (the ivshmem BAR2 in a guest, its
+ * backing file on the host): no descriptors, no unix sockets, so everything the members share
+ * lives here at fixed offsets from the region's start. Areas, in this order, each start on a
+ * page (the data area on a chunk): header | member table | registry (struct nsk_reg_hdr +
+ * entries, as in the registry file) | offer mailbox | chunk map | data (chunks). The header's
+ * geometry fields are written once at format time and covered by `sum`; region.c validates
+ * them all before use and keeps private copies (see region.h). */
+#define NSK_RGN_MAGIC 0x52534b4eu /* "NKSR" */
+#define NSK_RGN_VERSION 1u
+#define NSK_RGN_HDR_SIZE 4096u
+#define NSK_RGN_CHUNK_SHIFT 16u /* 64 KiB chunks */
+#define NSK_RGN_CHUNK (1u << NSK_RGN_CHUNK_SHIFT)
+#define NSK_RGN_MIN_SIZE (256u << 10)
+#define NSK_RGN_MAX_SIZE (1ull << 36)
+#define NSK_RGN_MEMBERS_MAX 64u
+#define NSK_RGN_OFFERS_MAX 4096u
+
+/* Member slot state word: generation << 32 | kind. The generation is bumped by every join. */
+enum nsk_rgn_mkind { NSK_RM_FREE = 0, NSK_RM_LIVE = 1, NSK_RM_RECLAIM = 2 };
+#define NSK_RM_KIND(s) ((uint32_t)((s)&0xffffffffu))
+#define NSK_RM_GEN(s) ((uint32_t)((s) >> 32))
+/* An owner tag names one membership (slot, generation): (gen mod 2^24) << 8 | (slot + 1).
+ * Never 0. Chunks, offers and registry entries carry the tag of the membership that owns
+ * them, so a reclaim of membership (i, g) never touches what (i, g+1) owns. */
+#define NSK_RGN_TAG(slot, gen) ((((uint32_t)(gen)&0xffffffu) << 8) | ((uint32_t)(slot) + 1u))
+#define NSK_RGN_TAG_SLOT(t) ((int)((t)&0xffu) - 1)
+
+/* Offer slot state word: owner tag << 32 | generation << 3 | kind. */
+enum nsk_rgn_okind {
+	NSK_RO_EMPTY = 0,
+	NSK_RO_WRITING = 1,   /* the poster fills the slot in */
+	NSK_RO_POSTED = 2,    /* visible to its addressee */
+	NSK_RO_CLAIMED = 3,   /* the addressee took it */
+	NSK_RO_WITHDRAWN = 4, /* the poster gave up before a claim */
+};
+#define NSK_RO_KIND(s) ((uint32_t)((s)&7u))
+#define NSK_RO_GEN(s) ((uint32_t)(((s) >> 3) & 0x1fffffffu))
+#define NSK_RO_OWNER(s) ((uint32_t)((s) >> 32))
+#define NSK_RO_MAKE(owner, gen, kind)                                                              \
+	(((uint64_t)(owner) << 32) | ((uint64_t)((gen)&0x1fffffffu) << 3) | (uint64_t)(kind))
+
+struct nsk_rgn_hdr {
+	/* line 0-1: geometry, written once by the formatter (magic last, store-release) */
+	uint32_t magic;
+	uint32_t version;
+	uint64_t size;       /* bytes of the region (power of two) */
+	uint64_t format_gen; /* random, new at every format: a member of an older format is stale */
+	uint32_t hdr_size;   /* NSK_RGN_HDR_SIZE */
+	uint32_t flags;      /* none defined: must be 0 */
+	uint64_t member_off;
+	uint32_t nmembers;
+	uint32_t member_size; /* sizeof(struct nsk_rgn_member) */
+	uint64_t reg_off;     /* registry: struct nsk_reg_hdr + nslots entries */
+	uint64_t reg_size;
+	uint64_t mbox_off;
+	uint32_t noffers;
+	uint32_t offer_size; /* sizeof(struct nsk_rgn_offer) */
+	uint64_t cmap_off;   /* one struct nsk_rgn_chunk per chunk */
+	uint32_t nchunks;
+	uint32_t chunk_shift; /* NSK_RGN_CHUNK_SHIFT */
+	uint64_t data_off;    /* chunk i is at data_off + (i << chunk_shift) */
+	uint64_t beat_ns;     /* members beat at least this often */
+	uint64_t dead_ns;     /* a member whose beat counter stands still this long is dead */
+	uint64_t format_wall_ns; /* CLOCK_REALTIME of the format (informational) */
+	uint64_t sum;            /* FNV-1a 64 of the bytes before this field */
+	uint8_t pad0[56];
+	/* line 3: statistics and hints, written by any member (never trusted as an index) */
+	uint64_t alloc_hint; /* next chunk to try (taken modulo nchunks) */
+	uint64_t allocs;
+	uint64_t frees;
+	uint64_t alloc_fails;
+	uint64_t reclaims; /* memberships reclaimed after death */
+	uint64_t offers_posted;
+	uint64_t pad1[2];
+};
+_Static_assert(offsetof(struct nsk_rgn_hdr, size) == 8, "region size field");
+_Static_assert(offsetof(struct nsk_rgn_hdr, member_off) == 32, "member_off");
+_Static_assert(offsetof(struct nsk_rgn_hdr, reg_off) == 48, "reg_off");
+_Static_assert(offsetof(struct nsk_rgn_hdr, mbox_off) == 64, "mbox_off");
+_Static_assert(offsetof(struct nsk_rgn_hdr, cmap_off) == 80, "cmap_off");
+_Static_assert(offsetof(struct nsk_rgn_hdr, data_off) == 96, "data_off");
+_Static_assert(offsetof(struct nsk_rgn_hdr, sum) == 128, "header sum");
+_Static_assert(offsetof(struct nsk_rgn_hdr, alloc_hint) == 3 * NSK_CACHELINE, "stats line");
+_Static_assert(sizeof(struct nsk_rgn_hdr) == 4 * NSK_CACHELINE, "region header size");
+
+/* One attached VM or host process group. Everything but `state` is written by the member
+ * itself (relaxed stores; readers treat it as informational). */
+struct nsk_rgn_member {
+	uint64_t state;         /* gen << 32 | enum nsk_rgn_mkind; changed by CAS only */
+	uint64_t beat;          /* heartbeat counter: +1 per beat (store-release) */
+	uint64_t beat_wall_ns;  /* member's CLOCK_REALTIME at its last beat (display only: the
+				 * clocks of different VMs are not comparable) */
+	uint64_t join_wall_ns;  /* member's CLOCK_REALTIME at join */
+	uint64_t mail_seq;      /* bumped by posters after an offer to this member */
+	uint32_t pid;           /* of the process that beats (in its own VM) */
+	uint32_t flags;
+	char name[32];          /* host name or label, NUL-padded */
+	uint32_t naddr;         /* addresses in use in addr[] (<= 4) */
+	uint16_t family[4];     /* AF_INET / AF_INET6 */
+	uint32_t pad0;
+	uint8_t addr[4][16];    /* the member's IP addresses (wildcard listeners resolve here) */
+	uint64_t chunks_allocd; /* statistics of the member */
+	uint64_t chunks_freed;
+	uint8_t pad1[80];
+};
+_Static_assert(offsetof(struct nsk_rgn_member, name) == 48, "member name");
+_Static_assert(offsetof(struct nsk_rgn_member, addr) == 96, "member addresses");
+_Static_assert(sizeof(struct nsk_rgn_member) == 256, "member slot size");
+
+/* "Here is a channel for your connection": posted by the connecting side for the member that
+ * owns the listener; the channel (struct nsk_chan_hdr + rings) lies at chan_off. */
+struct nsk_rgn_offer {
+	uint64_t state;  /* NSK_RO_MAKE(owner tag, gen, kind); changed by CAS (seqlock for readers) */
+	uint32_t to_tag; /* addressee's owner tag */
+	uint32_t flags;
+	uint64_t nonce;  /* must equal the channel header's */
+	uint64_t chan_off;  /* region offset of the channel (chunk aligned, inside the data area) */
+	uint64_t chan_size; /* bytes (whole chunks) */
+	uint16_t family;    /* AF_INET or AF_INET6 */
+	uint16_t cport;     /* client's local port (host order) */
+	uint16_t sport;     /* server's port as the client connected to it */
+	uint16_t pad0;
+	uint8_t caddr[16];  /* client's local address */
+	uint8_t saddr[16];  /* address the client connected to */
+	uint32_t from_pid;  /* informational */
+	uint32_t pad1;
+	uint64_t posted_wall_ns; /* informational */
+	uint8_t pad2[32];
+};
+_Static_assert(offsetof(struct nsk_rgn_offer, caddr) == 48, "offer addresses");
+_Static_assert(sizeof(struct nsk_rgn_offer) == 2 * NSK_CACHELINE, "offer slot size");
+
+/* Chunk map entry: owner tag of the membership holding the chunk (0: free), changed by CAS. */
+struct nsk_rgn_chunk {
+	uint32_t owner;
+	uint32_t run; /* first chunk of an allocation: its length in chunks; else 0 (informational) */
+};
+_Static_assert(sizeof(struct nsk_rgn_chunk) == 8, "chunk map entry size");
+
 #endif

@@ -47,9 +47,14 @@ uint32_t nsk_registry_hash(uint16_t port, uint64_t netns, uint32_t nslots)
 
 void nsk_registry_format(void *base)
 {
-	memset(base, 0, NSK_REG_FILE_SIZE);
+	nsk_registry_format_slots(base, NSK_REG_SLOTS);
+}
+
+void nsk_registry_format_slots(void *base, uint32_t nslots)
+{
+	memset(base, 0, sizeof(struct nsk_reg_hdr) + (size_t)nslots * sizeof(struct nsk_reg_entry));
 	struct nsk_reg_hdr *h = base;
-	h->nslots = NSK_REG_SLOTS;
+	h->nslots = nslots;
 	h->entry_size = sizeof(struct nsk_reg_entry);
 	h->version = NSK_REG_VERSION;
 	h->magic = NSK_REG_MAGIC;

@@ -31,6 +31,9 @@ struct nsk_reg_key {
 
 /* nsk_registry_format - write an empty registry into @base (NSK_REG_FILE_SIZE bytes). */
 void nsk_registry_format(void *base);
+/* nsk_registry_format_slots - the same with @nslots entries (a registry placed inside another
+ * mapping, e.g. an ivshmem region): sizeof(struct nsk_reg_hdr) + @nslots entries. */
+void nsk_registry_format_slots(void *base, uint32_t nslots);
 /* nsk_registry_attach - validate the header at @base (@len bytes mapped). 0 or -EPROTO. */
 int nsk_registry_attach(struct nsk_registry *r, void *base, size_t len);
 /* nsk_registry_insert - publish a listener. Entries for the same key whose owner is dead are
