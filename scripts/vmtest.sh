@@ -95,13 +95,20 @@ cleanup() {
 trap cleanup EXIT
 trap 'log "interrupted (SIGINT): cleaning up"; exit 130' INT
 trap 'log "terminated (SIGTERM or the deadline): cleaning up"; exit 143' TERM
-# A backstop for a hang outside the main loop (which checks the deadline itself).
+# The watchdog: a backstop for a hang outside the main loop (which checks the deadline
+# itself), and the cleanup after a SIGKILL of this script (no trap runs then): once the
+# script is gone it kills the QEMU processes listed in the run directory and removes it.
+MAIN=$$
 (
-	trap 'kill "$sp" 2>/dev/null; exit 0' TERM
-	sleep $((DEADLINE + 60)) &
-	sp=$!
-	wait "$sp"
-	kill -TERM $$ 2>/dev/null
+	trap 'exit 0' TERM
+	end=$((SECONDS + DEADLINE + 60))
+	while kill -0 "$MAIN" 2>/dev/null; do
+		[ $SECONDS -lt "$end" ] || { kill -TERM "$MAIN"; end=$((end + 30)); }
+		sleep 1
+	done
+	[ -f "$RUN/qemu.pids" ] && xargs kill -KILL <"$RUN/qemu.pids" 2>/dev/null
+	rm -f "$SHM"
+	rm -rf "$RUN"
 ) &
 WD=$!
 
@@ -180,6 +187,7 @@ start_vm() {
 		-serial "file:$RUN/$role.log" -monitor "unix:$RUN/$role.mon,server=on,wait=off" \
 		"$@" >"$RUN/$role.qemu.out" 2>&1 &
 	QPIDS+=($!)
+	echo $! >>"$RUN/qemu.pids"
 }
 # shellcheck disable=SC2054 # commas inside QEMU option values
 REGION=(-object "memory-backend-file,id=hm,share=on,mem-path=$SHM,size=16M"
