@@ -13,11 +13,15 @@
  *   ivshmem_probe read --key K              guest B: waits for magic + counter, checks the
  *                                           writer's and the host's patterns, acks
  *   ivshmem_probe hostcheck --key K         guest: only the host's pattern (any time)
+ *   ivshmem_probe hold --key K --timeout S  guest: keep BAR2 mapped and read it every ms for S
+ *                                           seconds (across a hot-unplug); reports a fault
+ *                                           (SIGBUS/SIGSEGV) or what the reads returned
  *   ivshmem_probe check --file F --key K    host, after the guests: everything above is there
  * --path P maps P instead of the device's resource2 (e.g. resource2_wc); --timeout S (30). */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +42,18 @@
 #define PATTERN_LEN (1u << 20)
 #define ROUNDS 1000u
 #define MIN_SIZE (4u << 20)
+
+static volatile sig_atomic_t hold_reads; /* reads done when a fault came */
+
+static void on_fault(int sig)
+{
+	char msg[96];
+	int n =
+	    snprintf(msg, sizeof(msg), "hold: signal %d after %ld reads\n", sig, (long)hold_reads);
+	if (write(1, msg, (size_t)n) < 0)
+		_exit(4);
+	_exit(3);
+}
 
 static uint8_t pattern_byte(uint64_t key, uint64_t i)
 {
@@ -182,10 +198,10 @@ int main(int argc, char **argv)
 	}
 	int host = !strcmp(cmd, "stamp") || !strcmp(cmd, "check");
 	int guest = !strcmp(cmd, "find") || !strcmp(cmd, "write") || !strcmp(cmd, "read") ||
-	            !strcmp(cmd, "hostcheck");
+	            !strcmp(cmd, "hostcheck") || !strcmp(cmd, "hold");
 	if ((!host && !guest) || (host && !file) || (strcmp(cmd, "find") && !key)) {
 		fprintf(stderr,
-		        "usage: ivshmem_probe find | write|read|hostcheck --key K [--path P] "
+		        "usage: ivshmem_probe find | write|read|hostcheck|hold --key K [--path P] "
 		        "[--timeout S] | stamp|check --file F --key K\n");
 		return 2;
 	}
@@ -207,7 +223,11 @@ int main(int argc, char **argv)
 	if (!m)
 		return 2;
 	if (!strcmp(cmd, "find")) {
-		printf("device=%s path=%s size=%zu\n", dev, path, size);
+		/* resource2_wc exists for a prefetchable BAR: a write-combining mapping */
+		char wc[420];
+		snprintf(wc, sizeof(wc), "%s/resource2_wc", dev);
+		printf("device=%s path=%s size=%zu resource2_wc=%s\n", dev, path, size,
+		       access(wc, F_OK) == 0 ? "yes" : "no");
 		return 0;
 	}
 
@@ -222,6 +242,29 @@ int main(int argc, char **argv)
 		long hbad = verify(m + HOST_OFF, key ^ 0x4854);
 		printf("device=%s host_pattern=%s\n", dev, hbad < 0 ? "ok" : "bad");
 		return hbad < 0 ? 0 : 1;
+	}
+
+	if (!strcmp(cmd, "hold")) {
+		/* What a mapping sees when its device is unplugged: the first word of the host's
+		 * pattern, read every millisecond; count the reads that differ from the start. */
+		signal(SIGBUS, on_fault);
+		signal(SIGSEGV, on_fault);
+		const volatile uint64_t *w = (const volatile uint64_t *)(void *)(m + HOST_OFF);
+		uint64_t first = *w, last = first;
+		long changed = 0;
+		double end = now_s() + timeout, t_change = 0;
+		while (now_s() < end) {
+			last = *w;
+			if (last != first && !changed++)
+				t_change = timeout - (end - now_s());
+			hold_reads = hold_reads + 1;
+			usleep(1000);
+		}
+		printf("hold: %ld reads over %.0f s, no fault; %ld differed from the first "
+		       "(from %.1f s on), first %016llx last %016llx\n",
+		       (long)hold_reads, timeout, changed, t_change, (unsigned long long)first,
+		       (unsigned long long)last);
+		return 0;
 	}
 
 	if (!strcmp(cmd, "write")) {

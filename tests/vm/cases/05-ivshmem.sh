@@ -33,10 +33,16 @@ no_device() { ! ivshmem_probe find >/dev/null 2>&1; }
 have_device() { ivshmem_probe find >/dev/null 2>&1; }
 hotplug_A() {
 	ivshmem_probe find || return 1
+	# a process keeps BAR2 mapped across the unplug: what does it see?
+	ivshmem_probe hold --key "$KEY" --timeout 6 >/tmp/hold.out 2>&1 &
+	hp=$!
+	sleep 1
 	t0=$(uptime_s)
 	host_request hotplug_del 60 no_device || { echo "device still there 60 s after device_del"; return 1; }
 	t1=$(uptime_s)
 	echo "gone from /sys/bus/pci/devices after $(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }') s"
+	wait $hp
+	echo "mapping held across the unplug (exit $?): $(cat /tmp/hold.out)"
 	host_request hotplug_add 60 have_device || { echo "device not back 60 s after device_add"; return 1; }
 	t2=$(uptime_s)
 	ivshmem_probe find || return 1
