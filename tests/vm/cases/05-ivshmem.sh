@@ -5,7 +5,8 @@
 # counter and a magic; B maps its own device and checks A's pattern and the pattern the host
 # wrote into the backing file before boot, then acknowledges; the host checks everything in
 # the file afterwards. hotplug: the host removes A's device through the QEMU monitor
-# (device_del), A sees it gone from /sys/bus/pci/devices, the host adds it back
+# (device_del) while a process holds BAR2 mapped (it reports what its reads return), A sees
+# it gone from /sys/bus/pci/devices, the host adds it back
 # (device_add; QEMU 7.2 needs a fresh memory backend object on the same file, see
 # scripts/vmtest.sh) and A finds it again with the region's contents intact (the pattern the
 # host wrote before boot).
