@@ -273,8 +273,12 @@ while :; do
 			[ -n "${HANDLED[$r.$tok]:-}" ] && continue
 			HANDLED[$r.$tok]=1
 			if declare -F "host_$tok" >/dev/null; then
-				out=$("host_$tok" "$r" 2>&1) || HOSTFAIL=1
-				log "request $tok from $r: done${out:+ ($out)}"
+				if out=$("host_$tok" "$r" 2>&1); then
+					log "request $tok from $r: done${out:+ ($out)}"
+				else
+					log "request $tok from $r: FAILED${out:+ ($out)}"
+					HOSTFAIL=1
+				fi
 			else
 				log "request $tok from $r: no handler"
 				HOSTFAIL=1
