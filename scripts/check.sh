@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
 # check.sh — what `make check` (and CI) runs: static analysis of src/ (cppcheck), the whole
-# CTest suite on the normal build (-Werror; label stress excluded), then the unit and
+# CTest suite on the normal build (-Werror; labels stress and vm excluded — vm boots QEMU
+# guests for minutes: `make vmtest`), then the unit and
 # integration suites again under AddressSanitizer+UndefinedBehaviorSanitizer, the unit suite and
 # the integration tests that TSan can follow under ThreadSanitizer, and a short libFuzzer
 # budget of every fuzz target (label fuzz; scripts/fuzz.sh runs the long one).
@@ -23,8 +24,8 @@ bash scripts/lint.sh
 
 mkdir -p build
 build build -DNSK_WERROR=ON
-echo "== ctest: all labels but stress (normal build)"
-(cd build && ctest --output-on-failure --timeout 600 -LE stress)
+echo "== ctest: all labels but stress and vm (normal build)"
+(cd build && ctest --output-on-failure --timeout 600 -LE 'stress|vm')
 
 if [ "${NSK_CHECK_FAST:-0}" = 1 ]; then
 	exit 0
