@@ -298,6 +298,13 @@ int nsk_tcp_peer_closed(int family, const uint8_t laddr[16], uint16_t lport,
 	int r = diag_lookup_any(family, laddr, lport, raddr, rport, &uid, &inode);
 	if (r < 0)
 		return r;
-	/* Gone, or an orphan (closed by its last holder, or its process killed): no inode. */
-	return r == 0 || inode == 0;
+	if (r == 0) {
+		/* Not found: gone, or sock_diag cannot see TCP sockets at all (a kernel without
+		 * inet_diag/tcp_diag answers ENOENT to everything; found in a VM guest). Our own
+		 * socket must be visible for "gone" to mean anything. */
+		r = diag_lookup_any(family, raddr, rport, laddr, lport, &uid, &inode);
+		return r == 1 ? 1 : r < 0 ? r : -ENOENT;
+	}
+	/* An orphan (closed by its last holder, or its process killed): no inode. */
+	return inode == 0;
 }
