@@ -3,7 +3,7 @@
 # bench-memory.sh — dynamic proportional ring memory (issue: agility; MemPipe 4.3.4): memory
 # held by the rings vs throughput for many connections of which few are busy. N = 64
 # connections (nsk_ringsize: checked echo streams on the busy ones, blocking reads on the
-# others), k = 1, 4, 16 busy; the default dynamic sizing (16 KiB .. 1 MiB, start 64 KiB)
+# others), k = 1, 4, 16 busy; the default dynamic sizing (16 KiB .. 512 KiB, start 64 KiB)
 # against fixed 512 KiB rings (NEARSOCK_RING_SIZE, the size nearsock always used before).
 # Memory = the domain's account (`nearsock status`: every channel's header page and ring
 # capacities, both sides), sampled every 200 ms while the streams run: the median of the

@@ -35,7 +35,7 @@ struct nsk_rsz_state {
 
 /* nsk_rsz_conf_env - the configuration from NEARSOCK_RING_SIZE (fixed), NEARSOCK_RING_MIN,
  * NEARSOCK_RING_INIT, NEARSOCK_RING_MAX (bytes, k/M suffixes), NEARSOCK_RING_IDLE_MS. Bad
- * values fall back to the defaults (16K, 64K, 1M, 500 ms) and are named in *@bad (or NULL). */
+ * values fall back to the defaults (16K, 64K, 512K, 500 ms) and are named in *@bad (or NULL). */
 void nsk_rsz_conf_env(struct nsk_rsz_conf *c, const char **bad);
 
 /* nsk_rsz_want_grow - after a write: should the next write try to double @size? */

@@ -29,7 +29,7 @@ static void test_env(void)
 	CHECK(c.dynamic && !bad);
 	CHECK_EQ(c.min, 16u << 10);
 	CHECK_EQ(c.init, 64u << 10);
-	CHECK_EQ(c.max, 1u << 20);
+	CHECK_EQ(c.max, 512u << 10);
 	CHECK_EQ(c.idle_ns, 500 * MS);
 	setenv("NEARSOCK_RING_MAX", "4M", 1);
 	setenv("NEARSOCK_RING_INIT", "8k", 1); /* below min: raised to min */
@@ -42,7 +42,7 @@ static void test_env(void)
 	setenv("NEARSOCK_RING_MAX", "3000", 1); /* not a power of two */
 	nsk_rsz_conf_env(&c, &bad);
 	CHECK(bad && !strcmp(bad, "NEARSOCK_RING_MAX"));
-	CHECK_EQ(c.max, 1u << 20);
+	CHECK_EQ(c.max, 512u << 10);
 	setenv("NEARSOCK_RING_SIZE", "256K", 1); /* fixed: not dynamic */
 	nsk_rsz_conf_env(&c, &bad);
 	CHECK(!c.dynamic && !bad);

@@ -1285,8 +1285,10 @@ static uint64_t coarse_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-/* Maintenance look (any call on the socket, epoll/poll scans, sleeps): shrink an idle ring,
- * or one under memory pressure. Cheap when not due (one coarse clock read). */
+/* Maintenance look, wherever a thread is about to sleep on the socket (blocking calls,
+ * poll/select/epoll arming; their sleeps are bounded to a second while sizing is dynamic):
+ * shrink an idle ring, or one under memory pressure. Not on the data path: a thread that
+ * never sleeps keeps its rings busy. Cheap when not due (one coarse clock read). */
 static void ring_tick(struct nsk_sock *s)
 {
 	struct nsk_conn *c = s->conn;
@@ -1782,10 +1784,8 @@ void nsk_sock_refresh(struct nsk_sock *s)
 		return; /* nothing to upgrade: udp.c decides per datagram */
 	struct nsk_conn *c = s->conn;
 	uint32_t mode = nsk_load32(&c->mode);
-	if (mode == NSK_MODE_SHM) {
+	if (mode == NSK_MODE_SHM)
 		follow_wish(s); /* evacuation or attach asked for (live switching) */
-		ring_tick(s);   /* dynamic ring sizing: idle rings, memory pressure */
-	}
 	if (mode == NSK_MODE_PLAIN || mode == NSK_MODE_BROKEN || nsk_load32(&c->tx_switched))
 		return;
 	if (!chan_ok(s) && mode == NSK_MODE_SHM)
