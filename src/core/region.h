@@ -172,6 +172,12 @@ int64_t nsk_region_chunk_alloc_prop(struct nsk_region *rg, uint32_t want, uint32
  * not ours (those are left alone; ours in the range are freed). */
 int nsk_region_chunk_free(struct nsk_region *rg, uint64_t off, uint32_t n);
 
+/* nsk_region_chunk_free_as - give back @n chunks at @off held by owner tag @tag (another
+ * member's: the last user of a channel frees its memory for the member that allocated it).
+ * Each chunk by CAS @tag → 0, so chunks meanwhile reclaimed or reused are left alone. Same
+ * returns as nsk_region_chunk_free (we must be a member). */
+int nsk_region_chunk_free_as(struct nsk_region *rg, uint64_t off, uint32_t n, uint32_t tag);
+
 struct nsk_region_chunk_stats {
 	uint32_t total, free, used, largest_free; /* chunks */
 	uint32_t by_slot[NSK_RGN_MEMBERS_MAX];    /* chunks held per member slot */

@@ -47,6 +47,8 @@ struct nsk_global {
 };
 extern struct nsk_global nsk_g;
 
+struct nsk_vmconn;
+
 struct nsk_sock {
 	atomic_int refs;  /* fds of this process referring to the socket */
 	atomic_int busy;  /* calls in progress that may touch the channel mapping */
@@ -91,6 +93,8 @@ struct nsk_sock {
 	int pin_tcp;           /* nearsock_evacuate(fd): this socket wants TCP (live switching) */
 	atomic_int closing;    /* the last fd is being closed: its number may be reused at once,
 				* so no byte is sent or read on s->fd any more (set under ctllock) */
+	struct nsk_vmconn *vm;  /* connection through the ivshmem region (vmdom.c), or NULL */
+	int vm_reg;            /* listener: region registry slot + 1 (0: not registered) */
 	struct nsk_sock *next_free;
 };
 
