@@ -115,3 +115,7 @@ if(NOT NSK_KNOWN_FAILURES)
   set_tests_properties(integ_races_teardown PROPERTIES DISABLED TRUE)
 endif()
 nsk_integ_test(vm_cli 60 vm_cli.sh)
+# The ivshmem domain backend between two network namespaces sharing one region file.
+foreach(c stream kill hostile plain)
+  nsk_integ_test(vm_netns_${c} 90 vm_netns.sh ${c})
+endforeach()
