@@ -672,6 +672,35 @@ int nsk_region_chunk_free(struct nsk_region *rg, uint64_t off, uint32_t n)
 	return chunk_free_tag(rg, off, n, rg->self_tag);
 }
 
+int nsk_region_chunk_give(struct nsk_region *rg, uint64_t off, uint32_t n, uint32_t to_tag)
+{
+	if (!rg->chunks)
+		return -EINVAL;
+	int64_t i0 = chunk_range(rg, off, n);
+	if (i0 < 0 || !to_tag)
+		return -EINVAL;
+	if (!am_member(rg))
+		return -ESTALE;
+	if (!nsk_region_tag_live(rg, to_tag))
+		return -EINVAL;
+	int r = 0;
+	for (uint32_t j = 0; j < n; j++) {
+		uint32_t o = rg->self_tag;
+		/* Release pairs with the new owner's acquire load in its free/reclaim: our last
+		 * writes to the chunk come first. */
+		if (!CAS32(&rg->chunks[i0 + j].owner, &o, to_tag, memory_order_release))
+			r = -EPERM;
+	}
+	return r;
+}
+
+uint32_t nsk_region_chunk_owner(const struct nsk_region *rg, uint64_t off)
+{
+	int64_t i = rg->chunks ? chunk_range(rg, off, 1) : -1;
+	/* Acquire pairs with the release CAS of the owner's alloc/free/give. */
+	return i < 0 ? 0 : nsk_load32_acquire(&rg->chunks[i].owner);
+}
+
 int nsk_region_chunk_free_as(struct nsk_region *rg, uint64_t off, uint32_t n, uint32_t tag)
 {
 	if (!tag)

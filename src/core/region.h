@@ -178,6 +178,14 @@ int nsk_region_chunk_free(struct nsk_region *rg, uint64_t off, uint32_t n);
  * returns as nsk_region_chunk_free (we must be a member). */
 int nsk_region_chunk_free_as(struct nsk_region *rg, uint64_t off, uint32_t n, uint32_t tag);
 
+/* nsk_region_chunk_give - hand @n chunks at @off that our membership holds to the live
+ * membership @to_tag (the last user of a channel owns its memory: a client that closes while
+ * the server still reads hands the channel over). Each chunk by CAS our tag → @to_tag.
+ * 0, -EPERM if some chunk was not ours, -EINVAL (bad range, @to_tag not live), -ESTALE. */
+int nsk_region_chunk_give(struct nsk_region *rg, uint64_t off, uint32_t n, uint32_t to_tag);
+/* nsk_region_chunk_owner - the owner tag of the chunk at @off (0: free or a bad offset). */
+uint32_t nsk_region_chunk_owner(const struct nsk_region *rg, uint64_t off);
+
 struct nsk_region_chunk_stats {
 	uint32_t total, free, used, largest_free; /* chunks */
 	uint32_t by_slot[NSK_RGN_MEMBERS_MAX];    /* chunks held per member slot */

@@ -37,6 +37,7 @@ struct nsk_vmconn {
 	int oh_live;
 	uint64_t seen_mail;  /* server: our mailbox sequence last looked at */
 	int broken;
+	int detached;        /* our users bit is cleared: the memory is not touched any more */
 	struct nsk_vmconn *prev, *next;
 };
 
@@ -218,6 +219,27 @@ static void break_locked(struct nsk_vmconn *v, const char *why)
 		REAL(shutdown)(s->fd, SHUT_RDWR);
 }
 
+/* Why an attached channel cannot be used any more, or NULL. The memory must still belong to
+ * us or to a live member (a dead member's chunks are reclaimed and may be reused at once); a
+ * peer member that is not live while its users bit is still set died without detaching (a
+ * killed process, a dead VM: its TCP end may never close). A peer that detached and left is
+ * done with the channel: its TCP FIN ends the stream after the ring's last bytes. */
+static const char *channel_lost(struct nsk_vmconn *v)
+{
+	if (!v->attached || v->detached)
+		return NULL;
+	if (vm_state() != VM_JOINED)
+		return "region stale";
+	uint32_t owner = nsk_region_chunk_owner(&vm.rg, v->chan_off);
+	if (owner != vm.rg.self_tag && !nsk_region_tag_live(&vm.rg, owner))
+		return "channel memory reclaimed";
+	uint32_t peer_bit = v->side == NSK_SIDE_CLIENT ? NSK_CHAN_USER_SERVER : NSK_CHAN_USER_CLIENT;
+	if (!nsk_region_tag_live(&vm.rg, v->peer_tag) &&
+	    (nsk_load32(&v->s->chan.hdr->users) & peer_bit))
+		return "peer member dead";
+	return NULL;
+}
+
 /* ---------------------------------------------------------------- heartbeat ----------- */
 
 static void *beat_main(void *arg)
@@ -247,9 +269,11 @@ static void *beat_main(void *arg)
 		}
 		if ((++n & 3) == 0)
 			nsk_region_reap(&vm.rg);
-		for (struct nsk_vmconn *v = vm.conns; v; v = v->next)
-			if (v->attached && !nsk_region_tag_live(&vm.rg, v->peer_tag))
-				break_locked(v, "peer member dead");
+		for (struct nsk_vmconn *v = vm.conns; v; v = v->next) {
+			const char *why = channel_lost(v);
+			if (why)
+				break_locked(v, why);
+		}
 		pthread_mutex_unlock(&vm.lock);
 	}
 	return NULL;
@@ -455,19 +479,21 @@ void nsk_vm_offer(struct nsk_sock *s)
 			memcpy(o.caddr, c->laddr, 16);
 			memcpy(o.saddr, c->raddr, 16);
 			o.from_pid = (uint32_t)getpid();
-			v->chan_off = (uint64_t)off;
-			v->chan_size = size;
-			v->nchunks = got;
 			s->chan = ch;
-			v->attached = 1;
+			/* The heartbeat thread looks at attached connections (vm.lock). */
+			pthread_mutex_lock(&vm.lock);
 			int r = nsk_region_offer_post(&vm.rg, &o, &v->oh);
 			if (r < 0) {
 				why = strerror(-r);
-				v->attached = 0;
 				memset(&s->chan, 0, sizeof(s->chan));
 			} else {
+				v->chan_off = (uint64_t)off;
+				v->chan_size = size;
+				v->nchunks = got;
 				v->oh_live = 1;
+				v->attached = 1;
 			}
+			pthread_mutex_unlock(&vm.lock);
 		}
 		if (why)
 			nsk_region_chunk_free(&vm.rg, (uint64_t)off, got);
@@ -572,11 +598,13 @@ int nsk_vm_take(struct nsk_sock *s)
 		nsk_store32(&c->mode, NSK_MODE_PLAIN);
 		return -1;
 	}
+	pthread_mutex_lock(&vm.lock); /* the heartbeat thread looks at attached connections */
 	v->peer_tag = o.from_tag;
 	v->chan_off = o.chan_off;
 	v->chan_size = o.chan_size;
 	v->nchunks = (uint32_t)(o.chan_size / NSK_RGN_CHUNK);
 	v->attached = 1;
+	pthread_mutex_unlock(&vm.lock);
 	__atomic_add_fetch(&vm.claims, 1, __ATOMIC_RELAXED);
 	/* Release pairs with chan_ok()'s acquire in sock.c. */
 	atomic_store_explicit(&s->chan_ready, 1, memory_order_release);
@@ -600,9 +628,10 @@ static int wait_loop(struct nsk_sock *s, int tx, uint64_t deadline, uint64_t sli
 	for (;;) {
 		if (ready(s, tx) || nsk_load32(&s->conn->mode) == NSK_MODE_BROKEN)
 			return 0;
-		if (vm_state() != VM_JOINED || !nsk_region_tag_live(&vm.rg, v->peer_tag)) {
+		const char *why = channel_lost(v);
+		if (why) {
 			pthread_mutex_lock(&vm.lock);
-			break_locked(v, vm_state() != VM_JOINED ? "region stale" : "peer member dead");
+			break_locked(v, why);
 			pthread_mutex_unlock(&vm.lock);
 			return 0;
 		}
@@ -633,6 +662,42 @@ int nsk_vm_wait(struct nsk_sock *s, int tx, uint64_t deadline, uint64_t slice_ns
 
 /* ---------------------------------------------------------------- the end ------------- */
 
+/* We stop using @v's channel memory (close, or exit). The last user owns the memory: a client
+ * leaving while the server still reads hands its chunks to the server's membership; whoever
+ * detaches last frees them. Caller holds vm.lock. */
+static void detach_locked(struct nsk_vmconn *v)
+{
+	struct nsk_sock *s = v->s;
+	if (!v->attached || v->detached || vm.state != VM_JOINED)
+		return;
+	v->detached = 1;
+	if (v->side == NSK_SIDE_CLIENT) {
+		/* Not claimed yet: withdraw first, so the server cannot start using it. */
+		if (nsk_chan_state(&s->chan) == NSK_CH_OFFERED)
+			nsk_chan_withdraw(&s->chan);
+		if (nsk_chan_state(&s->chan) == NSK_CH_CLAIMED &&
+		    (nsk_load32(&s->chan.hdr->users) & NSK_CHAN_USER_SERVER) &&
+		    nsk_region_chunk_give(&vm.rg, v->chan_off, v->nchunks, v->peer_tag) == 0) {
+			/* Handed over before our bit goes: if the server detached meanwhile, we
+			 * were the last after all and free what is now its. */
+			if (!nsk_chan_mem_detach(&s->chan, NSK_SIDE_CLIENT))
+				nsk_region_chunk_free_as(&vm.rg, v->chan_off, v->nchunks, v->peer_tag);
+		} else {
+			nsk_chan_mem_detach(&s->chan, NSK_SIDE_CLIENT);
+			nsk_region_chunk_free(&vm.rg, v->chan_off, v->nchunks);
+		}
+		return;
+	}
+	/* Server: only a channel we claimed (try_claim records its nonce only then), and only
+	 * while its memory is ours or a live member's. */
+	uint32_t owner = nsk_region_chunk_owner(&vm.rg, v->chan_off);
+	if (s->conn->nonce != s->chan.nonce ||
+	    (owner != vm.rg.self_tag && !nsk_region_tag_live(&vm.rg, owner)))
+		return;
+	if (!nsk_chan_mem_detach(&s->chan, NSK_SIDE_SERVER))
+		nsk_region_chunk_free(&vm.rg, v->chan_off, v->nchunks); /* handed to us */
+}
+
 void nsk_vm_release(struct nsk_sock *s)
 {
 	struct nsk_vmconn *v = s->vm;
@@ -640,27 +705,9 @@ void nsk_vm_release(struct nsk_sock *s)
 		return;
 	pthread_mutex_lock(&vm.lock);
 	unlink_locked(v);
-	int joined = vm.state == VM_JOINED;
-	if (joined && v->attached && nsk_sock_last_holder(s)) {
-		if (v->side == NSK_SIDE_CLIENT) {
-			/* Not claimed yet: withdraw first, so the server cannot start using it. */
-			if (nsk_chan_state(&s->chan) == NSK_CH_OFFERED)
-				nsk_chan_withdraw(&s->chan);
-			uint32_t st = nsk_chan_state(&s->chan);
-			uint32_t left = nsk_chan_mem_detach(&s->chan, NSK_SIDE_CLIENT);
-			/* The memory is ours: freed when the server never used it, is done with it,
-			 * or is dead. Otherwise the server frees it for us when it is done. */
-			if (st != NSK_CH_CLAIMED || !left || !nsk_region_tag_live(&vm.rg, v->peer_tag))
-				nsk_region_chunk_free(&vm.rg, v->chan_off, v->nchunks);
-		} else if (s->conn->nonce == s->chan.nonce &&
-			   nsk_region_tag_live(&vm.rg, v->peer_tag)) {
-			/* We claimed it (try_claim records the nonce only then); a dead client's
-			 * chunks are the reaper's (they may already be someone else's). */
-			if (!nsk_chan_mem_detach(&s->chan, NSK_SIDE_SERVER))
-				nsk_region_chunk_free_as(&vm.rg, v->chan_off, v->nchunks, v->peer_tag);
-		}
-	}
-	if (joined)
+	if (nsk_sock_last_holder(s))
+		detach_locked(v);
+	if (vm.state == VM_JOINED)
 		offer_done(v, 1);
 	pthread_mutex_unlock(&vm.lock);
 	if (v->attached) {
@@ -677,16 +724,15 @@ void nsk_vm_exit(void)
 	if (vm_state() != VM_JOINED)
 		return;
 	pthread_mutex_lock(&vm.lock);
-	int busy = vm.forked || getpid() != vm.joiner;
-	for (struct nsk_vmconn *v = vm.conns; v && !busy; v = v->next)
-		busy = v->attached && v->side == NSK_SIDE_CLIENT && !v->broken &&
-		       nsk_region_tag_live(&vm.rg, v->peer_tag) &&
-		       (nsk_load32(&v->s->chan.hdr->users) & NSK_CHAN_USER_SERVER);
+	/* A forked child may share the membership: it keeps beating, and the membership is
+	 * reclaimed once nobody does. */
+	int shared = vm.forked || getpid() != vm.joiner;
+	for (struct nsk_vmconn *v = vm.conns; v && !shared; v = v->next)
+		detach_locked(v);
 	nsk_log(NSK_LOG_DEBUG, "ivshmem region: %llu offers, %llu claims, %llu reset; %s",
 		(unsigned long long)vm.offers, (unsigned long long)vm.claims,
-		(unsigned long long)vm.broken,
-		busy ? "membership left to expire" : "leaving");
-	if (!busy)
+		(unsigned long long)vm.broken, shared ? "membership left to expire" : "leaving");
+	if (!shared)
 		nsk_region_leave(&vm.rg);
 	__atomic_store_n(&vm.state, VM_GONE, __ATOMIC_RELEASE);
 	pthread_mutex_unlock(&vm.lock);

@@ -116,6 +116,6 @@ if(NOT NSK_KNOWN_FAILURES)
 endif()
 nsk_integ_test(vm_cli 60 vm_cli.sh)
 # The ivshmem domain backend between two network namespaces sharing one region file.
-foreach(c stream kill hostile plain)
+foreach(c stream kill hostile plain latency)
   nsk_integ_test(vm_netns_${c} 90 vm_netns.sh ${c})
 endforeach()
