@@ -1177,7 +1177,9 @@ static void spin_policy(struct nsk_sock *s)
 	uint64_t mine = nsk_cpu_mask();
 	uint64_t peer = nsk_load64(&s->chan.hdr->side[1 - s->chan.side].cpumask);
 	int single = mine && peer && mine == peer && !(mine & (mine - 1));
-	__atomic_store_n(&s->spin_ns, nsk_cpus_online() > 1 && !single ? nsk_g.spin_ns : 0,
+	/* A peer in another kernel (ivshmem region) runs on a CPU of its own whatever the masks
+	 * say: spinning only delays the processes of our own kernel, bounded by the budget. */
+	__atomic_store_n(&s->spin_ns, s->vm || (nsk_cpus_online() > 1 && !single) ? nsk_g.spin_ns : 0,
 			 __ATOMIC_RELAXED);
 }
 
