@@ -75,7 +75,7 @@ int nsk_vm_configured(void)
 		__atomic_store_n(&vm.configured, r == 1 ? 1 : -1, __ATOMIC_RELAXED);
 	}
 	pthread_mutex_unlock(&vm.lock);
-	return vm.configured > 0;
+	return __atomic_load_n(&vm.configured, __ATOMIC_RELAXED) > 0;
 }
 
 /* ---------------------------------------------------------------- addresses ----------- */
