@@ -18,7 +18,7 @@ static void test_ring_size(void)
 	CHECK_EQ(nsk_chan_mem_ring_size(NSK_CHAN_DATA_OFF + 2 * 4096, 1 << 20), 4096);
 	CHECK_EQ(nsk_chan_mem_ring_size(17 * 65536, 512 << 10), 512 << 10);
 	CHECK_EQ(nsk_chan_mem_ring_size(16 * 65536, 512 << 10), 256 << 10); /* 4 KiB header */
-	CHECK_EQ(nsk_chan_mem_ring_size(64u << 20, 1 << 20), 1 << 20);        /* capped by max */
+	CHECK_EQ(nsk_chan_mem_ring_size(64u << 20, 1 << 20), 1 << 20);      /* capped by max */
 }
 
 static void test_format_attach(void)
@@ -70,14 +70,14 @@ static void test_attach_rejects(void)
 		uint64_t val;
 		int width;
 	} bad[] = {
-		{offsetof(struct nsk_chan_hdr, magic), 0, 4},
-		{offsetof(struct nsk_chan_hdr, version), 99, 4},
-		{offsetof(struct nsk_chan_hdr, seg_size), 1 << 30, 8},
-		{offsetof(struct nsk_chan_hdr, ring_size[0]), 65535, 8},
-		{offsetof(struct nsk_chan_hdr, ring_size[1]), 1 << 20, 8},
-		{offsetof(struct nsk_chan_hdr, ring_off[0]), 100, 8},
-		{offsetof(struct nsk_chan_hdr, ring_off[1]), NSK_CHAN_DATA_OFF, 8}, /* overlap */
-		{offsetof(struct nsk_chan_hdr, ring_off[1]), 3 * 65536 - 4096, 8}, /* past the end */
+	    {offsetof(struct nsk_chan_hdr, magic), 0, 4},
+	    {offsetof(struct nsk_chan_hdr, version), 99, 4},
+	    {offsetof(struct nsk_chan_hdr, seg_size), 1 << 30, 8},
+	    {offsetof(struct nsk_chan_hdr, ring_size[0]), 65535, 8},
+	    {offsetof(struct nsk_chan_hdr, ring_size[1]), 1 << 20, 8},
+	    {offsetof(struct nsk_chan_hdr, ring_off[0]), 100, 8},
+	    {offsetof(struct nsk_chan_hdr, ring_off[1]), NSK_CHAN_DATA_OFF, 8}, /* overlap */
+	    {offsetof(struct nsk_chan_hdr, ring_off[1]), 3 * 65536 - 4096, 8},  /* past the end */
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		*c.hdr = saved;
@@ -112,7 +112,7 @@ static void test_give(void)
 	CHECK_EQ(nsk_region_chunk_owner(&a, (uint64_t)off), a.self_tag);
 	CHECK_EQ(nsk_region_chunk_owner(&a, 12345), 0);
 	CHECK_EQ(nsk_region_chunk_give(&a, (uint64_t)off, 3, 0xdead0099u), -EINVAL); /* not live */
-	CHECK_EQ(nsk_region_chunk_give(&b, (uint64_t)off, 3, a.self_tag), -EPERM);  /* not b's */
+	CHECK_EQ(nsk_region_chunk_give(&b, (uint64_t)off, 3, a.self_tag), -EPERM);   /* not b's */
 	CHECK_EQ(nsk_region_chunk_give(&a, (uint64_t)off, 3, b.self_tag), 0);
 	CHECK_EQ(nsk_region_chunk_owner(&a, (uint64_t)off + 2 * NSK_RGN_CHUNK), b.self_tag);
 	CHECK_EQ(nsk_region_chunk_free(&a, (uint64_t)off, 3), -EPERM); /* no longer a's */

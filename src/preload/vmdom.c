@@ -27,17 +27,17 @@
 /* One connection whose channel lives (or will live) in the region. */
 struct nsk_vmconn {
 	struct nsk_sock *s;
-	int side;            /* NSK_SIDE_CLIENT or NSK_SIDE_SERVER */
-	uint32_t peer_tag;   /* client: the listener's member; server: the poster's */
-	int attached;        /* s->chan points into the region */
-	uint64_t chan_off;   /* region offset and size of the channel */
+	int side;          /* NSK_SIDE_CLIENT or NSK_SIDE_SERVER */
+	uint32_t peer_tag; /* client: the listener's member; server: the poster's */
+	int attached;      /* s->chan points into the region */
+	uint64_t chan_off; /* region offset and size of the channel */
 	uint64_t chan_size;
 	uint32_t nchunks;
 	struct nsk_region_offer_handle oh; /* client: our posted offer */
 	int oh_live;
-	uint64_t seen_mail;  /* server: our mailbox sequence last looked at */
+	uint64_t seen_mail; /* server: our mailbox sequence last looked at */
 	int broken;
-	int detached;        /* our users bit is cleared: the memory is not touched any more */
+	int detached; /* our users bit is cleared: the memory is not touched any more */
 	struct nsk_vmconn *prev, *next;
 };
 
@@ -47,10 +47,10 @@ static struct {
 	pthread_mutex_t lock; /* join, the connection list, the handle's observers (reap) */
 	int configured;       /* 0 not looked, 1 ivshmem, -1 not */
 	struct nsk_region_spec spec;
-	int state;            /* VM_* (atomic reads) */
+	int state; /* VM_* (atomic reads) */
 	struct nsk_region rg;
 	pid_t joiner;
-	int forked;           /* a fork happened since the join: children may share the membership */
+	int forked; /* a fork happened since the join: children may share the membership */
 	int atfork_done;
 	struct nsk_vmconn *conns;
 	uint64_t offers, claims, broken;
@@ -70,8 +70,9 @@ int nsk_vm_configured(void)
 	if (!vm.configured) {
 		int r = nsk_region_parse_domain(getenv("NEARSOCK_DOMAIN"), &vm.spec);
 		if (r < 0)
-			nsk_log(NSK_LOG_WARN, "NEARSOCK_DOMAIN=%s: not a valid ivshmem domain; ignored",
-				getenv("NEARSOCK_DOMAIN"));
+			nsk_log(NSK_LOG_WARN,
+			        "NEARSOCK_DOMAIN=%s: not a valid ivshmem domain; ignored",
+			        getenv("NEARSOCK_DOMAIN"));
 		__atomic_store_n(&vm.configured, r == 1 ? 1 : -1, __ATOMIC_RELAXED);
 	}
 	pthread_mutex_unlock(&vm.lock);
@@ -123,13 +124,15 @@ static void publish_addrs(void)
 	unsigned n = 0;
 	for (int pass = 0; pass < 2; pass++)
 		for (struct ifaddrs *i = ifa; i && n < 4; i = i->ifa_next) {
-			if (!i->ifa_addr || !(i->ifa_flags & IFF_UP) || (i->ifa_flags & IFF_LOOPBACK))
+			if (!i->ifa_addr || !(i->ifa_flags & IFF_UP) ||
+			    (i->ifa_flags & IFF_LOOPBACK))
 				continue;
 			int f = i->ifa_addr->sa_family;
 			if ((pass == 0 && f != AF_INET) || (pass == 1 && f != AF_INET6))
 				continue;
 			uint16_t port;
-			if (norm(i->ifa_addr, &fam[n], addr[n], &port) < 0 || loopback(fam[n], addr[n]))
+			if (norm(i->ifa_addr, &fam[n], addr[n], &port) < 0 ||
+			    loopback(fam[n], addr[n]))
 				continue;
 			if (fam[n] == AF_INET6 && addr[n][0] == 0xfe && (addr[n][1] & 0xc0) == 0x80)
 				continue;
@@ -150,7 +153,8 @@ static int member_has(int m, uint16_t family, const uint8_t addr[16])
 	for (uint32_t i = 0; i < n; i++) {
 		uint8_t a[16];
 		memcpy(a, (const void *)mb->addr[i], 16);
-		if (__atomic_load_n(&mb->family[i], __ATOMIC_RELAXED) == family && !memcmp(a, addr, 16))
+		if (__atomic_load_n(&mb->family[i], __ATOMIC_RELAXED) == family &&
+		    !memcmp(a, addr, 16))
 			return 1;
 	}
 	return 0;
@@ -233,7 +237,8 @@ static const char *channel_lost(struct nsk_vmconn *v)
 	uint32_t owner = nsk_region_chunk_owner(&vm.rg, v->chan_off);
 	if (owner != vm.rg.self_tag && !nsk_region_tag_live(&vm.rg, owner))
 		return "channel memory reclaimed";
-	uint32_t peer_bit = v->side == NSK_SIDE_CLIENT ? NSK_CHAN_USER_SERVER : NSK_CHAN_USER_CLIENT;
+	uint32_t peer_bit =
+	    v->side == NSK_SIDE_CLIENT ? NSK_CHAN_USER_SERVER : NSK_CHAN_USER_CLIENT;
 	if (!nsk_region_tag_live(&vm.rg, v->peer_tag) &&
 	    (nsk_load32(&v->s->chan.hdr->users) & peer_bit))
 		return "peer member dead";
@@ -247,10 +252,11 @@ static void *beat_main(void *arg)
 	(void)arg;
 	uint64_t n = 0;
 	for (;;) {
-		/* Beat twice per interval: a guest under emulation may be descheduled for a while. */
+		/* Beat twice per interval: a guest under emulation may be descheduled for a while.
+		 */
 		uint64_t t = vm.rg.beat_ns / 2;
 		struct timespec ts = {.tv_sec = (time_t)(t / 1000000000ull),
-				      .tv_nsec = (long)(t % 1000000000ull)};
+		                      .tv_nsec = (long)(t % 1000000000ull)};
 		nanosleep(&ts, NULL);
 		pthread_mutex_lock(&vm.lock);
 		if (vm.state != VM_JOINED) {
@@ -259,8 +265,10 @@ static void *beat_main(void *arg)
 		}
 		if (nsk_region_beat(&vm.rg) < 0) {
 			/* Reformatted, evicted after a stall, or unplugged (reads as zeros). */
-			nsk_log(NSK_LOG_WARN, "ivshmem region %s: our membership is gone: its "
-					      "connections are reset", vm.rg.path);
+			nsk_log(NSK_LOG_WARN,
+			        "ivshmem region %s: our membership is gone: its "
+			        "connections are reset",
+			        vm.rg.path);
 			__atomic_store_n(&vm.state, VM_STALE, __ATOMIC_RELEASE);
 			for (struct nsk_vmconn *v = vm.conns; v; v = v->next)
 				break_locked(v, "region stale");
@@ -324,8 +332,10 @@ static void join_locked(void)
 {
 	int r = nsk_region_open_spec(&vm.rg, &vm.spec);
 	if (r < 0) {
-		nsk_log(NSK_LOG_WARN, "ivshmem region %s unusable (%s): connections to other VMs "
-				      "stay on TCP", vm.spec.arg[0] ? vm.spec.arg : "(auto)", strerror(-r));
+		nsk_log(NSK_LOG_WARN,
+		        "ivshmem region %s unusable (%s): connections to other VMs "
+		        "stay on TCP",
+		        vm.spec.arg[0] ? vm.spec.arg : "(auto)", strerror(-r));
 		vm.state = VM_UNUSABLE;
 		return;
 	}
@@ -335,7 +345,7 @@ static void join_locked(void)
 	int slot = nsk_region_join(&vm.rg, name, getpid());
 	if (slot < 0) {
 		nsk_log(NSK_LOG_WARN, "ivshmem region %s: cannot join (%s)", vm.rg.path,
-			strerror(-slot));
+		        strerror(-slot));
 		nsk_region_close(&vm.rg);
 		vm.state = VM_UNUSABLE;
 		return;
@@ -349,7 +359,7 @@ static void join_locked(void)
 	__atomic_store_n(&vm.state, VM_JOINED, __ATOMIC_RELEASE);
 	start_beat_thread();
 	nsk_log(NSK_LOG_INFO, "ivshmem region %s joined as member %d (tag %08x)", vm.rg.path, slot,
-		vm.rg.self_tag);
+	        vm.rg.self_tag);
 }
 
 int nsk_vm_ready(void)
@@ -392,13 +402,15 @@ void nsk_vm_listen(struct nsk_sock *s)
 	k.netns = nsk_region_netns(vm.rg.self);
 	int r = nsk_registry_insert(&vm.rg.reg, &k, vm.rg.self + 1, vm.rg.self_gen, "");
 	if (r < 0) {
-		nsk_log(NSK_LOG_WARN, "listener fd %d port %u: region registry full: connections "
-				      "from other VMs stay on TCP", s->fd, k.port);
+		nsk_log(NSK_LOG_WARN,
+		        "listener fd %d port %u: region registry full: connections "
+		        "from other VMs stay on TCP",
+		        s->fd, k.port);
 		return;
 	}
 	s->vm_reg = r + 1;
 	nsk_log(NSK_LOG_DEBUG, "listener fd %d port %u registered in the region (slot %d)", s->fd,
-		k.port, r);
+	        k.port, r);
 }
 
 void nsk_vm_unlisten(struct nsk_sock *s)
@@ -421,7 +433,8 @@ int nsk_vm_connected(struct nsk_sock *s)
 		return 0;
 	uint32_t tag = 0;
 	for (uint32_t m = 0; m < vm.rg.nmembers && !tag; m++) {
-		if ((int)m == vm.rg.self || !member_live((int)m) || !member_has((int)m, c->family, c->raddr))
+		if ((int)m == vm.rg.self || !member_live((int)m) ||
+		    !member_has((int)m, c->family, c->raddr))
 			continue;
 		struct nsk_reg_key k;
 		memset(&k, 0, sizeof(k));
@@ -510,7 +523,7 @@ void nsk_vm_offer(struct nsk_sock *s)
 	atomic_store_explicit(&s->chan_ready, 1, memory_order_release);
 	nsk_store32(&c->mode, NSK_MODE_OFFERED);
 	nsk_log(NSK_LOG_DEBUG, "fd %d: ivshmem offer posted (%u chunks at %llu, rings %llu)", s->fd,
-		got, (unsigned long long)off, (unsigned long long)s->chan.tx.size);
+	        got, (unsigned long long)off, (unsigned long long)s->chan.tx.size);
 }
 
 static void offer_done(struct nsk_vmconn *v, int force)
@@ -519,7 +532,8 @@ static void offer_done(struct nsk_vmconn *v, int force)
 		return;
 	int k = nsk_region_offer_state(&vm.rg, &v->oh);
 	if (k == NSK_RO_POSTED && force)
-		k = nsk_region_offer_withdraw(&vm.rg, &v->oh) == 0 ? NSK_RO_WITHDRAWN : NSK_RO_CLAIMED;
+		k = nsk_region_offer_withdraw(&vm.rg, &v->oh) == 0 ? NSK_RO_WITHDRAWN
+		                                                   : NSK_RO_CLAIMED;
 	if (k == NSK_RO_CLAIMED || k == NSK_RO_WITHDRAWN)
 		nsk_region_offer_release(&vm.rg, &v->oh);
 	if (k < 0 || k == NSK_RO_CLAIMED || k == NSK_RO_WITHDRAWN)
@@ -553,7 +567,8 @@ void nsk_vm_accepted(struct nsk_sock *s, struct nsk_sock *ls, const struct socka
 		return;
 	int found = 0;
 	for (uint32_t m = 0; m < vm.rg.nmembers && !found; m++)
-		found = (int)m != vm.rg.self && member_live((int)m) && member_has((int)m, fam, addr);
+		found =
+		    (int)m != vm.rg.self && member_live((int)m) && member_has((int)m, fam, addr);
 	uint32_t mode = nsk_load32(&c->mode);
 	if (!found || (mode != NSK_MODE_TCP && mode != NSK_MODE_PLAIN))
 		return;
@@ -585,16 +600,17 @@ int nsk_vm_take(struct nsk_sock *s)
 	struct nsk_region_offer_info o;
 	struct nsk_region_offer_handle h;
 	if (nsk_region_offer_claim(&vm.rg, c->family, c->raddr, c->rport, c->laddr, c->lport, &o,
-				   &h) < 0)
+	                           &h) < 0)
 		return 0;
 	void *p = nsk_region_ptr(&vm.rg, o.chan_off, o.chan_size);
-	int r = !p ? -EPROTO : nsk_chan_attach_mem(&s->chan, p, o.chan_size, o.nonce, NSK_SIDE_SERVER);
+	int r =
+	    !p ? -EPROTO : nsk_chan_attach_mem(&s->chan, p, o.chan_size, o.nonce, NSK_SIDE_SERVER);
 	if (r == 0 && !nsk_region_tag_live(&vm.rg, o.from_tag))
 		r = -ESTALE;
 	if (r < 0) {
 		memset(&s->chan, 0, sizeof(s->chan));
 		nsk_log(NSK_LOG_WARN, "fd %d: ivshmem offer rejected (%s): staying on TCP", s->fd,
-			strerror(-r));
+		        strerror(-r));
 		nsk_store32(&c->mode, NSK_MODE_PLAIN);
 		return -1;
 	}
@@ -619,7 +635,7 @@ static void wait_cancelled(void *arg)
 }
 
 static int wait_loop(struct nsk_sock *s, int tx, uint64_t deadline, uint64_t slice_ns,
-		     int (*ready)(struct nsk_sock *, int))
+                     int (*ready)(struct nsk_sock *, int))
 {
 	struct nsk_vmconn *v = s->vm;
 	uint64_t now = nsk_now_ns(), end = now + slice_ns, d = NSK_VM_POLL_MIN_NS;
@@ -640,7 +656,7 @@ static int wait_loop(struct nsk_sock *s, int tx, uint64_t deadline, uint64_t sli
 			return deadline && now >= deadline ? -ETIMEDOUT : 0;
 		uint64_t t = d < end - now ? d : end - now;
 		struct timespec ts = {.tv_sec = (time_t)(t / 1000000000ull),
-				      .tv_nsec = (long)(t % 1000000000ull)};
+		                      .tv_nsec = (long)(t % 1000000000ull)};
 		if (nanosleep(&ts, NULL) < 0 && errno == EINTR)
 			return -EINTR;
 		if (d < NSK_VM_POLL_MAX_NS)
@@ -649,7 +665,7 @@ static int wait_loop(struct nsk_sock *s, int tx, uint64_t deadline, uint64_t sli
 }
 
 int nsk_vm_wait(struct nsk_sock *s, int tx, uint64_t deadline, uint64_t slice_ns,
-		int (*ready)(struct nsk_sock *, int))
+                int (*ready)(struct nsk_sock *, int))
 {
 	int saved = errno, ret;
 	/* nanosleep is a cancellation point, as recv/send are: drop the wrapper's pin then. */
@@ -681,7 +697,8 @@ static void detach_locked(struct nsk_vmconn *v)
 			/* Handed over before our bit goes: if the server detached meanwhile, we
 			 * were the last after all and free what is now its. */
 			if (!nsk_chan_mem_detach(&s->chan, NSK_SIDE_CLIENT))
-				nsk_region_chunk_free_as(&vm.rg, v->chan_off, v->nchunks, v->peer_tag);
+				nsk_region_chunk_free_as(&vm.rg, v->chan_off, v->nchunks,
+				                         v->peer_tag);
 		} else {
 			nsk_chan_mem_detach(&s->chan, NSK_SIDE_CLIENT);
 			nsk_region_chunk_free(&vm.rg, v->chan_off, v->nchunks);
@@ -730,8 +747,8 @@ void nsk_vm_exit(void)
 	for (struct nsk_vmconn *v = vm.conns; v && !shared; v = v->next)
 		detach_locked(v);
 	nsk_log(NSK_LOG_DEBUG, "ivshmem region: %llu offers, %llu claims, %llu reset; %s",
-		(unsigned long long)vm.offers, (unsigned long long)vm.claims,
-		(unsigned long long)vm.broken, shared ? "membership left to expire" : "leaving");
+	        (unsigned long long)vm.offers, (unsigned long long)vm.claims,
+	        (unsigned long long)vm.broken, shared ? "membership left to expire" : "leaving");
 	if (!shared)
 		nsk_region_leave(&vm.rg);
 	__atomic_store_n(&vm.state, VM_GONE, __ATOMIC_RELEASE);

@@ -57,7 +57,7 @@ int nsk_vm_take(struct nsk_sock *s);
  * region's on the way (a dead peer or a stale region breaks the connection). 0 (re-check),
  * -ETIMEDOUT or -EINTR. A cancellation point; drops the caller's pin of @s if cancelled. */
 int nsk_vm_wait(struct nsk_sock *s, int tx, uint64_t deadline, uint64_t slice_ns,
-		int (*ready)(struct nsk_sock *, int));
+                int (*ready)(struct nsk_sock *, int));
 #define NSK_VM_POLL_MIN_NS 50000ull
 #define NSK_VM_POLL_MAX_NS 1000000ull
 
