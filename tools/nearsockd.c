@@ -161,6 +161,33 @@ static void membership(struct nsk_domain *d, struct members *ms)
 	ms->n = k;
 }
 
+/* Memory pressure (MemNet): above 90 % of the domain's budget the processes stop growing
+ * rings and give back the memory of idle ones first (preload/ringsize.h); below 75 % it ends. */
+static void pressure(struct nsk_domain *d, const struct opts *o)
+{
+	uint64_t budget = nsk_load64(&d->reg.hdr->mem_budget);
+	uint64_t used = nsk_load64(&d->reg.hdr->mem_used);
+	uint32_t cur = nsk_load32(&d->reg.hdr->mem_pressure);
+	uint32_t want = cur;
+	if (!budget)
+		want = 0;
+	else if (used > budget / 10 * 9)
+		want = 1;
+	else if (used < budget / 4 * 3)
+		want = 0;
+	if (want == cur)
+		return;
+	nsk_store32(&d->reg.hdr->mem_pressure, want);
+	if (o->json)
+		printf("{\"event\": \"pressure\", \"time\": %.3f, \"on\": %u, \"mem_used\": %llu, "
+		       "\"mem_budget\": %llu}\n",
+		       now_real(), want, (unsigned long long)used, (unsigned long long)budget);
+	else
+		printf("pressure %s mem_used=%llu mem_budget=%llu\n", want ? "on" : "off",
+		       (unsigned long long)used, (unsigned long long)budget);
+	fflush(stdout);
+}
+
 static void collect(struct nsk_domain *d, const struct opts *o, struct nsk_agent_stats *st)
 {
 	struct nsk_gc_result r = {0};
@@ -273,6 +300,7 @@ int main(int argc, char **argv)
 	while (!stop_sig) {
 		membership(&d, &ms);
 		collect(&d, &o, &st);
+		pressure(&d, &o);
 		st.passes++;
 		if (o.metrics) {
 			r = nsk_metrics_write_file(o.metrics, &d, &st);

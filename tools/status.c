@@ -105,14 +105,16 @@ static void print_table(struct nsk_proctab *t, void *arg)
 			       "\"tx_tcp_bytes\": %llu, \"rx_tcp_bytes\": %llu, "
 			       "\"tx_tcp_msgs\": %llu, \"rx_tcp_msgs\": %llu, "
 			       "\"wakeups_sent\": %llu, \"control_bytes_received\": %llu, "
-			       "\"tx_path\": \"%s\", \"switches\": %llu}",
+			       "\"tx_path\": \"%s\", \"switches\": %llu, \"tx_ring_kb\": %u, "
+			       "\"ring_changes\": %u, \"mem_charged\": %llu}",
 			       o->first ? "" : ",", c.owner_pid, c.fd, kind_name(c.kind), la, ra,
 			       mode_name(c.mode), (unsigned long long)c.tx_shm_bytes,
 			       (unsigned long long)c.rx_shm_bytes, (unsigned long long)c.tx_shm_msgs,
 			       (unsigned long long)c.rx_shm_msgs, (unsigned long long)c.tx_tcp,
 			       (unsigned long long)c.rx_tcp, (unsigned long long)c.tx_tcp_msgs,
 			       (unsigned long long)c.rx_tcp_msgs, (unsigned long long)c.wakes_sent,
-			       (unsigned long long)c.ctl_bytes, txp, (unsigned long long)c.switches);
+			       (unsigned long long)c.ctl_bytes, txp, (unsigned long long)c.switches,
+			       c.tx_ring_kb, c.ring_changes, (unsigned long long)c.charged);
 		} else {
 			printf("%-7u %-4u %-6s %-22s %-22s %-7s %-4s %12llu %12llu %10llu %10llu %8llu "
 			       "%5llu\n",
@@ -177,10 +179,11 @@ int nsk_cli_status(const char *dir, int json)
 	struct out o = {.json = json, .first = 1};
 	if (json)
 		printf("{\n  \"domain\": \"%s\",\n  \"shared\": %d,\n  \"mem_used\": %llu,\n"
-		       "  \"mem_budget\": %llu,\n  \"want_tcp\": %u,\n  \"ctl_gen\": %u,\n"
-		       "  \"listeners\": [",
+		       "  \"mem_budget\": %llu,\n  \"mem_pressure\": %u,\n  \"want_tcp\": %u,\n"
+		       "  \"ctl_gen\": %u,\n  \"listeners\": [",
 		       d.dir, d.shared, (unsigned long long)nsk_load64(&d.reg.hdr->mem_used),
 		       (unsigned long long)nsk_load64(&d.reg.hdr->mem_budget),
+		       nsk_load32(&d.reg.hdr->mem_pressure),
 		       nsk_load32(&d.reg.hdr->want_tcp), nsk_load32(&d.reg.hdr->ctl_gen));
 	else
 		printf("domain %s%s\n\nlisteners (tcp) and inboxes (udp)\n%-7s %-5s %-28s %10s %10s\n",

@@ -26,15 +26,30 @@ static void bind_rings(struct nsk_chan *c, uint64_t off0, uint64_t sz0, uint64_t
 
 int nsk_chan_create(struct nsk_chan *c, uint64_t ring_size)
 {
+	return nsk_chan_create_sized(c, ring_size, 0);
+}
+
+int nsk_chan_create_sized(struct nsk_chan *c, uint64_t ring_size, uint64_t cap)
+{
 	memset(c, 0, sizeof(*c));
 	if (ring_size < NSK_RING_MIN || ring_size > NSK_RING_MAX || (ring_size & (ring_size - 1)))
 		return -EINVAL;
+	if (cap == 0 || cap == ring_size)
+		cap = 0;
+	else if (cap < NSK_RING_MIN || cap > ring_size || (cap & (cap - 1)))
+		return -EINVAL;
 	uint64_t size = NSK_CHAN_DATA_OFF + 2 * ring_size;
+	uint64_t used = cap ? cap : ring_size;
 	int fd = nsk_memfd_create("nearsock-chan", size);
 	if (fd < 0)
 		return fd;
-	/* Back every page now: running out of memory must fail here, not SIGBUS mid-transfer. */
-	int r = posix_fallocate(fd, 0, (off_t)size);
+	/* Back every page in use now: running out of memory must fail here, not SIGBUS
+	 * mid-transfer (a ring that grows populates its new pages first, see ring.h). */
+	int r = posix_fallocate(fd, 0, (off_t)NSK_CHAN_DATA_OFF);
+	if (!r)
+		r = posix_fallocate(fd, NSK_CHAN_DATA_OFF, (off_t)used);
+	if (!r)
+		r = posix_fallocate(fd, (off_t)(NSK_CHAN_DATA_OFF + ring_size), (off_t)used);
 	if (r) {
 		close(fd);
 		return -r;
@@ -66,8 +81,8 @@ int nsk_chan_create(struct nsk_chan *c, uint64_t ring_size)
 	h->ring_size[1] = ring_size;
 	h->side[NSK_SIDE_CLIENT].pid = (uint32_t)getpid();
 	h->side[NSK_SIDE_CLIENT].cpumask = nsk_cpu_mask();
-	nsk_ring_format(&h->ring[0]);
-	nsk_ring_format(&h->ring[1]);
+	nsk_ring_format(&h->ring[0], cap);
+	nsk_ring_format(&h->ring[1], cap);
 	h->state = NSK_CH_OFFERED;
 	/* Release pairs with nothing in-process: the peer maps the segment only after receiving
 	 * the memfd over a socket (a full barrier); the magic goes last for readability. */

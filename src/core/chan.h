@@ -25,6 +25,10 @@ struct nsk_chan {
  * formatted and mapped into @c (state OFFERED). Returns the memfd (caller sends then closes
  * it) or -errno (EMFILE, ENOMEM, ENOSPC ... the connection then stays TCP). */
 int nsk_chan_create(struct nsk_chan *c, uint64_t ring_size);
+/* nsk_chan_create_sized - nsk_chan_create with rings that may change size: data areas of
+ * @ring_size bytes each (the most a ring may grow to) of which the first @cap bytes are in
+ * use and backed (0: all). Pages beyond @cap take no memory until a ring grows. */
+int nsk_chan_create_sized(struct nsk_chan *c, uint64_t ring_size, uint64_t cap);
 /* nsk_chan_attach - server side: check that @memfd is sealed and as large as the offer
  * says, map it and validate every header field against @o (magic, version, nonce, ring
  * offsets and sizes inside the segment). 0 or -errno (-EPROTO for a malformed segment). */

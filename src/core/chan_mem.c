@@ -55,8 +55,10 @@ int nsk_chan_format_mem(struct nsk_chan *c, void *base, uint64_t size, uint64_t 
 	h->users = NSK_CHAN_USER_CLIENT | NSK_CHAN_USER_SERVER;
 	h->side[NSK_SIDE_CLIENT].pid = (uint32_t)getpid();
 	h->side[NSK_SIDE_CLIENT].cpumask = nsk_cpu_mask();
-	nsk_ring_format(&h->ring[0]);
-	nsk_ring_format(&h->ring[1]);
+	/* Fixed capacity (the whole ring): region memory is not resized (no pages to give back
+	 * in a BAR mapping, and the chunks are the channel's anyway). */
+	nsk_ring_format(&h->ring[0], 0);
+	nsk_ring_format(&h->ring[1], 0);
 	h->state = NSK_CH_OFFERED;
 	/* Release pairs with the acquire of the magic in nsk_chan_attach_mem: the peer reads the
 	 * header only after the offer (posted with a release CAS after this) names it. */

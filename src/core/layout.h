@@ -38,7 +38,13 @@ struct nsk_ring_ctl {
 	/* line 0 — producer */
 	uint64_t tail; /* bytes ever produced (free-running) */
 	uint32_t fin;  /* producer shut down writing after byte `tail` */
-	uint32_t pad0[13];
+	uint32_t pad0a;
+	/* bytes of the ring's data area in use (power of two, NSK_RING_MIN .. the area's size;
+	 * 0: all of it). Changed by the producer only while the ring is empty, before the tail
+	 * that follows (release): every byte past the tail the consumer sees is placed modulo
+	 * the capacity it then reads (dynamic ring sizing, see ring.h). */
+	uint64_t cap;
+	uint32_t pad0[10];
 	/* line 1 — consumer */
 	uint64_t head; /* bytes ever consumed (free-running) */
 	uint32_t pad1[14];
@@ -279,7 +285,9 @@ struct nsk_reg_hdr {
 	/* listeners bound to one address ever registered (a non-local destination is looked up
 	 * across network namespaces only when there are some) */
 	uint32_t exact_binds;
-	uint32_t pad0;
+	/* 1 while the domain is short of memory (a charge was refused, or the agent saw usage
+	 * near the budget): rings stop growing and idle ones shrink first (preload/ringsize.h) */
+	uint32_t mem_pressure;
 	/* the domain's memory budget in bytes, set by the agent (0: none; a process's own
 	 * NEARSOCK_MEM_BUDGET takes precedence) */
 	uint64_t mem_budget;
@@ -347,7 +355,9 @@ struct nsk_conn {
 	 * too: compared with the peer's ctl_sent, under rxlock */
 	uint32_t pad2a;
 	uint64_t switches;     /* epochs this side started (both ways) */
-	uint8_t pad2[24];
+	uint32_t tx_ring_kb;   /* capacity of our sending ring now (KiB; dynamic sizing) */
+	uint32_t ring_changes; /* capacity changes of our sending ring */
+	uint8_t pad2[16];
 };
 _Static_assert(sizeof(struct nsk_conn) == 256, "connection slot size");
 

@@ -52,6 +52,20 @@ static size_t iov_copy(struct nsk_iovcur *c, uint8_t *p, size_t n, int to_ring)
 	return done;
 }
 
+/* Take up the capacity published in the control block (the peer's word: validated). */
+static int sync_cap(struct nsk_ring *r)
+{
+	uint64_t cap = nsk_load64_acquire(&r->ctl->cap);
+	if (cap == 0)
+		cap = r->area;
+	if (cap == r->size)
+		return 0;
+	if (cap < NSK_RING_MIN || cap > r->area || (cap & (cap - 1)))
+		return -EPROTO;
+	r->size = cap;
+	return 0;
+}
+
 int nsk_ring_init(struct nsk_ring *r, struct nsk_ring_ctl *ctl, uint8_t *data, uint64_t size)
 {
 	if (size < NSK_RING_MIN || size > NSK_RING_MAX || (size & (size - 1)))
@@ -59,20 +73,27 @@ int nsk_ring_init(struct nsk_ring *r, struct nsk_ring_ctl *ctl, uint8_t *data, u
 	r->ctl = ctl;
 	r->data = data;
 	r->size = size;
+	r->area = size;
 	r->head_cache = 0;
+	if (ctl)
+		(void)sync_cap(r); /* a bad value is reported by the first use */
 	return 0;
 }
 
-void nsk_ring_format(struct nsk_ring_ctl *ctl)
+void nsk_ring_format(struct nsk_ring_ctl *ctl, uint64_t cap)
 {
 	memset(ctl, 0, sizeof(*ctl));
+	ctl->cap = cap;
 }
 
-int64_t nsk_ring_used(const struct nsk_ring *r)
+int64_t nsk_ring_used(struct nsk_ring *r)
 {
 	/* Acquire pairs with the producer's store-release of tail in nsk_ring_write: bytes up to
-	 * tail are visible once we see tail. */
+	 * tail are visible once we see tail, and so is the capacity they were placed with (tail
+	 * first: the capacity changes only while the ring is empty). */
 	uint64_t tail = nsk_load64_acquire(&r->ctl->tail);
+	if (sync_cap(r) < 0)
+		return -EPROTO;
 	uint64_t head = nsk_load64(&r->ctl->head);
 	uint64_t used = tail - head;
 	if (used > r->size)
@@ -80,8 +101,10 @@ int64_t nsk_ring_used(const struct nsk_ring *r)
 	return (int64_t)used;
 }
 
-int64_t nsk_ring_free(const struct nsk_ring *r)
+int64_t nsk_ring_free(struct nsk_ring *r)
 {
+	if (sync_cap(r) < 0) /* another producer process (fork) may have resized */
+		return -EPROTO;
 	/* Acquire pairs with the consumer's store-release of head in nsk_ring_read: the consumer
 	 * finished copying those bytes out before we overwrite them. */
 	uint64_t head = nsk_load64_acquire(&r->ctl->head);
@@ -92,8 +115,31 @@ int64_t nsk_ring_free(const struct nsk_ring *r)
 	return (int64_t)(r->size - used);
 }
 
+int nsk_ring_resize(struct nsk_ring *r, uint64_t cap)
+{
+	if (cap < NSK_RING_MIN || cap > r->area || (cap & (cap - 1)))
+		return -EINVAL;
+	if (sync_cap(r) < 0)
+		return -EPROTO;
+	/* Acquire pairs with the consumer's store of head: it is done with every byte. */
+	uint64_t head = nsk_load64_acquire(&r->ctl->head);
+	uint64_t tail = nsk_load64(&r->ctl->tail);
+	if (tail - head > r->size)
+		return -EPROTO;
+	if (head != tail)
+		return -EBUSY;
+	/* Release, and before the next tail (seq_cst): a consumer that sees bytes past this tail
+	 * sees the capacity they were placed with. */
+	nsk_store64_release(&r->ctl->cap, cap);
+	r->size = cap;
+	r->head_cache = head;
+	return 0;
+}
+
 ssize_t nsk_ring_write(struct nsk_ring *r, struct nsk_iovcur *cur, size_t max)
 {
+	if (sync_cap(r) < 0)
+		return -EPROTO;
 	uint64_t tail = nsk_load64(&r->ctl->tail);
 	/* Free space from the cached head first: reading the consumer's line on every write
 	 * would cost a cache-line transfer per message. The cache is never ahead of the real

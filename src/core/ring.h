@@ -17,7 +17,8 @@
 struct nsk_ring {
 	struct nsk_ring_ctl *ctl; /* shared control block */
 	uint8_t *data;            /* validated private copy of the data pointer */
-	uint64_t size;            /* validated power of two */
+	uint64_t size;            /* capacity in use: validated power of two <= area */
+	uint64_t area;            /* bytes of data area (the most the ring may grow to) */
 	uint64_t head_cache;      /* producer: last head seen (never ahead of the real one) */
 };
 
@@ -31,16 +32,30 @@ struct nsk_iovcur {
 void nsk_iovcur_init(struct nsk_iovcur *c, const struct iovec *iov, int cnt);
 size_t nsk_iov_total(const struct iovec *iov, int cnt);
 
-/* nsk_ring_init - bind @r to control block @ctl and @size bytes of data at @data.
- * @size must be a power of two in [NSK_RING_MIN, NSK_RING_MAX]; returns 0 or -EINVAL. */
+/* nsk_ring_init - bind @r to control block @ctl and a data area of @size bytes at @data.
+ * @size must be a power of two in [NSK_RING_MIN, NSK_RING_MAX]; returns 0 or -EINVAL. The
+ * capacity in use is the control block's `cap` (the whole area while it is 0). */
 int nsk_ring_init(struct nsk_ring *r, struct nsk_ring_ctl *ctl, uint8_t *data, uint64_t size);
-/* nsk_ring_format - zero the control block of a new ring. */
-void nsk_ring_format(struct nsk_ring_ctl *ctl);
+/* nsk_ring_format - zero the control block of a new ring; @cap (0: the whole area) is the
+ * capacity it starts with. */
+void nsk_ring_format(struct nsk_ring_ctl *ctl, uint64_t cap);
 
-/* nsk_ring_used - bytes the consumer can read, or -EPROTO if the indices are inconsistent. */
-int64_t nsk_ring_used(const struct nsk_ring *r);
+/* nsk_ring_used - bytes the consumer can read, or -EPROTO if the indices (or the published
+ * capacity) are inconsistent. Takes up the capacity the producer published. */
+int64_t nsk_ring_used(struct nsk_ring *r);
 /* nsk_ring_free - bytes the producer can write, or -EPROTO. */
-int64_t nsk_ring_free(const struct nsk_ring *r);
+int64_t nsk_ring_free(struct nsk_ring *r);
+
+/* Dynamic sizing (MemPipe's proportional memory): the data area is reserved at its largest
+ * size, but only the first `cap` bytes are used, so only they need memory. The producer
+ * changes the capacity while the ring is empty: nothing unread is placed modulo the old one.
+ * nsk_ring_resize - set the capacity to @cap (power of two, NSK_RING_MIN .. area). 0,
+ * -EBUSY if the ring is not empty, -EINVAL for a bad size, -EPROTO for corrupt indices.
+ * Producer only (callers serialise producers). Memory beyond a smaller capacity may be
+ * released afterwards (madvise MADV_REMOVE on the shared mapping); memory for a larger one
+ * should be populated first (MADV_POPULATE_WRITE), so that a full tmpfs fails there and not
+ * with SIGBUS later. */
+int nsk_ring_resize(struct nsk_ring *r, uint64_t cap);
 /* nsk_ring_write - copy up to @max bytes from @cur into the ring and publish them (a
  * sequentially consistent store, so that the nsk_take() that follows needs no fence).
  * Returns bytes written (0 when full) or -EPROTO. Advances @cur. Producer only. */

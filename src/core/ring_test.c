@@ -127,7 +127,7 @@ static void test_init(void)
 		CHECK(r.ctl == &ctl && r.data == (uint8_t *)&ctl && r.size == s);
 	}
 	memset(&ctl, 0xff, sizeof(ctl));
-	nsk_ring_format(&ctl);
+	nsk_ring_format(&ctl, 0);
 	static const struct nsk_ring_ctl zero;
 	CHECK(memcmp(&ctl, &zero, sizeof(ctl)) == 0);
 }
@@ -140,7 +140,7 @@ static void test_empty_full(void)
 	guarded_alloc(&g, 4096);
 	struct nsk_ring_ctl ctl;
 	struct nsk_ring r;
-	nsk_ring_format(&ctl);
+	nsk_ring_format(&ctl, 0);
 	CHECK_EQ(nsk_ring_init(&r, &ctl, g.data, 4096), 0);
 	uint8_t in[8192], out[8192], scratch[8192];
 
@@ -199,7 +199,7 @@ static void stream_odd(struct guarded *g, uint64_t start, size_t wl, size_t rl, 
 	memset(g->data, 0, 4096);
 	struct nsk_ring_ctl ctl;
 	struct nsk_ring r;
-	nsk_ring_format(&ctl);
+	nsk_ring_format(&ctl, 0);
 	ctl.head = ctl.tail = start;
 	CHECK_EQ(nsk_ring_init(&r, &ctl, g->data, 4096), 0);
 	uint64_t wr = 0, rd = 0;
@@ -258,7 +258,7 @@ static void test_iov(void)
 	guarded_alloc(&g, 4096);
 	struct nsk_ring_ctl ctl;
 	struct nsk_ring r;
-	nsk_ring_format(&ctl);
+	nsk_ring_format(&ctl, 0);
 	ctl.head = ctl.tail = 4000; /* the first write wraps */
 	CHECK_EQ(nsk_ring_init(&r, &ctl, g.data, 4096), 0);
 	static uint8_t src[8192], dst[8192], scratch[8192];
@@ -327,7 +327,7 @@ static void test_peek(void)
 	guarded_alloc(&g, 4096);
 	struct nsk_ring_ctl ctl;
 	struct nsk_ring r;
-	nsk_ring_format(&ctl);
+	nsk_ring_format(&ctl, 0);
 	ctl.head = ctl.tail = 4096 * 7 - 30; /* data wraps */
 	CHECK_EQ(nsk_ring_init(&r, &ctl, g.data, 4096), 0);
 	uint8_t in[200], out[200], scratch[200];
@@ -388,7 +388,7 @@ static void test_corrupt(void)
 		g.data[i] = (uint8_t)(i * 7 + 1);
 	memcpy(saved, g.data, 4096);
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		nsk_ring_format(&ctl);
+		nsk_ring_format(&ctl, 0);
 		ctl.head = cases[i].head;
 		ctl.tail = cases[i].tail;
 		int64_t u = nsk_ring_used(&r), f = nsk_ring_free(&r);
@@ -475,7 +475,7 @@ static void test_hostile(void)
 	guarded_alloc(&g, 4096);
 	struct nsk_ring_ctl *ctl = aligned_alloc(64, sizeof(*ctl));
 	CHECK(ctl);
-	nsk_ring_format(ctl);
+	nsk_ring_format(ctl, 0);
 	struct nsk_ring r;
 	CHECK_EQ(nsk_ring_init(&r, ctl, g.data, 4096), 0);
 	struct hostile h = {.ctl = ctl, .seed = seed ^ 0x5555};
@@ -536,7 +536,8 @@ struct stress_shared {
 	uint64_t total;
 	uint64_t cons_sleeps, cons_wakes_sent, cons_reads;
 	uint64_t prod_sleeps, prod_wakes_sent, prod_writes;
-	uint8_t pad[4096 - sizeof(struct nsk_ring_ctl) - 7 * 8];
+	uint64_t resize, resizes, resize_busy; /* producer resizes at random (dynamic sizing) */
+	uint8_t pad[4096 - sizeof(struct nsk_ring_ctl) - 10 * 8];
 	uint8_t data[STRESS_RING];
 };
 _Static_assert(offsetof(struct stress_shared, data) == 4096, "data on its own page");
@@ -664,6 +665,16 @@ static void stress_producer(struct stress_shared *sh, uint64_t s, pid_t child)
 		struct nsk_iovcur cur;
 		nsk_iovcur_init(&cur, iov, n);
 		size_t left = len;
+		if (sh->resize && t_rng(&s) % 4 == 0) {
+			/* a random capacity, taken only if the ring is empty (else -EBUSY) */
+			uint64_t cap = (uint64_t)NSK_RING_MIN << (t_rng(&s) % 5);
+			int rr = nsk_ring_resize(&r, cap);
+			CHECK(rr == 0 || rr == -EBUSY);
+			if (rr == 0)
+				sh->resizes++;
+			else
+				sh->resize_busy++;
+		}
 		while (left) {
 			ssize_t k = nsk_ring_write(&r, &cur, left);
 			CHECK(k >= 0 && (size_t)k <= left);
@@ -686,16 +697,19 @@ static void stress_producer(struct stress_shared *sh, uint64_t s, pid_t child)
 	free(buf);
 }
 
-static void test_stress_2proc(void)
+static void stress_2proc(int resize)
 {
 	uint64_t mib = t_tsan() ? 64 : 256; /* ThreadSanitizer: ~40 MiB/s */
 	const char *e = getenv("NSK_RING_STRESS_MIB");
 	if (e && *e)
 		mib = strtoull(e, NULL, 0);
+	if (resize)
+		mib /= 4;
 	struct stress_shared *sh =
 	    mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	CHECK(sh != MAP_FAILED);
-	nsk_ring_format(&sh->ctl);
+	nsk_ring_format(&sh->ctl, resize ? NSK_RING_MIN : 0);
+	sh->resize = (uint64_t)resize;
 	/* start near a 2^32 boundary of the byte counters (the futex words are 32-bit too) */
 	sh->ctl.head = sh->ctl.tail = (1ull << 32) - 12345;
 	sh->total = mib << 20;
@@ -719,11 +733,88 @@ static void test_stress_2proc(void)
 	       " sleeps, %" PRIu64 " wakes sent\n",
 	       mib, sec, (double)mib / sec, sh->prod_writes, sh->prod_sleeps, sh->prod_wakes_sent,
 	       sh->cons_reads, sh->cons_sleeps, sh->cons_wakes_sent);
+	if (resize) {
+		printf("   capacity changed %" PRIu64 " times (%" PRIu64 " refused: ring not empty)\n",
+		       sh->resizes, sh->resize_busy);
+		CHECK(sh->resizes > 20); /* ~200 normally, ~60 under ThreadSanitizer */
+	}
 	CHECK_EQ(sh->ctl.tail - sh->ctl.head, 0);
 	CHECK_EQ(sh->ctl.tail - ((1ull << 32) - 12345), sh->total);
 	/* the sleep/wake protocol was actually exercised */
 	CHECK(sh->prod_sleeps + sh->cons_sleeps > 0);
 	munmap(sh, sizeof(*sh));
+}
+
+static void test_stress_2proc(void)
+{
+	stress_2proc(0);
+}
+
+/* The same stream while the producer changes the capacity at random (4 KiB .. 64 KiB) whenever
+ * the ring is empty: the consumer, in another process, must read every byte in order. */
+static void test_stress_resize(void)
+{
+	stress_2proc(1);
+}
+
+/* Dynamic sizing, one process: capacity changes only while empty, data placed modulo the new
+ * capacity is read back exactly, and a capacity word scribbled by a hostile peer is refused
+ * without any access outside the area (guard pages). */
+static void test_resize(void)
+{
+	struct guarded g;
+	const uint64_t area = 64u << 10;
+	guarded_alloc(&g, area);
+	struct nsk_ring_ctl ctl;
+	nsk_ring_format(&ctl, NSK_RING_MIN);
+	struct nsk_ring p, c; /* producer's and consumer's views */
+	CHECK_EQ(nsk_ring_init(&p, &ctl, g.data, area), 0);
+	CHECK_EQ(nsk_ring_init(&c, &ctl, g.data, area), 0);
+	CHECK_EQ(p.size, NSK_RING_MIN);
+	CHECK_EQ(nsk_ring_free(&p), NSK_RING_MIN);
+	static uint8_t buf[1u << 17], scratch[1u << 17];
+	uint64_t off = 0, got = 0, s = seed;
+	uint64_t caps[] = {NSK_RING_MIN, 8192, 65536, 16384, 4096, 32768, 65536, 4096};
+	for (int round = 0; round < 64; round++) {
+		uint64_t cap = caps[round % 8];
+		CHECK_EQ(nsk_ring_resize(&p, cap), 0);
+		CHECK_EQ(nsk_ring_free(&p), (int64_t)cap);
+		/* fill to a random level (wrapping), then empty it in random pieces */
+		size_t n = 1 + (size_t)(t_rng(&s) % cap);
+		pattern(buf, off, n);
+		CHECK_EQ(write1(&p, buf, n), (ssize_t)n);
+		off += n;
+		/* not empty: refused, nothing changed */
+		CHECK_EQ(nsk_ring_resize(&p, cap == 4096 ? 8192 : 4096), -EBUSY);
+		CHECK_EQ(nsk_ring_used(&c), (int64_t)n);
+		CHECK_EQ(c.size, cap); /* the consumer took up the capacity */
+		while (got < off) {
+			size_t want = 1 + (size_t)(t_rng(&s) % 5000);
+			ssize_t k = read1(&c, buf, want, 0);
+			CHECK(k > 0);
+			check_pattern(buf, got, (size_t)k, scratch);
+			got += (uint64_t)k;
+		}
+	}
+	/* bad sizes */
+	CHECK_EQ(nsk_ring_resize(&p, 3), -EINVAL);
+	CHECK_EQ(nsk_ring_resize(&p, 2048), -EINVAL);
+	CHECK_EQ(nsk_ring_resize(&p, 2 * area), -EINVAL);
+	CHECK_EQ(nsk_ring_resize(&p, 12288), -EINVAL);
+	/* a hostile capacity word: refused by both sides */
+	uint64_t bad[] = {3, 2048, 2 * area, 12288, UINT64_MAX, 1ull << 40};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		ctl.cap = bad[i];
+		CHECK_EQ(nsk_ring_used(&c), -EPROTO);
+		CHECK_EQ(nsk_ring_free(&p), -EPROTO);
+		CHECK_EQ(write1(&p, buf, 10), -EPROTO);
+		CHECK_EQ(read1(&c, buf, 10, 0), -EPROTO);
+		CHECK_EQ(nsk_ring_resize(&p, 4096), -EPROTO);
+	}
+	/* 0 means the whole area */
+	ctl.cap = 0;
+	CHECK_EQ(nsk_ring_free(&p), (int64_t)area);
+	guarded_free(&g);
 }
 
 /* Wake-up storm: the no-lost-wake-up rule checked exactly, at a high rate. The producer
@@ -802,7 +893,7 @@ static void test_wake_storm(void)
 	struct storm_shared *sh =
 	    mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	CHECK(sh != MAP_FAILED);
-	nsk_ring_format(&sh->ctl);
+	nsk_ring_format(&sh->ctl, 0);
 	uint64_t dur = 400000000ull, sent = 0, s = seed ^ 0x77;
 	fflush(NULL);
 	pid_t pid = fork();
@@ -858,6 +949,8 @@ int main(void)
 	RUN(test_corrupt);
 	RUN(test_hostile);
 	RUN(test_stress_2proc);
+	RUN(test_resize);
+	RUN(test_stress_resize);
 	RUN(test_wake_storm);
 	return 0;
 }

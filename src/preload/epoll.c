@@ -585,6 +585,9 @@ static int wait_common(int epfd, struct epoll_event *out, int max, int timeout,
 		}
 		if ((armed & 2) && (tmo < 0 || tmo > 1))
 			tmo = 1;
+		/* Dynamic ring sizing looks at idle rings during scans: wake once a second. */
+		if (nsk_g.rsz.dynamic && armed && (tmo < 0 || tmo > 1000))
+			tmo = 1000;
 		int nk = pwait ? REAL(epoll_pwait)(epfd, kbuf, kmax, tmo, mask)
 			       : REAL(epoll_wait)(epfd, kbuf, kmax, tmo);
 		int err = errno;

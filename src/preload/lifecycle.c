@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "core/atomics.h"
+#include "core/budget.h"
 #include "platform/linux.h"
 #include "preload/vmdom.h"
 #include "preload/fdtab.h"
@@ -504,8 +505,12 @@ __attribute__((destructor)) static void nsk_dtor(void)
 		if (nsk_rv_path(&nsk_g.dom, nsk_g.rv_name, path, sizeof(path)) == 0)
 			unlink(path);
 	}
-	if (nsk_proctab_in_use(&nsk_g.tab, getpid()) == 0)
+	if (nsk_proctab_in_use(&nsk_g.tab, getpid()) == 0) {
+		/* Connections still open at exit: their memory charges go with the table (nobody
+		 * could give them back after it is gone). */
+		nsk_budget_uncharge(&nsk_g.dom, &nsk_g.tab, nsk_load64(&nsk_g.tab.hdr->mem_charged));
 		unlink(nsk_g.tab.path);
+	}
 }
 
 /* ---------------------------------------------------------------- public API ---------- */

@@ -127,7 +127,7 @@ static int poll_common(struct pollfd *fds, nfds_t n, int64_t timeout_ns, const s
 			wait_ns = 0;
 		} else {
 			/* 3. arm and sleep in the kernel */
-			int bounded = 0;
+			int bounded = 0, user_socks = 0;
 			for (nfds_t i = 0; i < n; i++) {
 				if (eps[i] && nsk_epoll_nested_ready(fds[i].fd, 1) > 0) {
 					user = 1;
@@ -139,6 +139,7 @@ static int poll_common(struct pollfd *fds, nfds_t n, int64_t timeout_ns, const s
 				int ev = nsk_sock_ready(socks[i], fds[i].events, &kev, &kdec, 1);
 				fds[i].revents = (short)ev;
 				user |= ev != 0;
+				user_socks = 1;
 				k[i].events = (short)kev;
 				if ((fds[i].events & POLLOUT) && !nsk_sock_space_wake_reliable(socks[i]))
 					bounded = 1;
@@ -153,6 +154,9 @@ static int poll_common(struct pollfd *fds, nfds_t n, int64_t timeout_ns, const s
 			}
 			if (bounded && (wait_ns < 0 || wait_ns > 1000000))
 				wait_ns = 1000000; /* see nsk_sock_space_wake_reliable() */
+			/* dynamic ring sizing looks at idle rings when we arm: once a second */
+			if (nsk_g.rsz.dynamic && user_socks && (wait_ns < 0 || wait_ns > 1000000000))
+				wait_ns = 1000000000;
 		}
 		if (wait_ns >= 0) {
 			ts.tv_sec = wait_ns / 1000000000;

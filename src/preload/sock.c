@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -39,6 +40,7 @@
 #include "core/atomics.h"
 #include "core/budget.h"
 #include "core/switchpt.h"
+#include "preload/ringsize.h"
 #include "platform/linux.h"
 #include "preload/fdtab.h"
 #include "preload/real.h"
@@ -111,13 +113,11 @@ void nsk_global_init(void)
 		else if (!strcmp(v, "off") || !strcmp(v, "none"))
 			nsk_g.log_level = NSK_LOG_OFF;
 	}
-	uint64_t rs = env_u64("NEARSOCK_RING_SIZE", 512u << 10);
-	if (rs < NSK_RING_MIN || rs > NSK_RING_MAX || (rs & (rs - 1))) {
-		nsk_log(NSK_LOG_WARN, "NEARSOCK_RING_SIZE=%llu is not a power of two in [4K, 64M]; "
-				      "using 512K", (unsigned long long)rs);
-		rs = 512u << 10;
-	}
-	nsk_g.ring_size = rs;
+	const char *bad;
+	nsk_rsz_conf_env(&nsk_g.rsz, &bad);
+	if (bad)
+		nsk_log(NSK_LOG_WARN, "%s is not a power of two in [4K, 64M]: default used", bad);
+	nsk_g.ring_size = nsk_g.rsz.max;
 	nsk_g.spin_ns = env_u64("NEARSOCK_SPIN_US", 50) * 1000;
 	nsk_g.offer_timeout_ns = env_u64("NEARSOCK_OFFER_TIMEOUT_MS", 10000) * 1000000ull;
 	nsk_g.mem_budget = env_u64("NEARSOCK_MEM_BUDGET", 0);
@@ -1183,6 +1183,140 @@ static void spin_policy(struct nsk_sock *s)
 			 __ATOMIC_RELAXED);
 }
 
+/* ---------------------------------------------------------------- ring sizing --------- */
+/* Dynamic proportional memory: the policy is ringsize.c's; here the mechanics. The client
+ * charges the domain's memory account for the channel as it starts; each side then charges
+ * or gives back changes of the ring it produces into, in its own connection slot (`charged`,
+ * given back at the last close or with the process's table). */
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+static int mem_pressure(void)
+{
+	return nsk_g.dom.reg.hdr && nsk_load32(&nsk_g.dom.reg.hdr->mem_pressure) != 0;
+}
+
+/* Our own NEARSOCK_MEM_BUDGET, else the one the agent set for the domain (none: unlimited,
+ * but still counted: the domain's memory use is what `nearsock status` and the agent show). */
+static uint64_t mem_budget_now(void)
+{
+	uint64_t b = nsk_g.mem_budget ? nsk_g.mem_budget : nsk_load64(&nsk_g.dom.reg.hdr->mem_budget);
+	return b ? b : UINT64_MAX;
+}
+
+static int mem_charge(struct nsk_conn *c, uint64_t bytes)
+{
+	int r = nsk_budget_charge(&nsk_g.dom, &nsk_g.tab, bytes, mem_budget_now());
+	if (r == 0)
+		nsk_add64(&c->charged, bytes);
+	else if (r == -EDQUOT && !mem_pressure())
+		nsk_store32(&nsk_g.dom.reg.hdr->mem_pressure, 1); /* idle rings give memory back */
+	return r;
+}
+
+static void mem_uncharge(struct nsk_conn *c, uint64_t bytes)
+{
+	uint64_t cur = nsk_load64(&c->charged);
+	while (!atomic_compare_exchange_weak_explicit(NSK_A64(&c->charged), &cur,
+						      cur > bytes ? cur - bytes : 0,
+						      memory_order_relaxed, memory_order_relaxed))
+		;
+	if (cur)
+		nsk_budget_uncharge(&nsk_g.dom, &nsk_g.tab, cur > bytes ? bytes : cur);
+}
+
+/* Change our sending ring's capacity to @cap. Caller holds txlock. 0, -EBUSY (not empty),
+ * -EDQUOT (budget), -ENOMEM (no memory for the new pages), -EPROTO. */
+static int ring_set_cap(struct nsk_sock *s, uint64_t cap)
+{
+	struct nsk_conn *c = s->conn;
+	struct nsk_ring *r = &s->chan.tx;
+	int64_t fr = nsk_ring_free(r);
+	uint64_t old = r->size;
+	if (fr < 0)
+		return -EPROTO;
+	if (cap == old)
+		return 0;
+	if ((uint64_t)fr != old)
+		return -EBUSY; /* only an empty ring changes size (cheap test first) */
+	if (cap > old) {
+		int e = mem_charge(c, cap - old);
+		if (e < 0)
+			return e;
+		/* Back the new pages now: a full tmpfs fails here, not with SIGBUS later. */
+		if (madvise(r->data + old, cap - old, MADV_POPULATE_WRITE) < 0 && errno != EINVAL) {
+			mem_uncharge(c, cap - old);
+			return -ENOMEM;
+		}
+	}
+	int e = nsk_ring_resize(r, cap);
+	if (e < 0) {
+		if (cap > old)
+			mem_uncharge(c, cap - old);
+		return e;
+	}
+	if (cap < old) {
+		/* Nothing unread lies beyond the new capacity: give those pages back (the peer's
+		 * mapping of the same memfd loses them too). */
+		madvise(r->data + cap, old - cap, MADV_REMOVE);
+		mem_uncharge(c, old - cap);
+	}
+	s->rsz.full = 0;
+	s->rsz.changes++;
+	nsk_store32(&c->tx_ring_kb, (uint32_t)(cap >> 10));
+	nsk_store32(&c->ring_changes, nsk_load32(&c->ring_changes) + 1);
+	nsk_log(NSK_LOG_DEBUG, "fd %d: send ring %llu -> %llu KiB", s->fd,
+		(unsigned long long)(old >> 10), (unsigned long long)(cap >> 10));
+	return 0;
+}
+
+/* Before a ring write (txlock held): grow if demand asked for it and the ring is empty. */
+static void ring_maybe_grow(struct nsk_sock *s)
+{
+	if (!nsk_g.rsz.dynamic || s->rsz.full < 2 || s->vm) /* (region rings: fixed size) */
+		return;
+	uint64_t t = nsk_rsz_grow_target(&nsk_g.rsz, &s->rsz, s->chan.tx.size, mem_pressure());
+	if (t == s->chan.tx.size)
+		return;
+	int e = ring_set_cap(s, t);
+	if (e == -EDQUOT || e == -ENOMEM)
+		s->rsz.full = 0; /* not now: measure demand again */
+}
+
+static uint64_t coarse_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* Maintenance look, wherever a thread is about to sleep on the socket (blocking calls,
+ * poll/select/epoll arming; their sleeps are bounded to a second while sizing is dynamic):
+ * shrink an idle ring, or one under memory pressure. Not on the data path: a thread that
+ * never sleeps keeps its rings busy. Cheap when not due (one coarse clock read). */
+static void ring_tick(struct nsk_sock *s)
+{
+	struct nsk_conn *c = s->conn;
+	if (!nsk_g.rsz.dynamic || !chan_ok(s) || !nsk_load32(&c->tx_switched) || s->vm)
+		return; /* (region rings: fixed size) */
+	uint64_t now = coarse_ns();
+	if (now < __atomic_load_n(&s->rsz_next_ns, __ATOMIC_RELAXED))
+		return;
+	__atomic_store_n(&s->rsz_next_ns, now + 20000000ull, __ATOMIC_RELAXED);
+	if (!xtrylock(&c->txlock))
+		return;
+	int p = mem_pressure();
+	if (p && nsk_load64(&nsk_g.dom.reg.hdr->mem_used) < mem_budget_now() / 4 * 3)
+		nsk_store32(&nsk_g.dom.reg.hdr->mem_pressure, p = 0); /* relieved */
+	uint64_t t = nsk_rsz_tick(&nsk_g.rsz, &s->rsz, s->chan.tx.size, now,
+				  CGET(c->tx_shm_msgs), p);
+	if (t != s->chan.tx.size && nsk_load32(&c->tx_switched))
+		ring_set_cap(s, t);
+	xunlock(&c->txlock);
+}
+
 /* ---------------------------------------------------------------- live switching ------ */
 
 /* Does this side want its connections on TCP? The socket's own wish (nearsock_evacuate),
@@ -1430,6 +1564,8 @@ claim:
 	}
 	c->nonce = nonce;
 	s->candidate = 0;
+	nsk_store64(&c->charged, 0); /* the client charged the channel as it starts */
+	nsk_store32(&c->tx_ring_kb, (uint32_t)(s->chan.tx.size >> 10));
 	nsk_store32(&c->mode, NSK_MODE_SHM);
 	/* Claimed: switch our sending side at once, still holding txlock (no TCP send can slip
 	 * in between the switch point and the marker). */
@@ -1570,14 +1706,15 @@ static void offer(struct nsk_sock *s)
 			return;
 		}
 	}
-	uint64_t seg = NSK_CHAN_DATA_OFF + 2 * nsk_g.ring_size;
-	/* Our own NEARSOCK_MEM_BUDGET, else the one the agent set for the domain. */
-	uint64_t budget = nsk_g.mem_budget ? nsk_g.mem_budget
-					   : nsk_load64(&nsk_g.dom.reg.hdr->mem_budget);
-	int memfd = budget ? nsk_budget_charge(&nsk_g.dom, &nsk_g.tab, seg, budget) : 0;
+	/* The channel as it starts (header page and both rings' first capacity) is charged
+	 * here, where admission is decided; later changes of a ring's capacity are charged or
+	 * given back by its producer, in its own slot (never below zero: a server shrinking its
+	 * ring below the start overcounts until the client closes, never undercounts). */
+	nsk_store64(&c->charged, 0);
+	int memfd = mem_charge(c, NSK_CHAN_DATA_OFF + 2 * nsk_g.rsz.init);
 	if (memfd == 0) {
-		nsk_store64(&c->charged, budget ? seg : 0);
-		memfd = nsk_chan_create(&s->chan, nsk_g.ring_size);
+		memfd = nsk_chan_create_sized(&s->chan, nsk_g.ring_size, nsk_g.rsz.init);
+		nsk_store32(&c->tx_ring_kb, (uint32_t)(nsk_g.rsz.init >> 10));
 	}
 	if (memfd >= 0) {
 		keep(s, memfd);
@@ -2338,6 +2475,7 @@ ssize_t nsk_sock_recv(struct nsk_sock *s, const struct iovec *iov, int iovcnt, i
 		}
 		xunlock(&c->rxlock);
 		int w = sleep_ring(s, 0, deadline);
+		ring_tick(s); /* a reader asleep for long: our sending ring may be idle */
 		xlock(&c->rxlock);
 		spun = 0;
 		if (w == -EINTR && !got && !deadline && restart_after_signal())
@@ -2470,7 +2608,10 @@ ssize_t nsk_sock_send(struct nsk_sock *s, const struct iovec *iov, int iovcnt, i
 			ret = r < 0 ? (sent ? (ssize_t)sent : r) : (ssize_t)(sent + (size_t)r);
 			break;
 		}
+		ring_maybe_grow(s);
 		ssize_t n = nsk_ring_write(&s->chan.tx, &cur, total - sent);
+		if ((size_t)n < total - sent)
+			s->rsz.full++; /* demand beyond the ring's capacity */
 		if (n < 0) {
 			mark_broken(s, "send ring indices");
 			ret = sent ? (ssize_t)sent : -ECONNRESET;
@@ -2614,8 +2755,10 @@ int nsk_sock_ready(struct nsk_sock *s, int want, int *kernel_ev, int *kernel_dec
 {
 	if (s->kind == NSK_CK_UDP)
 		return nsk_udp_ready(s, want, kernel_ev, kernel_decides, arm);
-	if (arm)
+	if (arm) {
 		nsk_agg_flush_all(); /* about to sleep in poll/epoll */
+		ring_tick(s);
+	}
 	struct nsk_conn *c = s->conn;
 	int ready = 0, kev = 0, kdec = 0;
 	*kernel_decides = 0;

@@ -18,6 +18,7 @@
 #include "core/chan.h"
 #include "core/domain.h"
 #include "core/layout.h"
+#include "preload/ringsize.h"
 
 enum nsk_log_level { NSK_LOG_DEBUG = 0, NSK_LOG_INFO, NSK_LOG_WARN, NSK_LOG_OFF };
 
@@ -25,7 +26,8 @@ enum nsk_log_level { NSK_LOG_DEBUG = 0, NSK_LOG_INFO, NSK_LOG_WARN, NSK_LOG_OFF 
 struct nsk_global {
 	int disabled;   /* NEARSOCK_DISABLE=1 or the domain could not be used */
 	int log_level;
-	uint64_t ring_size;
+	uint64_t ring_size; /* data area of each ring: the most it may grow to */
+	struct nsk_rsz_conf rsz; /* dynamic ring sizing (ringsize.h) */
 	uint64_t spin_ns;
 	uint64_t offer_timeout_ns;
 	uint64_t mem_budget; /* NEARSOCK_MEM_BUDGET: channel bytes the domain may hold (0: none) */
@@ -93,6 +95,8 @@ struct nsk_sock {
 	int pin_tcp;           /* nearsock_evacuate(fd): this socket wants TCP (live switching) */
 	atomic_int closing;    /* the last fd is being closed: its number may be reused at once,
 				* so no byte is sent or read on s->fd any more (set under ctllock) */
+	struct nsk_rsz_state rsz; /* our sending ring's sizing state (under txlock) */
+	uint64_t rsz_next_ns;     /* coarse clock: next sizing look (relaxed atomic) */
 	struct nsk_vmconn *vm;  /* connection through the ivshmem region (vmdom.c), or NULL */
 	int vm_reg;            /* listener: region registry slot + 1 (0: not registered) */
 	struct nsk_sock *next_free;

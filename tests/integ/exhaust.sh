@@ -115,6 +115,8 @@ ok "registry full: listener unregistered ($(head -1 "$T/registry.srv.err" | sed 
 
 # 4. Domain memory budget: 2.5 MiB holds two 1 MiB channels (512 KiB rings), not three.
 # Each client has its own one-connection server (the echo server serves one at a time).
+# Fixed ring sizes keep the arithmetic exact (rings that grow against a budget: ringsize.sh).
+export NEARSOCK_RING_SIZE=512K
 D=$(new_domain)
 BUD=(NEARSOCK_MEM_BUDGET=2560K)
 SRVS=()

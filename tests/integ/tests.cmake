@@ -7,7 +7,7 @@
 
 set(NSK_INTEG_DIR ${CMAKE_CURRENT_SOURCE_DIR}/integ)
 
-foreach(helper nsk_many nsk_kill nsk_badin nsk_hostile nsk_fork nsk_epoll nsk_sem nsk_crash nsk_udp nsk_agile)
+foreach(helper nsk_many nsk_kill nsk_badin nsk_hostile nsk_fork nsk_epoll nsk_sem nsk_crash nsk_udp nsk_agile nsk_ringsize)
   if(NOT EXISTS ${NSK_INTEG_DIR}/${helper}.c)
     continue()
   endif()
@@ -90,6 +90,8 @@ nsk_integ_test(agent 60 agent.sh)
 # Live switching under load (issue 5): random evacuate/attach every few ms during checked
 # bidirectional transfers, with SIGKILLs; the long chaos version is label stress.
 nsk_integ_test(agile 180 agile.sh quick)
+# Dynamic ring sizing: growth with demand, shrinking when idle, the domain budget.
+nsk_integ_test(ringsize 90 ringsize.sh)
 # Migration through network namespaces: evacuate, traffic over the veth, attach (issue 5).
 nsk_integ_test(migrate 90 migrate.sh)
 add_test(NAME stress_chaos COMMAND bash ${NSK_INTEG_DIR}/agile.sh chaos)
