@@ -27,7 +27,7 @@ T_START=$(date +%s)
 skip() { echo "SKIP: $*"; exit 77; }
 log() { echo "vmtest: $*"; }
 
-for f in nearsock libnearsock.so nsk_echo ivshmem_probe; do
+for f in nearsock libnearsock.so nsk_echo nsk_pingpong ivshmem_probe; do
 	[ -e "$BUILD/$f" ] || skip "$BUILD/$f missing (build first: cmake --build build)"
 done
 
@@ -63,6 +63,11 @@ fi
 # --- run directory, cleanup, deadline --------------------------------------------------------
 RUN=$(mktemp -d /tmp/nsk-vm.XXXXXX)
 SHM=/dev/shm/nsk-vm-$$-$RANDOM
+# The nearsock region (issue 8: NEARSOCK_DOMAIN=ivshmem:auto in A and B, ivshmem:FILE on the
+# host): a second ivshmem device of 32 MiB, formatted before boot. The probe cases use SHM.
+RSHM=/dev/shm/nsk-vm-rgn-$$-$RANDOM
+HNS=nsk-vm-$$
+TAP=nskt$$
 QPIDS=()
 WD=""
 cleanup() {
@@ -88,7 +93,8 @@ cleanup() {
 		mkdir -p "$BUILD/vm-logs"
 		cp "$RUN"/*.log "$RUN"/*.qemu.out "$BUILD/vm-logs/" 2>/dev/null || true
 	fi
-	rm -f "$SHM"
+	rm -f "$SHM" "$RSHM"
+	ip netns del "$HNS" 2>/dev/null
 	rm -rf "$RUN"
 	exit "$rc"
 }
@@ -107,7 +113,8 @@ MAIN=$$
 		sleep 1
 	done
 	[ -f "$RUN/qemu.pids" ] && xargs kill -KILL <"$RUN/qemu.pids" 2>/dev/null
-	rm -f "$SHM"
+	rm -f "$SHM" "$RSHM"
+	ip netns del "$HNS" 2>/dev/null
 	rm -rf "$RUN"
 ) &
 WD=$!
@@ -142,7 +149,7 @@ for m in "${MODS[@]}"; do
 	echo "$m" >>"$R/vm/modules"
 done
 BINS=()
-for f in nearsock libnearsock.so nsk_echo ivshmem_probe; do
+for f in nearsock libnearsock.so nsk_echo nsk_pingpong ivshmem_probe; do
 	cp "$BUILD/$f" "$R/opt/nearsock/"
 	BINS+=("$BUILD/$f")
 done
@@ -164,6 +171,15 @@ log "initramfs: $(du -m "$RUN/initramfs.cpio" | cut -f1) MiB, kernel $KVER ($(ba
 KEY=$((RANDOM * 32768 + RANDOM + 1))
 truncate -s 16M "$SHM"
 "$BUILD/ivshmem_probe" stamp --file "$SHM" --key "$KEY" >/dev/null
+"$BUILD/nearsock" vm init "$RSHM" --size 32M --force >/dev/null || { log "nearsock vm init $RSHM failed"; exit 1; }
+# The host on the guests' segment: a tap port of A's hub, moved into a network namespace of
+# its own (169.254.10.100), where host-side processes map the region file (host <-> guest).
+HOSTNET=()
+if ip netns add "$HNS" 2>/dev/null && [ -c /dev/net/tun ]; then
+	HOSTNET=(-netdev "tap,id=ht,ifname=$TAP,script=no,downscript=no" -netdev hubport,id=hh,hubid=0,netdev=ht)
+else
+	log "no network namespace or tap device: the host <-> guest case is skipped"
+fi
 
 free_port() {
 	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
@@ -191,11 +207,22 @@ start_vm() {
 }
 # shellcheck disable=SC2054 # commas inside QEMU option values
 REGION=(-object "memory-backend-file,id=hm,share=on,mem-path=$SHM,size=16M"
-	-device ivshmem-plain,memdev=hm,id=ivs0)
+	-device ivshmem-plain,memdev=hm,id=ivs0
+	-object "memory-backend-file,id=hr,share=on,mem-path=$RSHM,size=32M"
+	-device ivshmem-plain,memdev=hr,id=ivs1)
 start_vm A "${REGION[@]}" \
 	-netdev "socket,id=sb,listen=127.0.0.1:$PORT_B" -netdev "socket,id=sc,listen=127.0.0.1:$PORT_C" \
 	-netdev hubport,id=hb,hubid=0,netdev=sb -netdev hubport,id=hc,hubid=0,netdev=sc \
-	-netdev hubport,id=hn,hubid=0 -device "virtio-net-pci,netdev=hn,mac=${MAC[A]}"
+	-netdev hubport,id=hn,hubid=0 -device "virtio-net-pci,netdev=hn,mac=${MAC[A]}" "${HOSTNET[@]}"
+if [ ${#HOSTNET[@]} -gt 0 ]; then
+	for _ in $(seq 1 50); do
+		ip link show "$TAP" >/dev/null 2>&1 && break
+		sleep 0.1
+	done
+	ip link set "$TAP" netns "$HNS" && ip -n "$HNS" addr add 169.254.10.100/24 dev "$TAP" &&
+		ip -n "$HNS" link set "$TAP" up && ip -n "$HNS" link set lo up ||
+		log "could not move the tap $TAP into $HNS: the host <-> guest case will fail"
+fi
 # B and C connect to A's listening sockets: wait until they exist.
 for _ in $(seq 1 50); do
 	ss -Hltn "sport = :$PORT_C" 2>/dev/null | grep -q LISTEN && break
@@ -252,6 +279,27 @@ host_hotplug_add() {
 	hmp_ok "$1" "object_del $old" &&
 		hmp_ok "$1" "object_add memory-backend-file,id=hm$PLUG,share=on,mem-path=$SHM,size=16M" &&
 		hmp_ok "$1" "device_add ivshmem-plain,memdev=hm$PLUG,id=ivs0"
+}
+
+# host_hoststream ROLE - the host side of case host_guest: a preloaded nsk_echo client in the
+# host's namespace on the guests' segment, with the region file as its ivshmem domain, streams
+# 64 MiB each way to ROLE's server and must end on shared memory.
+host_hoststream() {
+	[ ${#HOSTNET[@]} -gt 0 ] || { echo "no host network (tap)"; return 1; }
+	local d out ip=169.254.10.2
+	[ "$1" = A ] && ip=169.254.10.1
+	d=$(mktemp -d "$RUN/hdom.XXXXXX") && chmod 700 "$d"
+	for _ in $(seq 1 30); do # until the guest's server listens (nsk_echo exits 2 before)
+		out=$(timeout 100 ip netns exec "$HNS" env NEARSOCK_DIR="$d" NEARSOCK_DOMAIN="ivshmem:$RSHM" \
+			"$BUILD/nearsock" run -- "$BUILD/nsk_echo" client --addr "$ip" --port 7301 \
+			--bytes $((64 << 20)) 2>&1) && break
+		grep -q '"role"' <<<"$out" && break
+		sleep 1
+	done
+	grep -q '"role"' <<<"$out" || { echo "no transfer: $(tail -3 <<<"$out" | tr '\n' ' ')"; ip -n "$HNS" -br addr; return 1; }
+	out=$(grep '"role"' <<<"$out")
+	echo "$out"
+	grep -q '"ok": 1' <<<"$out" && grep -q '"mode": 2' <<<"$out"
 }
 
 # --- the main loop: boot times, requests, the deadline ---------------------------------------

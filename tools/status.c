@@ -16,10 +16,12 @@
 #include "core/atomics.h"
 #include "core/budget.h"
 #include "core/domain.h"
+#include "core/region.h"
 #include "core/registry.h"
 #include "gc.h"
 #include "platform/linux.h"
 #include "tables.h"
+#include "vm.h"
 
 static const char *mode_name(uint32_t m)
 {
@@ -224,7 +226,23 @@ int nsk_cli_status(const char *dir, int json)
 		       "shm-rx-B", "tcp-tx-B", "tcp-rx-B", "want");
 	nsk_tables_each(d.dir, print_counters, &o, 0);
 	if (json)
-		printf("\n  ]\n}\n");
+		printf("\n  ]");
+	/* With NEARSOCK_DOMAIN=ivshmem:..., the region's members, chunks, offers and listeners too
+	 * (what `nearsock vm status` shows). */
+	const char *dom = getenv("NEARSOCK_DOMAIN");
+	struct nsk_region_spec sp;
+	if (nsk_region_parse_domain(dom, &sp) == 1) {
+		if (json)
+			printf(",\n  \"region\": ");
+		else
+			printf("\nivshmem region (NEARSOCK_DOMAIN=%s)\n", dom);
+		fflush(stdout);
+		char *av[] = {"status", (char *)dom, json ? "--json" : NULL, NULL};
+		if (nsk_cli_vm(json ? 3 : 2, av) != 0 && json)
+			printf("null");
+	}
+	if (json)
+		printf("\n}\n");
 	nsk_domain_close(&d);
 	return 0;
 }

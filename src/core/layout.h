@@ -105,11 +105,15 @@ struct nsk_chan_hdr {
 	uint32_t hdr_size;
 	uint64_t ring_off[2];
 	uint64_t ring_size[2];
-	uint8_t pad[64];
+	uint32_t users; /* channels in an ivshmem region only (chan_mem.h): NSK_CHAN_USER_* bits
+			 * of the endpoints still using the memory; the last frees it */
+	uint32_t pad0;
+	uint8_t pad[56];
 	struct nsk_chan_side side[2];
 	struct nsk_ring_ctl ring[2];
 };
 _Static_assert(offsetof(struct nsk_chan_hdr, side) == 2 * NSK_CACHELINE, "sides at line 2");
+_Static_assert(offsetof(struct nsk_chan_hdr, users) == 64, "users word");
 _Static_assert(offsetof(struct nsk_chan_hdr, ring) == 4 * NSK_CACHELINE, "rings at line 4");
 _Static_assert(sizeof(struct nsk_chan_hdr) <= NSK_CHAN_DATA_OFF, "header fits its page");
 

@@ -636,7 +636,7 @@ int64_t nsk_region_chunk_alloc_prop(struct nsk_region *rg, uint32_t want, uint32
 	}
 }
 
-int nsk_region_chunk_free(struct nsk_region *rg, uint64_t off, uint32_t n)
+static int chunk_free_tag(struct nsk_region *rg, uint64_t off, uint32_t n, uint32_t tag)
 {
 	if (!rg->chunks)
 		return -EINVAL;
@@ -649,7 +649,7 @@ int nsk_region_chunk_free(struct nsk_region *rg, uint64_t off, uint32_t n)
 	uint32_t freed = 0;
 	for (uint32_t j = 0; j < n; j++) {
 		struct nsk_rgn_chunk *c = &rg->chunks[i0 + j];
-		uint32_t o = rg->self_tag;
+		uint32_t o = tag;
 		if (nsk_load32(&c->owner) != o) {
 			r = -EPERM;
 			continue;
@@ -662,9 +662,50 @@ int nsk_region_chunk_free(struct nsk_region *rg, uint64_t off, uint32_t n)
 			r = -EPERM;
 	}
 	nsk_add64(&rg->hdr->frees, freed);
-	if (am_member(rg))
+	if (tag == rg->self_tag && am_member(rg))
 		nsk_add64(&rg->members[rg->self].chunks_freed, freed);
 	return r;
+}
+
+int nsk_region_chunk_free(struct nsk_region *rg, uint64_t off, uint32_t n)
+{
+	return chunk_free_tag(rg, off, n, rg->self_tag);
+}
+
+int nsk_region_chunk_give(struct nsk_region *rg, uint64_t off, uint32_t n, uint32_t to_tag)
+{
+	if (!rg->chunks)
+		return -EINVAL;
+	int64_t i0 = chunk_range(rg, off, n);
+	if (i0 < 0 || !to_tag)
+		return -EINVAL;
+	if (!am_member(rg))
+		return -ESTALE;
+	if (!nsk_region_tag_live(rg, to_tag))
+		return -EINVAL;
+	int r = 0;
+	for (uint32_t j = 0; j < n; j++) {
+		uint32_t o = rg->self_tag;
+		/* Release pairs with the new owner's acquire load in its free/reclaim: our last
+		 * writes to the chunk come first. */
+		if (!CAS32(&rg->chunks[i0 + j].owner, &o, to_tag, memory_order_release))
+			r = -EPERM;
+	}
+	return r;
+}
+
+uint32_t nsk_region_chunk_owner(const struct nsk_region *rg, uint64_t off)
+{
+	int64_t i = rg->chunks ? chunk_range(rg, off, 1) : -1;
+	/* Acquire pairs with the release CAS of the owner's alloc/free/give. */
+	return i < 0 ? 0 : nsk_load32_acquire(&rg->chunks[i].owner);
+}
+
+int nsk_region_chunk_free_as(struct nsk_region *rg, uint64_t off, uint32_t n, uint32_t tag)
+{
+	if (!tag)
+		return -EINVAL;
+	return chunk_free_tag(rg, off, n, tag);
 }
 
 void nsk_region_chunk_stats(const struct nsk_region *rg, struct nsk_region_chunk_stats *st)

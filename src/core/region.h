@@ -172,6 +172,20 @@ int64_t nsk_region_chunk_alloc_prop(struct nsk_region *rg, uint32_t want, uint32
  * not ours (those are left alone; ours in the range are freed). */
 int nsk_region_chunk_free(struct nsk_region *rg, uint64_t off, uint32_t n);
 
+/* nsk_region_chunk_free_as - give back @n chunks at @off held by owner tag @tag (another
+ * member's: the last user of a channel frees its memory for the member that allocated it).
+ * Each chunk by CAS @tag → 0, so chunks meanwhile reclaimed or reused are left alone. Same
+ * returns as nsk_region_chunk_free (we must be a member). */
+int nsk_region_chunk_free_as(struct nsk_region *rg, uint64_t off, uint32_t n, uint32_t tag);
+
+/* nsk_region_chunk_give - hand @n chunks at @off that our membership holds to the live
+ * membership @to_tag (the last user of a channel owns its memory: a client that closes while
+ * the server still reads hands the channel over). Each chunk by CAS our tag → @to_tag.
+ * 0, -EPERM if some chunk was not ours, -EINVAL (bad range, @to_tag not live), -ESTALE. */
+int nsk_region_chunk_give(struct nsk_region *rg, uint64_t off, uint32_t n, uint32_t to_tag);
+/* nsk_region_chunk_owner - the owner tag of the chunk at @off (0: free or a bad offset). */
+uint32_t nsk_region_chunk_owner(const struct nsk_region *rg, uint64_t off);
+
 struct nsk_region_chunk_stats {
 	uint32_t total, free, used, largest_free; /* chunks */
 	uint32_t by_slot[NSK_RGN_MEMBERS_MAX];    /* chunks held per member slot */

@@ -2,7 +2,7 @@
 # Unit tests of nsk_core (label unit): one plain C program per module, beside the code,
 # exiting 0 (pass), 1 (fail) or 77 (skip, reason printed). Included by src/CMakeLists.txt.
 # NSK_TEST_SEED=N replays a run; each program prints the seed it used.
-set(NSK_CORE_UNIT_TESTS ring registry chan domain switchpt budget inbox region)
+set(NSK_CORE_UNIT_TESTS ring registry chan domain switchpt budget inbox region chan_mem)
 foreach(t ${NSK_CORE_UNIT_TESTS})
   add_executable(nsk_${t}_test ${CMAKE_CURRENT_LIST_DIR}/${t}_test.c)
   target_link_libraries(nsk_${t}_test PRIVATE nsk_core pthread)

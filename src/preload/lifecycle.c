@@ -21,6 +21,7 @@
 #include "core/atomics.h"
 #include "core/budget.h"
 #include "platform/linux.h"
+#include "preload/vmdom.h"
 #include "preload/fdtab.h"
 #include "preload/real.h"
 #include "preload/sock.h"
@@ -120,6 +121,10 @@ int connect(int fd, const struct sockaddr *sa, socklen_t len)
 		return REAL(connect)(fd, sa, len);
 	if (s->kind == NSK_CK_UDP)
 		return nsk_udp_connect(s, sa, len);
+	/* Join an ivshmem region before the SYN leaves: the server member resolves our address
+	 * to our membership when it accepts. */
+	if (s->kind == NSK_CK_NONE && nsk_vm_configured())
+		nsk_vm_ready();
 	int r = REAL(connect)(fd, sa, len);
 	int e = errno;
 	if (s->kind == NSK_CK_NONE) {
@@ -165,6 +170,7 @@ static int do_accept(int fd, struct sockaddr *sa, socklen_t *len, int flags)
 			s->conn->lport = ls->conn->lport;
 			track(nfd, s);
 			nsk_sock_accepted(s, ls->reg_slot, (struct sockaddr *)&peer);
+			nsk_vm_accepted(s, ls, (struct sockaddr *)&peer);
 		} else {
 			track(nfd, NULL);
 		}
@@ -481,6 +487,7 @@ __attribute__((constructor)) static void nsk_ctor(void)
 
 __attribute__((destructor)) static void nsk_dtor(void)
 {
+	nsk_vm_exit();
 	if (nsk_g.domain_state <= 0)
 		return;
 	/* Listeners this process is the last to hold (also a forked child's, whose entry was

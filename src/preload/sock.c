@@ -47,6 +47,7 @@
 #include "preload/verify.h"
 #include "preload/udp.h"
 #include "preload/agg.h"
+#include "preload/vmdom.h"
 
 struct nsk_global nsk_g = {
 	.lock = PTHREAD_MUTEX_INITIALIZER,
@@ -305,6 +306,7 @@ static void finalize(struct nsk_sock *s)
 		free(s->agg);
 		s->agg = NULL;
 	}
+	nsk_vm_release(s); /* a channel in the ivshmem region: detached, never unmapped */
 	nsk_chan_unmap(&s->chan);
 	nsk_udp_free(s);
 	/* Exchange: a forked copy of this socket finalizing too gives the share back once. */
@@ -781,6 +783,7 @@ static int listen_refs[NSK_REG_SLOTS];
 
 void nsk_sock_listen(struct nsk_sock *s)
 {
+	nsk_vm_listen(s); /* also visible to other kernels sharing an ivshmem region */
 	if (s->reg_slot >= 0 || !nsk_domain_ready())
 		return;
 	struct sockaddr_storage la;
@@ -855,6 +858,7 @@ static int nclosed;
 
 void nsk_sock_unlisten_closed(struct nsk_sock *s)
 {
+	nsk_vm_unlisten(s);
 	if (s->reg_slot < 0)
 		return;
 	pthread_mutex_lock(&nsk_g.lock);
@@ -881,6 +885,7 @@ void nsk_sock_unlisten_all_closed(void)
 
 void nsk_sock_unlisten(struct nsk_sock *s)
 {
+	nsk_vm_unlisten(s);
 	if (s->reg_slot < 0)
 		return;
 	pthread_mutex_lock(&nsk_g.lock);
@@ -1172,7 +1177,9 @@ static void spin_policy(struct nsk_sock *s)
 	uint64_t mine = nsk_cpu_mask();
 	uint64_t peer = nsk_load64(&s->chan.hdr->side[1 - s->chan.side].cpumask);
 	int single = mine && peer && mine == peer && !(mine & (mine - 1));
-	__atomic_store_n(&s->spin_ns, nsk_cpus_online() > 1 && !single ? nsk_g.spin_ns : 0,
+	/* A peer in another kernel (ivshmem region) runs on a CPU of its own whatever the masks
+	 * say: spinning only delays the processes of our own kernel, bounded by the budget. */
+	__atomic_store_n(&s->spin_ns, s->vm || (nsk_cpus_online() > 1 && !single) ? nsk_g.spin_ns : 0,
 			 __ATOMIC_RELAXED);
 }
 
@@ -1268,7 +1275,7 @@ static int ring_set_cap(struct nsk_sock *s, uint64_t cap)
 /* Before a ring write (txlock held): grow if demand asked for it and the ring is empty. */
 static void ring_maybe_grow(struct nsk_sock *s)
 {
-	if (!nsk_g.rsz.dynamic || s->rsz.full < 2)
+	if (!nsk_g.rsz.dynamic || s->rsz.full < 2 || s->vm) /* (region rings: fixed size) */
 		return;
 	uint64_t t = nsk_rsz_grow_target(&nsk_g.rsz, &s->rsz, s->chan.tx.size, mem_pressure());
 	if (t == s->chan.tx.size)
@@ -1292,8 +1299,8 @@ static uint64_t coarse_ns(void)
 static void ring_tick(struct nsk_sock *s)
 {
 	struct nsk_conn *c = s->conn;
-	if (!nsk_g.rsz.dynamic || !chan_ok(s) || !nsk_load32(&c->tx_switched))
-		return;
+	if (!nsk_g.rsz.dynamic || !chan_ok(s) || !nsk_load32(&c->tx_switched) || s->vm)
+		return; /* (region rings: fixed size) */
 	uint64_t now = coarse_ns();
 	if (now < __atomic_load_n(&s->rsz_next_ns, __ATOMIC_RELAXED))
 		return;
@@ -1478,6 +1485,13 @@ static void follow_wish(struct nsk_sock *s)
 static void try_claim(struct nsk_sock *s)
 {
 	struct nsk_conn *c = s->conn;
+	uint64_t nonce;
+	if (s->vm) { /* a peer in another kernel: its offer comes through the region's mailbox */
+		if (nsk_vm_take(s) <= 0)
+			return;
+		nonce = s->chan.nonce;
+		goto claim;
+	}
 	if (s->reg_slot < 0)
 		return;
 	/* Shared with another process (fork): they could not both map the channel. Looked at
@@ -1537,6 +1551,8 @@ static void try_claim(struct nsk_sock *s)
 		nsk_store32(&c->mode, NSK_MODE_PLAIN);
 		return;
 	}
+	nonce = o.nonce;
+claim:
 	xlock(&c->txlock);
 	if (nsk_chan_claim(&s->chan) < 0) {
 		xunlock(&c->txlock);
@@ -1546,7 +1562,7 @@ static void try_claim(struct nsk_sock *s)
 		nsk_store32(&c->mode, NSK_MODE_PLAIN);
 		return;
 	}
-	c->nonce = o.nonce;
+	c->nonce = nonce;
 	s->candidate = 0;
 	nsk_store64(&c->charged, 0); /* the client charged the channel as it starts */
 	nsk_store32(&c->tx_ring_kb, (uint32_t)(s->chan.tx.size >> 10));
@@ -1650,6 +1666,12 @@ void nsk_sock_connected(struct nsk_sock *s)
 	 * matched against the accepted connection, so a wrong guess only costs an offer. */
 	if (slot < 0 && !dst_local && nsk_load32(&nsk_g.dom.reg.hdr->exact_binds))
 		slot = nsk_registry_lookup_foreign(&nsk_g.dom.reg, &k, &e);
+	if (slot < 0 && nsk_vm_connected(s)) { /* a listener of another kernel in our region */
+		s->candidate = 1;
+		if (nsk_g.eager && !local_want_tcp(s))
+			offer(s);
+		return;
+	}
 	if (slot < 0 || nsk_rv_path(&nsk_g.dom, e.rv, s->offer_path, sizeof(s->offer_path)) < 0) {
 		/* no co-resident nearsock listener: TCP for good, at no further cost */
 		nsk_store32(&c->mode, NSK_MODE_PLAIN);
@@ -1666,6 +1688,10 @@ static void offer(struct nsk_sock *s)
 {
 	struct nsk_conn *c = s->conn;
 	s->candidate = 0;
+	if (s->vm) {
+		nsk_vm_offer(s); /* channel in the ivshmem region, offer through its mailbox */
+		return;
+	}
 	if (nsk_g.dom.shared) {
 		/* Anyone in the domain can write the registry: prove the entry's process owns the
 		 * listener before handing it our memory. */
@@ -1741,6 +1767,8 @@ static int offer_due(struct nsk_sock *s)
 static void client_refresh(struct nsk_sock *s)
 {
 	struct nsk_conn *c = s->conn;
+	if (s->vm)
+		nsk_vm_client_refresh(s);
 	if (s->offer_pending)
 		deliver_offer(s);
 	if (nsk_load32(&c->mode) != NSK_MODE_OFFERED)
@@ -2201,6 +2229,8 @@ static int restart_after_signal(void)
 static int sleep_ring(struct nsk_sock *s, int tx, uint64_t deadline)
 {
 	nsk_agg_flush_all(); /* owe nobody a wake-up while we sleep */
+	if (s->vm) /* futexes do not cross kernels: poll the ring with back-off */
+		return nsk_vm_wait(s, tx, deadline, SLICE_NS, ring_ready);
 	struct nsk_ring *r = tx ? &s->chan.tx : &s->chan.rx;
 	uint32_t *armed = tx ? &r->ctl->prod_armed : &r->ctl->cons_armed;
 	uint32_t *seqw = tx ? &r->ctl->space_seq : &r->ctl->data_seq;

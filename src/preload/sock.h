@@ -49,6 +49,8 @@ struct nsk_global {
 };
 extern struct nsk_global nsk_g;
 
+struct nsk_vmconn;
+
 struct nsk_sock {
 	atomic_int refs;  /* fds of this process referring to the socket */
 	atomic_int busy;  /* calls in progress that may touch the channel mapping */
@@ -95,6 +97,8 @@ struct nsk_sock {
 				* so no byte is sent or read on s->fd any more (set under ctllock) */
 	struct nsk_rsz_state rsz; /* our sending ring's sizing state (under txlock) */
 	uint64_t rsz_next_ns;     /* coarse clock: next sizing look (relaxed atomic) */
+	struct nsk_vmconn *vm;  /* connection through the ivshmem region (vmdom.c), or NULL */
+	int vm_reg;            /* listener: region registry slot + 1 (0: not registered) */
 	struct nsk_sock *next_free;
 };
 

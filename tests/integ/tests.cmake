@@ -115,3 +115,7 @@ nsk_integ_test(races 120 races.sh 1 2 4 5 6)
 option(NSK_KNOWN_FAILURES "Also run integration tests of known bugs (they fail today)" OFF)
 nsk_integ_test(races_teardown 90 races.sh 3)
 nsk_integ_test(vm_cli 60 vm_cli.sh)
+# The ivshmem domain backend between two network namespaces sharing one region file.
+foreach(c stream kill hostile plain latency)
+  nsk_integ_test(vm_netns_${c} 90 vm_netns.sh ${c})
+endforeach()

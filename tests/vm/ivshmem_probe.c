@@ -42,6 +42,7 @@
 #define PATTERN_LEN (1u << 20)
 #define ROUNDS 1000u
 #define MIN_SIZE (4u << 20)
+#define PROBE_SIZE (16 << 20) /* the probe's device (scripts/vmtest.sh) */
 
 static volatile sig_atomic_t hold_reads; /* reads done when a fault came */
 
@@ -94,7 +95,9 @@ static long read_hex(const char *dir, const char *name)
 	return v;
 }
 
-/* find_device - the sysfs directory of the first ivshmem device into @out; 0 or -ENODEV. */
+/* find_device - the sysfs directory of the first ivshmem device of the probe's size (16 MiB;
+ * the guests also have a 32 MiB device holding the nearsock region, which the probe leaves
+ * alone) into @out; 0 or -ENODEV. */
 static int find_device(char *out, size_t len)
 {
 	const char *root = "/sys/bus/pci/devices";
@@ -107,7 +110,11 @@ static int find_device(char *out, size_t len)
 		if (e->d_name[0] == '.')
 			continue;
 		snprintf(out, len, "%s/%s", root, e->d_name);
-		if (read_hex(out, "vendor") == 0x1af4 && read_hex(out, "device") == 0x1110) {
+		char r2[600];
+		struct stat st;
+		snprintf(r2, sizeof(r2), "%s/resource2", out);
+		if (read_hex(out, "vendor") == 0x1af4 && read_hex(out, "device") == 0x1110 &&
+		    stat(r2, &st) == 0 && st.st_size == PROBE_SIZE) {
 			rc = 0;
 			break;
 		}

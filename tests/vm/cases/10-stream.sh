@@ -4,8 +4,9 @@
 # sends STREAM_BYTES, or LOOP_BYTES, of a seeded pseudo-random sequence, the server echoes
 # it, the client checks every byte). loopback: both ends in guest C (LD_PRELOAD and /dev/shm inside a
 # guest: the counters must show shared memory). stream_ab / stream_ac: A to B and A to C
-# over virtio-net (TCP until the ivshmem backend exists; then stream_ab must move to shared
-# memory and stream_ac, C having no region, must stay TCP).
+# over virtio-net with NEARSOCK_DOMAIN=ivshmem:auto in A and B (the 32 MiB nearsock region):
+# stream_ab must move to shared memory (>= 95 % of the bytes through the rings), stream_ac,
+# C having no region, must stay TCP.
 STREAM_BYTES=$((64 << 20))
 CASES="$CASES loopback loopback_4k stream_ab stream_ac"
 stream_ab_TIMEOUT=150
@@ -78,7 +79,23 @@ loopback_4k_C() {
 	loopback_C
 }
 
-stream_ab_B() { echo_server "$IP_B" 7101 140; }
-stream_ab_A() { echo_client "$IP_B" 7101 130; }
+stream_ab_B() {
+	export NEARSOCK_DOMAIN=ivshmem:auto
+	echo_server "$IP_B" 7101 140
+}
+stream_ab_A() {
+	export NEARSOCK_DOMAIN=ivshmem:auto
+	echo_client "$IP_B" 7101 130 || return 1
+	[ "$(jget mode "$OUT")" = 2 ] || { echo "A -> B not on shared memory (mode $(mode_name "$(jget mode "$OUT")"))"; return 1; }
+	tx=$(jget tx_shm "$OUT")
+	[ $((tx * 100 / STREAM_BYTES)) -ge 95 ] || { echo "only $tx of $STREAM_BYTES bytes through the region"; return 1; }
+	echo "$(jget seconds "$OUT") s for $((STREAM_BYTES >> 20)) MiB each way A <-> B through the ivshmem region ($(awk -v b="$STREAM_BYTES" -v s="$(jget seconds "$OUT")" 'BEGIN { printf "%.1f", b / s / 1048576 }') MiB/s each way), $tx B sent through shared memory, $(jget tx_tcp "$OUT") B through TCP before the switch"
+}
 stream_ac_C() { echo_server "$IP_C" 7102 230; }
-stream_ac_A() { echo_client "$IP_C" 7102 220; }
+stream_ac_A() {
+	export NEARSOCK_DOMAIN=ivshmem:auto # C has no region: TCP for good
+	echo_client "$IP_C" 7102 220 || return 1
+	[ "$(jget mode "$OUT")" = 3 ] && [ "$(jget tx_shm "$OUT")" = 0 ] ||
+		{ echo "A -> C (no region) not plain TCP: mode $(mode_name "$(jget mode "$OUT")")"; return 1; }
+	echo "$(jget seconds "$OUT") s for $((STREAM_BYTES >> 20)) MiB each way A <-> C over virtio-net TCP (C has no region: mode tcp-for-good)"
+}

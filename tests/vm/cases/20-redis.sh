@@ -1,12 +1,13 @@
 # SPDX-License-Identifier: MIT
 # shellcheck shell=sh disable=SC2034 # sourced by tests/vm/guest.sh, which reads NAME_TIMEOUT
 # redis-server in B, redis-benchmark in A over virtio-net, plain and under `nearsock run`
-# (both ends): requests per second for SET and GET. Until the ivshmem backend exists both
-# runs are TCP; the figures are emulated (TCG) and only comparable with each other.
+# (both ends, NEARSOCK_DOMAIN=ivshmem:auto: the nearsock run goes through the region): requests
+# per second for SET and GET; the figures are emulated (TCG) and only comparable with each other.
 CASES="$CASES redis"
 redis_TIMEOUT=150
 REDIS_N=${REDIS_N:-4000}
 
+export NEARSOCK_DOMAIN=ivshmem:auto # (redis-server under nearsock in B, the benchmark in A)
 redis_B() {
 	command -v redis-server >/dev/null || { echo "redis-server not in the initramfs"; return 77; }
 	timeout 140 "$NSK" run -- redis-server --bind "$IP_B" --port 6379 --save '' \

@@ -1,0 +1,756 @@
+/* SPDX-License-Identifier: MIT */
+/* vmdom.c — the ivshmem domain backend of the preload library (see vmdom.h): joining the
+ * region, the heartbeat thread, region listeners, offers through the region's mailbox, channels
+ * in region chunks, polling waits, and the end of all of it (release, peer death, a stale
+ * region, exit). */
+#include "preload/vmdom.h"
+
+#include <errno.h>
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/atomics.h"
+#include "core/chan_mem.h"
+#include "core/region.h"
+#include "platform/linux.h"
+#include "preload/real.h"
+#include "preload/sock.h"
+
+/* One connection whose channel lives (or will live) in the region. */
+struct nsk_vmconn {
+	struct nsk_sock *s;
+	int side;          /* NSK_SIDE_CLIENT or NSK_SIDE_SERVER */
+	uint32_t peer_tag; /* client: the listener's member; server: the poster's */
+	int attached;      /* s->chan points into the region */
+	uint64_t chan_off; /* region offset and size of the channel */
+	uint64_t chan_size;
+	uint32_t nchunks;
+	struct nsk_region_offer_handle oh; /* client: our posted offer */
+	int oh_live;
+	uint64_t seen_mail; /* server: our mailbox sequence last looked at */
+	int broken;
+	int detached; /* our users bit is cleared: the memory is not touched any more */
+	struct nsk_vmconn *prev, *next;
+};
+
+enum { VM_UNTRIED = 0, VM_JOINED = 1, VM_STALE = 2, VM_GONE = 3, VM_UNUSABLE = -1 };
+
+static struct {
+	pthread_mutex_t lock; /* join, the connection list, the handle's observers (reap) */
+	int configured;       /* 0 not looked, 1 ivshmem, -1 not */
+	struct nsk_region_spec spec;
+	int state; /* VM_* (atomic reads) */
+	struct nsk_region rg;
+	pid_t joiner;
+	int forked; /* a fork happened since the join: children may share the membership */
+	int atfork_done;
+	struct nsk_vmconn *conns;
+	uint64_t offers, claims, broken;
+} vm = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static int vm_state(void)
+{
+	return __atomic_load_n(&vm.state, __ATOMIC_ACQUIRE);
+}
+
+int nsk_vm_configured(void)
+{
+	int c = __atomic_load_n(&vm.configured, __ATOMIC_RELAXED);
+	if (c)
+		return c > 0;
+	pthread_mutex_lock(&vm.lock);
+	if (!vm.configured) {
+		int r = nsk_region_parse_domain(getenv("NEARSOCK_DOMAIN"), &vm.spec);
+		if (r < 0)
+			nsk_log(NSK_LOG_WARN,
+			        "NEARSOCK_DOMAIN=%s: not a valid ivshmem domain; ignored",
+			        getenv("NEARSOCK_DOMAIN"));
+		__atomic_store_n(&vm.configured, r == 1 ? 1 : -1, __ATOMIC_RELAXED);
+	}
+	pthread_mutex_unlock(&vm.lock);
+	return __atomic_load_n(&vm.configured, __ATOMIC_RELAXED) > 0;
+}
+
+/* ---------------------------------------------------------------- addresses ----------- */
+
+static int norm(const struct sockaddr *sa, uint16_t *family, uint8_t addr[16], uint16_t *port)
+{
+	memset(addr, 0, 16);
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *in = (const void *)sa;
+		*family = AF_INET;
+		memcpy(addr, &in->sin_addr, 4);
+		*port = ntohs(in->sin_port);
+		return 0;
+	}
+	if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const void *)sa;
+		*port = ntohs(in6->sin6_port);
+		if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) {
+			*family = AF_INET;
+			memcpy(addr, &in6->sin6_addr.s6_addr[12], 4);
+		} else {
+			*family = AF_INET6;
+			memcpy(addr, &in6->sin6_addr, 16);
+		}
+		return 0;
+	}
+	return -EAFNOSUPPORT;
+}
+
+static int loopback(uint16_t family, const uint8_t addr[16])
+{
+	static const uint8_t lo6[16] = {[15] = 1};
+	return family == AF_INET ? addr[0] == 127 : !memcmp(addr, lo6, 16);
+}
+
+/* Publish up to 4 addresses of our interfaces (IPv4 first; no loopback, no IPv6 link-local:
+ * every namespace has those). */
+static void publish_addrs(void)
+{
+	struct ifaddrs *ifa = NULL;
+	if (getifaddrs(&ifa) < 0)
+		return;
+	uint16_t fam[4];
+	uint8_t addr[4][16];
+	unsigned n = 0;
+	for (int pass = 0; pass < 2; pass++)
+		for (struct ifaddrs *i = ifa; i && n < 4; i = i->ifa_next) {
+			if (!i->ifa_addr || !(i->ifa_flags & IFF_UP) ||
+			    (i->ifa_flags & IFF_LOOPBACK))
+				continue;
+			int f = i->ifa_addr->sa_family;
+			if ((pass == 0 && f != AF_INET) || (pass == 1 && f != AF_INET6))
+				continue;
+			uint16_t port;
+			if (norm(i->ifa_addr, &fam[n], addr[n], &port) < 0 ||
+			    loopback(fam[n], addr[n]))
+				continue;
+			if (fam[n] == AF_INET6 && addr[n][0] == 0xfe && (addr[n][1] & 0xc0) == 0x80)
+				continue;
+			n++;
+		}
+	freeifaddrs(ifa);
+	nsk_region_set_addrs(&vm.rg, fam, (const uint8_t(*)[16])addr, n);
+}
+
+/* Does member slot @m (live, not us) publish (@family, @addr)? The member's fields are
+ * untrusted: the count is bounded, nothing else is used. */
+static int member_has(int m, uint16_t family, const uint8_t addr[16])
+{
+	struct nsk_rgn_member *mb = &vm.rg.members[m];
+	uint32_t n = nsk_load32(&mb->naddr);
+	if (n > 4)
+		n = 4;
+	for (uint32_t i = 0; i < n; i++) {
+		uint8_t a[16];
+		memcpy(a, (const void *)mb->addr[i], 16);
+		if (__atomic_load_n(&mb->family[i], __ATOMIC_RELAXED) == family &&
+		    !memcmp(a, addr, 16))
+			return 1;
+	}
+	return 0;
+}
+
+static int member_live(int m)
+{
+	uint64_t st = nsk_load64_acquire(&vm.rg.members[m].state);
+	return NSK_RM_KIND(st) == NSK_RM_LIVE;
+}
+
+/* ---------------------------------------------------------------- connection list ----- */
+
+static void link_locked(struct nsk_vmconn *v)
+{
+	v->prev = NULL;
+	v->next = vm.conns;
+	if (vm.conns)
+		vm.conns->prev = v;
+	vm.conns = v;
+}
+
+static void unlink_locked(struct nsk_vmconn *v)
+{
+	if (v->prev)
+		v->prev->next = v->next;
+	else if (vm.conns == v)
+		vm.conns = v->next;
+	if (v->next)
+		v->next->prev = v->prev;
+	v->prev = v->next = NULL;
+}
+
+static struct nsk_vmconn *vmconn_new(struct nsk_sock *s, int side, uint32_t peer_tag)
+{
+	struct nsk_vmconn *v = calloc(1, sizeof(*v));
+	if (!v)
+		return NULL;
+	v->s = s;
+	v->side = side;
+	v->peer_tag = peer_tag;
+	v->seen_mail = UINT64_MAX; /* the first call looks at the mailbox */
+	pthread_mutex_lock(&vm.lock);
+	link_locked(v);
+	pthread_mutex_unlock(&vm.lock);
+	return v;
+}
+
+/* The connection cannot go on: its peer member is dead (its memory is reclaimed and may be
+ * reused) or the region is gone (reformatted, evicted, unplugged). As a peer that breaks the
+ * protocol: ECONNRESET to the application, and the kernel socket shut down so that poll/epoll
+ * sleepers wake and the peer (if alive) sees the end. Caller holds vm.lock. */
+static void break_locked(struct nsk_vmconn *v, const char *why)
+{
+	struct nsk_sock *s = v->s;
+	if (v->broken || !v->attached)
+		return;
+	uint32_t m = nsk_load32(&s->conn->mode);
+	if (m != NSK_MODE_SHM && m != NSK_MODE_OFFERED)
+		return;
+	v->broken = 1;
+	vm.broken++;
+	nsk_log(NSK_LOG_WARN, "fd %d: ivshmem channel lost (%s): connection reset", s->fd, why);
+	nsk_store32(&s->conn->mode, NSK_MODE_BROKEN);
+	if (!atomic_load(&s->closing))
+		REAL(shutdown)(s->fd, SHUT_RDWR);
+}
+
+/* Why an attached channel cannot be used any more, or NULL. The memory must still belong to
+ * us or to a live member (a dead member's chunks are reclaimed and may be reused at once); a
+ * peer member that is not live while its users bit is still set died without detaching (a
+ * killed process, a dead VM: its TCP end may never close). A peer that detached and left is
+ * done with the channel: its TCP FIN ends the stream after the ring's last bytes. */
+static const char *channel_lost(struct nsk_vmconn *v)
+{
+	if (!v->attached || v->detached)
+		return NULL;
+	if (vm_state() != VM_JOINED)
+		return "region stale";
+	uint32_t owner = nsk_region_chunk_owner(&vm.rg, v->chan_off);
+	if (owner != vm.rg.self_tag && !nsk_region_tag_live(&vm.rg, owner))
+		return "channel memory reclaimed";
+	uint32_t peer_bit =
+	    v->side == NSK_SIDE_CLIENT ? NSK_CHAN_USER_SERVER : NSK_CHAN_USER_CLIENT;
+	if (!nsk_region_tag_live(&vm.rg, v->peer_tag) &&
+	    (nsk_load32(&v->s->chan.hdr->users) & peer_bit))
+		return "peer member dead";
+	return NULL;
+}
+
+/* ---------------------------------------------------------------- heartbeat ----------- */
+
+static void *beat_main(void *arg)
+{
+	(void)arg;
+	uint64_t n = 0;
+	for (;;) {
+		/* Beat twice per interval: a guest under emulation may be descheduled for a while.
+		 */
+		uint64_t t = vm.rg.beat_ns / 2;
+		struct timespec ts = {.tv_sec = (time_t)(t / 1000000000ull),
+		                      .tv_nsec = (long)(t % 1000000000ull)};
+		nanosleep(&ts, NULL);
+		pthread_mutex_lock(&vm.lock);
+		if (vm.state != VM_JOINED) {
+			pthread_mutex_unlock(&vm.lock);
+			break;
+		}
+		if (nsk_region_beat(&vm.rg) < 0) {
+			/* Reformatted, evicted after a stall, or unplugged (reads as zeros). */
+			nsk_log(NSK_LOG_WARN,
+			        "ivshmem region %s: our membership is gone: its "
+			        "connections are reset",
+			        vm.rg.path);
+			__atomic_store_n(&vm.state, VM_STALE, __ATOMIC_RELEASE);
+			for (struct nsk_vmconn *v = vm.conns; v; v = v->next)
+				break_locked(v, "region stale");
+			pthread_mutex_unlock(&vm.lock);
+			break;
+		}
+		if ((++n & 3) == 0)
+			nsk_region_reap(&vm.rg);
+		for (struct nsk_vmconn *v = vm.conns; v; v = v->next) {
+			const char *why = channel_lost(v);
+			if (why)
+				break_locked(v, why);
+		}
+		pthread_mutex_unlock(&vm.lock);
+	}
+	return NULL;
+}
+
+static void start_beat_thread(void)
+{
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old); /* the thread inherits: no signal lands there */
+	pthread_attr_t a;
+	pthread_attr_init(&a);
+	pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+	pthread_attr_setstacksize(&a, 64 << 10);
+	pthread_t th;
+	int r = pthread_create(&th, &a, beat_main, NULL);
+	pthread_attr_destroy(&a);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (r)
+		nsk_log(NSK_LOG_WARN, "ivshmem region: no heartbeat thread (%s)", strerror(r));
+}
+
+static void fork_prepare(void)
+{
+	pthread_mutex_lock(&vm.lock);
+}
+
+static void fork_parent(void)
+{
+	if (vm.state == VM_JOINED)
+		vm.forked = 1;
+	pthread_mutex_unlock(&vm.lock);
+}
+
+/* The child shares the membership (and the connections it inherited): it beats too. */
+static void fork_child(void)
+{
+	pthread_mutex_init(&vm.lock, NULL);
+	if (vm.state == VM_JOINED) {
+		vm.forked = 1;
+		start_beat_thread();
+	}
+}
+
+/* ---------------------------------------------------------------- join ---------------- */
+
+static void join_locked(void)
+{
+	int r = nsk_region_open_spec(&vm.rg, &vm.spec);
+	if (r < 0) {
+		nsk_log(NSK_LOG_WARN,
+		        "ivshmem region %s unusable (%s): connections to other VMs "
+		        "stay on TCP",
+		        vm.spec.arg[0] ? vm.spec.arg : "(auto)", strerror(-r));
+		vm.state = VM_UNUSABLE;
+		return;
+	}
+	char host[64] = "", name[33];
+	gethostname(host, sizeof(host) - 1);
+	snprintf(name, sizeof(name), "%.20s/%d", host, (int)getpid());
+	int slot = nsk_region_join(&vm.rg, name, getpid());
+	if (slot < 0) {
+		nsk_log(NSK_LOG_WARN, "ivshmem region %s: cannot join (%s)", vm.rg.path,
+		        strerror(-slot));
+		nsk_region_close(&vm.rg);
+		vm.state = VM_UNUSABLE;
+		return;
+	}
+	publish_addrs();
+	vm.joiner = getpid();
+	if (!vm.atfork_done) {
+		pthread_atfork(fork_prepare, fork_parent, fork_child);
+		vm.atfork_done = 1;
+	}
+	__atomic_store_n(&vm.state, VM_JOINED, __ATOMIC_RELEASE);
+	start_beat_thread();
+	nsk_log(NSK_LOG_INFO, "ivshmem region %s joined as member %d (tag %08x)", vm.rg.path, slot,
+	        vm.rg.self_tag);
+}
+
+int nsk_vm_ready(void)
+{
+	int st = vm_state();
+	if (st != VM_UNTRIED)
+		return st == VM_JOINED;
+	if (!nsk_vm_configured())
+		return 0;
+	pthread_mutex_lock(&vm.lock);
+	if (vm.state == VM_UNTRIED)
+		join_locked();
+	st = vm.state;
+	pthread_mutex_unlock(&vm.lock);
+	return st == VM_JOINED;
+}
+
+/* ---------------------------------------------------------------- listeners ----------- */
+
+void nsk_vm_listen(struct nsk_sock *s)
+{
+	if (s->vm_reg || !nsk_vm_configured() || !nsk_vm_ready())
+		return;
+	struct sockaddr_storage la;
+	socklen_t ll = sizeof(la);
+	if (getsockname(s->fd, (struct sockaddr *)&la, &ll) < 0)
+		return;
+	struct nsk_reg_key k;
+	memset(&k, 0, sizeof(k));
+	if (norm((struct sockaddr *)&la, &k.family, k.addr, &k.port) < 0)
+		return;
+	if (la.ss_family == AF_INET6) {
+		int v6only = 0;
+		socklen_t ol = sizeof(v6only);
+		if (REAL(getsockopt)(s->fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, &ol) == 0 && v6only)
+			k.flags |= NSK_RE_V6ONLY;
+	}
+	if (loopback(k.family, k.addr))
+		return; /* only reachable from our own kernel */
+	k.netns = nsk_region_netns(vm.rg.self);
+	int r = nsk_registry_insert(&vm.rg.reg, &k, vm.rg.self + 1, vm.rg.self_gen, "");
+	if (r < 0) {
+		nsk_log(NSK_LOG_WARN,
+		        "listener fd %d port %u: region registry full: connections "
+		        "from other VMs stay on TCP",
+		        s->fd, k.port);
+		return;
+	}
+	s->vm_reg = r + 1;
+	nsk_log(NSK_LOG_DEBUG, "listener fd %d port %u registered in the region (slot %d)", s->fd,
+	        k.port, r);
+}
+
+void nsk_vm_unlisten(struct nsk_sock *s)
+{
+	if (!s->vm_reg)
+		return;
+	if (vm_state() == VM_JOINED && nsk_sock_last_holder(s))
+		nsk_registry_remove(&vm.rg.reg, s->vm_reg - 1, vm.rg.self + 1);
+	s->vm_reg = 0;
+}
+
+/* ---------------------------------------------------------------- client -------------- */
+
+int nsk_vm_connected(struct nsk_sock *s)
+{
+	if (!nsk_vm_configured() || !nsk_vm_ready())
+		return 0;
+	struct nsk_conn *c = s->conn;
+	if (loopback(c->family, c->raddr))
+		return 0;
+	uint32_t tag = 0;
+	for (uint32_t m = 0; m < vm.rg.nmembers && !tag; m++) {
+		if ((int)m == vm.rg.self || !member_live((int)m) ||
+		    !member_has((int)m, c->family, c->raddr))
+			continue;
+		struct nsk_reg_key k;
+		memset(&k, 0, sizeof(k));
+		k.family = c->family;
+		memcpy(k.addr, c->raddr, 16);
+		k.port = c->rport;
+		k.netns = nsk_region_netns((int)m);
+		struct nsk_reg_entry e;
+		if (nsk_registry_lookup(&vm.rg.reg, &k, 1, &e) < 0)
+			continue;
+		uint32_t t = nsk_region_reg_owner(&vm.rg, &e);
+		if (t && NSK_RGN_TAG_SLOT(t) == (int)m && nsk_region_tag_live(&vm.rg, t))
+			tag = t;
+	}
+	if (!tag)
+		return 0;
+	s->vm = vmconn_new(s, NSK_SIDE_CLIENT, tag);
+	return s->vm != NULL;
+}
+
+void nsk_vm_offer(struct nsk_sock *s)
+{
+	struct nsk_vmconn *v = s->vm;
+	struct nsk_conn *c = s->conn;
+	if (vm_state() != VM_JOINED || !nsk_region_tag_live(&vm.rg, v->peer_tag)) {
+		nsk_store32(&c->mode, NSK_MODE_PLAIN);
+		return;
+	}
+	uint64_t want_b = NSK_CHAN_DATA_OFF + 2 * nsk_g.ring_size;
+	uint64_t min_b = NSK_CHAN_DATA_OFF + 2 * (uint64_t)NSK_RING_MIN;
+	uint32_t want = (uint32_t)((want_b + NSK_RGN_CHUNK - 1) / NSK_RGN_CHUNK);
+	uint32_t min_n = (uint32_t)((min_b + NSK_RGN_CHUNK - 1) / NSK_RGN_CHUNK);
+	uint32_t got = 0;
+	int64_t off = nsk_region_chunk_alloc_prop(&vm.rg, want, min_n, &got);
+	const char *why = NULL;
+	if (off < 0) {
+		why = strerror((int)-off);
+	} else {
+		uint64_t size = (uint64_t)got * NSK_RGN_CHUNK;
+		void *p = nsk_region_ptr(&vm.rg, (uint64_t)off, size);
+		uint64_t ring = nsk_chan_mem_ring_size(size, nsk_g.ring_size);
+		struct nsk_chan ch;
+		if (!p || !ring || nsk_chan_format_mem(&ch, p, size, ring) < 0) {
+			why = "bad chunk range";
+		} else {
+			struct nsk_region_offer_info o;
+			memset(&o, 0, sizeof(o));
+			o.to_tag = v->peer_tag;
+			o.nonce = ch.nonce;
+			o.chan_off = (uint64_t)off;
+			o.chan_size = size;
+			o.family = c->family;
+			o.cport = c->lport;
+			o.sport = c->rport;
+			memcpy(o.caddr, c->laddr, 16);
+			memcpy(o.saddr, c->raddr, 16);
+			o.from_pid = (uint32_t)getpid();
+			s->chan = ch;
+			/* The heartbeat thread looks at attached connections (vm.lock). */
+			pthread_mutex_lock(&vm.lock);
+			int r = nsk_region_offer_post(&vm.rg, &o, &v->oh);
+			if (r < 0) {
+				why = strerror(-r);
+				memset(&s->chan, 0, sizeof(s->chan));
+			} else {
+				v->chan_off = (uint64_t)off;
+				v->chan_size = size;
+				v->nchunks = got;
+				v->oh_live = 1;
+				v->attached = 1;
+			}
+			pthread_mutex_unlock(&vm.lock);
+		}
+		if (why)
+			nsk_region_chunk_free(&vm.rg, (uint64_t)off, got);
+	}
+	if (why) {
+		nsk_log(NSK_LOG_INFO, "fd %d: no ivshmem channel (%s): TCP", s->fd, why);
+		nsk_store32(&c->mode, NSK_MODE_PLAIN);
+		return;
+	}
+	__atomic_add_fetch(&vm.offers, 1, __ATOMIC_RELAXED);
+	c->nonce = s->chan.nonce;
+	s->deadline_ns = nsk_now_ns() + nsk_g.offer_timeout_ns;
+	/* Release pairs with chan_ok()'s acquire in sock.c: s->chan is complete. */
+	atomic_store_explicit(&s->chan_ready, 1, memory_order_release);
+	nsk_store32(&c->mode, NSK_MODE_OFFERED);
+	nsk_log(NSK_LOG_DEBUG, "fd %d: ivshmem offer posted (%u chunks at %llu, rings %llu)", s->fd,
+	        got, (unsigned long long)off, (unsigned long long)s->chan.tx.size);
+}
+
+static void offer_done(struct nsk_vmconn *v, int force)
+{
+	if (!v->oh_live)
+		return;
+	int k = nsk_region_offer_state(&vm.rg, &v->oh);
+	if (k == NSK_RO_POSTED && force)
+		k = nsk_region_offer_withdraw(&vm.rg, &v->oh) == 0 ? NSK_RO_WITHDRAWN
+		                                                   : NSK_RO_CLAIMED;
+	if (k == NSK_RO_CLAIMED || k == NSK_RO_WITHDRAWN)
+		nsk_region_offer_release(&vm.rg, &v->oh);
+	if (k < 0 || k == NSK_RO_CLAIMED || k == NSK_RO_WITHDRAWN)
+		v->oh_live = 0;
+}
+
+void nsk_vm_client_refresh(struct nsk_sock *s)
+{
+	struct nsk_vmconn *v = s->vm;
+	if (!v || !v->oh_live || !v->attached)
+		return;
+	/* The header decides (claim or our withdrawal); the slot follows. */
+	if (nsk_load32_acquire(&s->chan.hdr->state) != NSK_CH_OFFERED)
+		offer_done(v, 1);
+}
+
+/* ---------------------------------------------------------------- server -------------- */
+
+void nsk_vm_accepted(struct nsk_sock *s, struct nsk_sock *ls, const struct sockaddr *peer)
+{
+	if (!ls->vm_reg || vm_state() != VM_JOINED)
+		return;
+	struct nsk_conn *c = s->conn;
+	uint16_t fam, port, lfam, lport;
+	uint8_t addr[16], laddr[16];
+	struct sockaddr_storage la;
+	socklen_t ll = sizeof(la);
+	if (norm(peer, &fam, addr, &port) < 0 || loopback(fam, addr) ||
+	    getsockname(s->fd, (struct sockaddr *)&la, &ll) < 0 ||
+	    norm((struct sockaddr *)&la, &lfam, laddr, &lport) < 0 || lfam != fam)
+		return;
+	int found = 0;
+	for (uint32_t m = 0; m < vm.rg.nmembers && !found; m++)
+		found =
+		    (int)m != vm.rg.self && member_live((int)m) && member_has((int)m, fam, addr);
+	uint32_t mode = nsk_load32(&c->mode);
+	if (!found || (mode != NSK_MODE_TCP && mode != NSK_MODE_PLAIN))
+		return;
+	struct nsk_vmconn *v = vmconn_new(s, NSK_SIDE_SERVER, 0);
+	if (!v)
+		return;
+	c->family = fam;
+	memcpy(c->raddr, addr, 16);
+	c->rport = port;
+	memcpy(c->laddr, laddr, 16);
+	c->lport = lport;
+	s->tuple_ok = 1;
+	s->vm = v;
+	nsk_store32(&c->mode, NSK_MODE_TCP);
+	s->candidate = 1; /* TCP until the member behind the peer's address posts an offer */
+}
+
+int nsk_vm_take(struct nsk_sock *s)
+{
+	struct nsk_vmconn *v = s->vm;
+	if (v->attached || vm_state() != VM_JOINED)
+		return 0;
+	/* Acquire pairs with the poster's bump after its release CAS to POSTED. */
+	uint64_t seq = nsk_load64_acquire(&vm.rg.members[vm.rg.self].mail_seq);
+	if (seq == v->seen_mail || !nsk_sock_last_holder(s))
+		return 0;
+	v->seen_mail = seq;
+	struct nsk_conn *c = s->conn;
+	struct nsk_region_offer_info o;
+	struct nsk_region_offer_handle h;
+	if (nsk_region_offer_claim(&vm.rg, c->family, c->raddr, c->rport, c->laddr, c->lport, &o,
+	                           &h) < 0)
+		return 0;
+	void *p = nsk_region_ptr(&vm.rg, o.chan_off, o.chan_size);
+	int r =
+	    !p ? -EPROTO : nsk_chan_attach_mem(&s->chan, p, o.chan_size, o.nonce, NSK_SIDE_SERVER);
+	if (r == 0 && !nsk_region_tag_live(&vm.rg, o.from_tag))
+		r = -ESTALE;
+	if (r < 0) {
+		memset(&s->chan, 0, sizeof(s->chan));
+		nsk_log(NSK_LOG_WARN, "fd %d: ivshmem offer rejected (%s): staying on TCP", s->fd,
+		        strerror(-r));
+		nsk_store32(&c->mode, NSK_MODE_PLAIN);
+		return -1;
+	}
+	pthread_mutex_lock(&vm.lock); /* the heartbeat thread looks at attached connections */
+	v->peer_tag = o.from_tag;
+	v->chan_off = o.chan_off;
+	v->chan_size = o.chan_size;
+	v->nchunks = (uint32_t)(o.chan_size / NSK_RGN_CHUNK);
+	v->attached = 1;
+	pthread_mutex_unlock(&vm.lock);
+	__atomic_add_fetch(&vm.claims, 1, __ATOMIC_RELAXED);
+	/* Release pairs with chan_ok()'s acquire in sock.c. */
+	atomic_store_explicit(&s->chan_ready, 1, memory_order_release);
+	return 1;
+}
+
+/* ---------------------------------------------------------------- waiting ------------- */
+
+static void wait_cancelled(void *arg)
+{
+	nsk_sock_leave(arg);
+}
+
+static int wait_loop(struct nsk_sock *s, int tx, uint64_t deadline, uint64_t slice_ns,
+                     int (*ready)(struct nsk_sock *, int))
+{
+	struct nsk_vmconn *v = s->vm;
+	uint64_t now = nsk_now_ns(), end = now + slice_ns, d = NSK_VM_POLL_MIN_NS;
+	if (deadline && deadline < end)
+		end = deadline;
+	for (;;) {
+		if (ready(s, tx) || nsk_load32(&s->conn->mode) == NSK_MODE_BROKEN)
+			return 0;
+		const char *why = channel_lost(v);
+		if (why) {
+			pthread_mutex_lock(&vm.lock);
+			break_locked(v, why);
+			pthread_mutex_unlock(&vm.lock);
+			return 0;
+		}
+		now = nsk_now_ns();
+		if (now >= end)
+			return deadline && now >= deadline ? -ETIMEDOUT : 0;
+		uint64_t t = d < end - now ? d : end - now;
+		struct timespec ts = {.tv_sec = (time_t)(t / 1000000000ull),
+		                      .tv_nsec = (long)(t % 1000000000ull)};
+		if (nanosleep(&ts, NULL) < 0 && errno == EINTR)
+			return -EINTR;
+		if (d < NSK_VM_POLL_MAX_NS)
+			d *= 2;
+	}
+}
+
+int nsk_vm_wait(struct nsk_sock *s, int tx, uint64_t deadline, uint64_t slice_ns,
+                int (*ready)(struct nsk_sock *, int))
+{
+	int saved = errno, ret;
+	/* nanosleep is a cancellation point, as recv/send are: drop the wrapper's pin then. */
+	pthread_cleanup_push(wait_cancelled, s);
+	ret = wait_loop(s, tx, deadline, slice_ns, ready);
+	pthread_cleanup_pop(0);
+	errno = saved;
+	return ret;
+}
+
+/* ---------------------------------------------------------------- the end ------------- */
+
+/* We stop using @v's channel memory (close, or exit). The last user owns the memory: a client
+ * leaving while the server still reads hands its chunks to the server's membership; whoever
+ * detaches last frees them. Caller holds vm.lock. */
+static void detach_locked(struct nsk_vmconn *v)
+{
+	struct nsk_sock *s = v->s;
+	if (!v->attached || v->detached || vm.state != VM_JOINED)
+		return;
+	v->detached = 1;
+	if (v->side == NSK_SIDE_CLIENT) {
+		/* Not claimed yet: withdraw first, so the server cannot start using it. */
+		if (nsk_chan_state(&s->chan) == NSK_CH_OFFERED)
+			nsk_chan_withdraw(&s->chan);
+		if (nsk_chan_state(&s->chan) == NSK_CH_CLAIMED &&
+		    (nsk_load32(&s->chan.hdr->users) & NSK_CHAN_USER_SERVER) &&
+		    nsk_region_chunk_give(&vm.rg, v->chan_off, v->nchunks, v->peer_tag) == 0) {
+			/* Handed over before our bit goes: if the server detached meanwhile, we
+			 * were the last after all and free what is now its. */
+			if (!nsk_chan_mem_detach(&s->chan, NSK_SIDE_CLIENT))
+				nsk_region_chunk_free_as(&vm.rg, v->chan_off, v->nchunks,
+				                         v->peer_tag);
+		} else {
+			nsk_chan_mem_detach(&s->chan, NSK_SIDE_CLIENT);
+			nsk_region_chunk_free(&vm.rg, v->chan_off, v->nchunks);
+		}
+		return;
+	}
+	/* Server: only a channel we claimed (try_claim records its nonce only then), and only
+	 * while its memory is ours or a live member's. */
+	uint32_t owner = nsk_region_chunk_owner(&vm.rg, v->chan_off);
+	if (s->conn->nonce != s->chan.nonce ||
+	    (owner != vm.rg.self_tag && !nsk_region_tag_live(&vm.rg, owner)))
+		return;
+	if (!nsk_chan_mem_detach(&s->chan, NSK_SIDE_SERVER))
+		nsk_region_chunk_free(&vm.rg, v->chan_off, v->nchunks); /* handed to us */
+}
+
+void nsk_vm_release(struct nsk_sock *s)
+{
+	struct nsk_vmconn *v = s->vm;
+	if (!v)
+		return;
+	pthread_mutex_lock(&vm.lock);
+	unlink_locked(v);
+	if (nsk_sock_last_holder(s))
+		detach_locked(v);
+	if (vm.state == VM_JOINED)
+		offer_done(v, 1);
+	pthread_mutex_unlock(&vm.lock);
+	if (v->attached) {
+		/* Region memory is never unmapped per channel (nsk_chan_unmap sees no mapping). */
+		s->chan.base = NULL;
+		s->chan.hdr = NULL;
+	}
+	s->vm = NULL;
+	free(v);
+}
+
+void nsk_vm_exit(void)
+{
+	if (vm_state() != VM_JOINED)
+		return;
+	pthread_mutex_lock(&vm.lock);
+	/* A forked child may share the membership: it keeps beating, and the membership is
+	 * reclaimed once nobody does. */
+	int shared = vm.forked || getpid() != vm.joiner;
+	for (struct nsk_vmconn *v = vm.conns; v && !shared; v = v->next)
+		detach_locked(v);
+	nsk_log(NSK_LOG_DEBUG, "ivshmem region: %llu offers, %llu claims, %llu reset; %s",
+	        (unsigned long long)vm.offers, (unsigned long long)vm.claims,
+	        (unsigned long long)vm.broken, shared ? "membership left to expire" : "leaving");
+	if (!shared)
+		nsk_region_leave(&vm.rg);
+	__atomic_store_n(&vm.state, VM_GONE, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&vm.lock);
+}
