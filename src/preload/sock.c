@@ -1557,7 +1557,6 @@ claim:
 	if (nsk_chan_claim(&s->chan) < 0) {
 		xunlock(&c->txlock);
 		chan_retire(s);
-	unkeep(s);
 		unkeep(s);
 		nsk_store32(&c->mode, NSK_MODE_PLAIN);
 		return;
@@ -1636,7 +1635,6 @@ static void deliver_offer(struct nsk_sock *s)
 				nsk_registry_mark_dead(&nsk_g.dom.reg, s->reg_slot, e.state);
 		}
 		chan_retire(s);
-	unkeep(s);
 		unkeep(s);
 		nsk_store32(&s->conn->mode, NSK_MODE_PLAIN);
 		return;
@@ -1784,7 +1782,6 @@ static void client_refresh(struct nsk_sock *s)
 			s->offer_pending = 0;
 		}
 		chan_retire(s);
-	unkeep(s);
 		unkeep(s);
 		nsk_store32(&c->mode, NSK_MODE_PLAIN);
 		return;
