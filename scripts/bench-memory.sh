@@ -66,9 +66,14 @@ echo "sizing,conns,busy,mb_s,mem_median_bytes,mem_peak_bytes,mb_s_min,mb_s_max" 
 {
 	printf "%-8s %5s %4s %10s %14s %14s\n" sizing conns busy "MB/s" "mem median" "mem peak"
 	for k in $busies; do
+		# the two sizings alternate run by run: this VM's throughput drifts (vCPU placement)
+		declare -A all=()
+		for i in $(seq "$rep"); do
+			for sizing in fixed dynamic; do all[$sizing.$i]=$(one "$sizing" "$k"); done
+		done
 		for sizing in fixed dynamic; do
 			runs=()
-			for _ in $(seq "$rep"); do runs+=("$(one "$sizing" "$k")"); done
+			for i in $(seq "$rep"); do runs+=("${all[$sizing.$i]}"); done
 			m=$(printf '%s\n' "${runs[@]}" | awk '{print $1}' | med)
 			lo=$(printf '%s\n' "${runs[@]}" | awk '{print $1}' | sort -n | head -1)
 			hi=$(printf '%s\n' "${runs[@]}" | awk '{print $1}' | sort -n | tail -1)
