@@ -658,8 +658,7 @@ int nsk_sock_adopt(int fd, int family, int kind, struct nsk_conn *c, int memfd, 
 
 /* ---------------------------------------------------------------- addresses ----------- */
 
-/* Normalise @sa into (family, 16-byte address, host-order port); v4-mapped → AF_INET. */
-static int norm_addr(const struct sockaddr *sa, uint16_t *family, uint8_t addr[16], uint16_t *port)
+int nsk_norm_addr(const struct sockaddr *sa, uint16_t *family, uint8_t addr[16], uint16_t *port)
 {
 	memset(addr, 0, 16);
 	if (sa->sa_family == AF_INET) {
@@ -684,7 +683,7 @@ static int norm_addr(const struct sockaddr *sa, uint16_t *family, uint8_t addr[1
 	return -EAFNOSUPPORT;
 }
 
-static int is_loopback(uint16_t family, const uint8_t addr[16])
+int nsk_is_loopback(uint16_t family, const uint8_t addr[16])
 {
 	if (family == AF_INET)
 		return addr[0] == 127;
@@ -702,7 +701,7 @@ static int is_wildcard_addr(const uint8_t addr[16])
  * address: the same stack). Otherwise it is behind a veth or on another host. */
 static int peer_in_our_netns(const struct nsk_conn *c)
 {
-	return is_loopback(c->family, c->raddr) || !memcmp(c->laddr, c->raddr, 16);
+	return nsk_is_loopback(c->family, c->raddr) || !memcmp(c->laddr, c->raddr, 16);
 }
 
 /* Fill the connection slot's local/remote addresses from the kernel socket. */
@@ -714,8 +713,8 @@ static int fill_tuple(struct nsk_sock *s)
 	    getpeername(s->fd, (struct sockaddr *)&ra, &rl) < 0)
 		return -errno;
 	uint16_t f1, f2;
-	if (norm_addr((struct sockaddr *)&la, &f1, s->conn->laddr, &s->conn->lport) < 0 ||
-	    norm_addr((struct sockaddr *)&ra, &f2, s->conn->raddr, &s->conn->rport) < 0)
+	if (nsk_norm_addr((struct sockaddr *)&la, &f1, s->conn->laddr, &s->conn->lport) < 0 ||
+	    nsk_norm_addr((struct sockaddr *)&ra, &f2, s->conn->raddr, &s->conn->rport) < 0)
 		return -EAFNOSUPPORT;
 	s->conn->family = f1;
 	s->tuple_ok = 1;
@@ -730,7 +729,7 @@ static int fill_local(struct nsk_sock *s)
 	socklen_t ll = sizeof(la);
 	uint16_t f;
 	if (s->kind != NSK_CK_SERVER || getsockname(s->fd, (struct sockaddr *)&la, &ll) < 0 ||
-	    norm_addr((struct sockaddr *)&la, &f, s->conn->laddr, &s->conn->lport) < 0)
+	    nsk_norm_addr((struct sockaddr *)&la, &f, s->conn->laddr, &s->conn->lport) < 0)
 		return -1;
 	s->tuple_ok = 1;
 	return 0;
@@ -792,7 +791,7 @@ void nsk_sock_listen(struct nsk_sock *s)
 		return;
 	struct nsk_reg_key k;
 	memset(&k, 0, sizeof(k));
-	if (norm_addr((struct sockaddr *)&la, &k.family, k.addr, &k.port) < 0)
+	if (nsk_norm_addr((struct sockaddr *)&la, &k.family, k.addr, &k.port) < 0)
 		return;
 	if (la.ss_family == AF_INET6) {
 		int v6only = 0;
@@ -838,7 +837,7 @@ void nsk_sock_listen(struct nsk_sock *s)
 	}
 	s->reg_slot = r;
 	s->reg_pid = (uint32_t)getpid();
-	if (!is_wildcard_addr(k.addr) && !is_loopback(k.family, k.addr))
+	if (!is_wildcard_addr(k.addr) && !nsk_is_loopback(k.family, k.addr))
 		atomic_fetch_add_explicit(NSK_A32(&nsk_g.dom.reg.hdr->exact_binds), 1,
 					  memory_order_relaxed); /* reachable from other namespaces */
 	pthread_mutex_lock(&nsk_g.lock);
@@ -1590,8 +1589,8 @@ void nsk_sock_accepted(struct nsk_sock *s, int reg_slot, const struct sockaddr *
 	/* ... unless the listener is bound to exactly one non-loopback address: clients in
 	 * other network namespaces of this host find it (nsk_registry_lookup_foreign). */
 	int exact = !is_wildcard_addr(nsk_g.dom.reg.e[reg_slot].addr);
-	if (norm_addr(peer, &fam, addr, &port) < 0 ||
-	    (!is_loopback(fam, addr) && (fill_tuple(s) < 0 || (!exact && memcmp(s->conn->laddr, addr, 16))))) {
+	if (nsk_norm_addr(peer, &fam, addr, &port) < 0 ||
+	    (!nsk_is_loopback(fam, addr) && (fill_tuple(s) < 0 || (!exact && memcmp(s->conn->laddr, addr, 16))))) {
 		nsk_store32(&s->conn->mode, NSK_MODE_PLAIN);
 		return;
 	}
@@ -1656,7 +1655,7 @@ void nsk_sock_connected(struct nsk_sock *s)
 	}
 	struct nsk_reg_key k;
 	dst_key(&k, c->family, c->raddr, c->rport);
-	int dst_local = is_loopback(k.family, k.addr) || !memcmp(c->raddr, c->laddr, 16);
+	int dst_local = nsk_is_loopback(k.family, k.addr) || !memcmp(c->raddr, c->laddr, 16);
 	struct nsk_reg_entry e;
 	int slot = nsk_registry_lookup(&nsk_g.dom.reg, &k, dst_local, &e);
 	/* Not in our namespace: a listener of this host in another one, bound to exactly this

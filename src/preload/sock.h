@@ -102,6 +102,12 @@ struct nsk_sock {
 	struct nsk_sock *next_free;
 };
 
+/* nsk_norm_addr - @sa as (family, 16-byte address, host-order port); v4-mapped → AF_INET.
+ * 0 or -EAFNOSUPPORT. */
+int nsk_norm_addr(const struct sockaddr *sa, uint16_t *family, uint8_t addr[16], uint16_t *port);
+/* nsk_is_loopback - 127.0.0.0/8 or ::1 (@addr as nsk_norm_addr gives it). */
+int nsk_is_loopback(uint16_t family, const uint8_t addr[16]);
+
 /* nsk_sock_closing - @fd, one of @s's descriptors, is about to be closed: if it is the
  * last one, the library stops using the number (it may be reused by the next socket at
  * once); otherwise control bytes go through another of its descriptors from now on. */

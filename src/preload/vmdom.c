@@ -81,37 +81,6 @@ int nsk_vm_configured(void)
 
 /* ---------------------------------------------------------------- addresses ----------- */
 
-static int norm(const struct sockaddr *sa, uint16_t *family, uint8_t addr[16], uint16_t *port)
-{
-	memset(addr, 0, 16);
-	if (sa->sa_family == AF_INET) {
-		const struct sockaddr_in *in = (const void *)sa;
-		*family = AF_INET;
-		memcpy(addr, &in->sin_addr, 4);
-		*port = ntohs(in->sin_port);
-		return 0;
-	}
-	if (sa->sa_family == AF_INET6) {
-		const struct sockaddr_in6 *in6 = (const void *)sa;
-		*port = ntohs(in6->sin6_port);
-		if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) {
-			*family = AF_INET;
-			memcpy(addr, &in6->sin6_addr.s6_addr[12], 4);
-		} else {
-			*family = AF_INET6;
-			memcpy(addr, &in6->sin6_addr, 16);
-		}
-		return 0;
-	}
-	return -EAFNOSUPPORT;
-}
-
-static int loopback(uint16_t family, const uint8_t addr[16])
-{
-	static const uint8_t lo6[16] = {[15] = 1};
-	return family == AF_INET ? addr[0] == 127 : !memcmp(addr, lo6, 16);
-}
-
 /* Publish up to 4 addresses of our interfaces (IPv4 first; no loopback, no IPv6 link-local:
  * every namespace has those). */
 static void publish_addrs(void)
@@ -131,8 +100,8 @@ static void publish_addrs(void)
 			if ((pass == 0 && f != AF_INET) || (pass == 1 && f != AF_INET6))
 				continue;
 			uint16_t port;
-			if (norm(i->ifa_addr, &fam[n], addr[n], &port) < 0 ||
-			    loopback(fam[n], addr[n]))
+			if (nsk_norm_addr(i->ifa_addr, &fam[n], addr[n], &port) < 0 ||
+			    nsk_is_loopback(fam[n], addr[n]))
 				continue;
 			if (fam[n] == AF_INET6 && addr[n][0] == 0xfe && (addr[n][1] & 0xc0) == 0x80)
 				continue;
@@ -389,7 +358,7 @@ void nsk_vm_listen(struct nsk_sock *s)
 		return;
 	struct nsk_reg_key k;
 	memset(&k, 0, sizeof(k));
-	if (norm((struct sockaddr *)&la, &k.family, k.addr, &k.port) < 0)
+	if (nsk_norm_addr((struct sockaddr *)&la, &k.family, k.addr, &k.port) < 0)
 		return;
 	if (la.ss_family == AF_INET6) {
 		int v6only = 0;
@@ -397,7 +366,7 @@ void nsk_vm_listen(struct nsk_sock *s)
 		if (REAL(getsockopt)(s->fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, &ol) == 0 && v6only)
 			k.flags |= NSK_RE_V6ONLY;
 	}
-	if (loopback(k.family, k.addr))
+	if (nsk_is_loopback(k.family, k.addr))
 		return; /* only reachable from our own kernel */
 	k.netns = nsk_region_netns(vm.rg.self);
 	int r = nsk_registry_insert(&vm.rg.reg, &k, vm.rg.self + 1, vm.rg.self_gen, "");
@@ -429,7 +398,7 @@ int nsk_vm_connected(struct nsk_sock *s)
 	if (!nsk_vm_configured() || !nsk_vm_ready())
 		return 0;
 	struct nsk_conn *c = s->conn;
-	if (loopback(c->family, c->raddr))
+	if (nsk_is_loopback(c->family, c->raddr))
 		return 0;
 	uint32_t tag = 0;
 	for (uint32_t m = 0; m < vm.rg.nmembers && !tag; m++) {
@@ -561,9 +530,9 @@ void nsk_vm_accepted(struct nsk_sock *s, struct nsk_sock *ls, const struct socka
 	uint8_t addr[16], laddr[16];
 	struct sockaddr_storage la;
 	socklen_t ll = sizeof(la);
-	if (norm(peer, &fam, addr, &port) < 0 || loopback(fam, addr) ||
+	if (nsk_norm_addr(peer, &fam, addr, &port) < 0 || nsk_is_loopback(fam, addr) ||
 	    getsockname(s->fd, (struct sockaddr *)&la, &ll) < 0 ||
-	    norm((struct sockaddr *)&la, &lfam, laddr, &lport) < 0 || lfam != fam)
+	    nsk_norm_addr((struct sockaddr *)&la, &lfam, laddr, &lport) < 0 || lfam != fam)
 		return;
 	int found = 0;
 	for (uint32_t m = 0; m < vm.rg.nmembers && !found; m++)
