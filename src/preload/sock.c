@@ -1228,7 +1228,17 @@ static void mem_uncharge(struct nsk_conn *c, uint64_t bytes)
 
 /* Change our sending ring's capacity to @cap. Caller holds txlock. 0, -EBUSY (not empty),
  * -EDQUOT (budget), -ENOMEM (no memory for the new pages), -EPROTO. */
+static int ring_set_cap_errno(struct nsk_sock *s, uint64_t cap);
+
 static int ring_set_cap(struct nsk_sock *s, uint64_t cap)
+{
+	int saved = errno; /* the application's errno survives a successful call */
+	int r = ring_set_cap_errno(s, cap);
+	errno = saved;
+	return r;
+}
+
+static int ring_set_cap_errno(struct nsk_sock *s, uint64_t cap)
 {
 	struct nsk_conn *c = s->conn;
 	struct nsk_ring *r = &s->chan.tx;
