@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -23,6 +24,11 @@ static int map_hdr(const char *path, struct nsk_proc_hdr **h)
 	int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0)
 		return -errno;
+	struct stat st; /* a table being created may have no size yet (SIGBUS past the end) */
+	if (fstat(fd, &st) < 0 || (uint64_t)st.st_size < sizeof(**h)) {
+		close(fd);
+		return -EPROTO;
+	}
 	void *p = mmap(NULL, sizeof(**h), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	int err = errno;
 	close(fd);

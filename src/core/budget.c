@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/atomics.h"
@@ -62,6 +63,13 @@ uint64_t nsk_budget_reclaim_table(const struct nsk_domain *d, const char *path)
 	int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0)
 		return 0;
+	/* A table being created may not have its size yet: touching a page past the end of
+	 * the file would be SIGBUS (seen once: the agent killed by it during races.sh). */
+	struct stat st;
+	if (fstat(fd, &st) < 0 || (uint64_t)st.st_size < sizeof(struct nsk_proc_hdr)) {
+		close(fd);
+		return 0;
+	}
 	void *p =
 	    mmap(NULL, sizeof(struct nsk_proc_hdr), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	close(fd);
