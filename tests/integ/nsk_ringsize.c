@@ -249,6 +249,8 @@ static int client(int port, int nconns, int nbusy, double seconds, double linger
 		close(c->fd);
 	}
 	printf("{\"ok\": %d, \"bytes\": %llu, \"seconds\": %.3f}\n", ok, (unsigned long long)bytes, sec);
+	free(cs);
+	free(th);
 	return ok ? 0 : 1;
 }
 
