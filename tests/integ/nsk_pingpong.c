@@ -137,6 +137,8 @@ int main(int argc, char **argv)
 			fflush(stdout);
 			close(c);
 		}
+		freeaddrinfo(ai);
+		free(buf);
 		return 0;
 	}
 	int fd = -1;
@@ -178,5 +180,8 @@ int main(int argc, char **argv)
 	       "\"rtt_median_us\": %.2f, \"rtt_p99_us\": %.2f, \"rtt_mean_us\": %.2f, %s}\n",
 	       size, n, rtt[n / 2] / 1e3, rtt[n * 99 / 100] / 1e3, (double)sum / (double)n / 1e3, st);
 	close(fd);
+	freeaddrinfo(ai);
+	free(rtt);
+	free(buf);
 	return 0;
 }
