@@ -52,18 +52,19 @@ static size_t iov_copy(struct nsk_iovcur *c, uint8_t *p, size_t n, int to_ring)
 	return done;
 }
 
-/* Take up the capacity published in the control block (the peer's word: validated). */
-static int sync_cap(struct nsk_ring *r)
+/* The capacity in use: published in the control block (the peer's word: validated), also
+ * kept in r->size for callers (a relaxed atomic: readiness checks read it from other threads
+ * while a sender takes up a new value). Returns it, or -EPROTO. */
+static int64_t cur_cap(struct nsk_ring *r)
 {
 	uint64_t cap = nsk_load64_acquire(&r->ctl->cap);
 	if (cap == 0)
 		cap = r->area;
-	if (cap == r->size)
-		return 0;
 	if (cap < NSK_RING_MIN || cap > r->area || (cap & (cap - 1)))
 		return -EPROTO;
-	r->size = cap;
-	return 0;
+	if (__atomic_load_n(&r->size, __ATOMIC_RELAXED) != cap)
+		__atomic_store_n(&r->size, cap, __ATOMIC_RELAXED);
+	return (int64_t)cap;
 }
 
 int nsk_ring_init(struct nsk_ring *r, struct nsk_ring_ctl *ctl, uint8_t *data, uint64_t size)
@@ -76,7 +77,7 @@ int nsk_ring_init(struct nsk_ring *r, struct nsk_ring_ctl *ctl, uint8_t *data, u
 	r->area = size;
 	r->head_cache = 0;
 	if (ctl)
-		(void)sync_cap(r); /* a bad value is reported by the first use */
+		(void)cur_cap(r); /* a bad value is reported by the first use */
 	return 0;
 }
 
@@ -92,74 +93,79 @@ int64_t nsk_ring_used(struct nsk_ring *r)
 	 * tail are visible once we see tail, and so is the capacity they were placed with (tail
 	 * first: the capacity changes only while the ring is empty). */
 	uint64_t tail = nsk_load64_acquire(&r->ctl->tail);
-	if (sync_cap(r) < 0)
+	int64_t sz = cur_cap(r);
+	if (sz < 0)
 		return -EPROTO;
 	uint64_t head = nsk_load64(&r->ctl->head);
 	uint64_t used = tail - head;
-	if (used > r->size)
+	if (used > (uint64_t)sz)
 		return -EPROTO;
 	return (int64_t)used;
 }
 
 int64_t nsk_ring_free(struct nsk_ring *r)
 {
-	if (sync_cap(r) < 0) /* another producer process (fork) may have resized */
+	int64_t sz = cur_cap(r); /* another producer process (fork) may have resized */
+	if (sz < 0)
 		return -EPROTO;
 	/* Acquire pairs with the consumer's store-release of head in nsk_ring_read: the consumer
 	 * finished copying those bytes out before we overwrite them. */
 	uint64_t head = nsk_load64_acquire(&r->ctl->head);
 	uint64_t tail = nsk_load64(&r->ctl->tail);
 	uint64_t used = tail - head;
-	if (used > r->size)
+	if (used > (uint64_t)sz)
 		return -EPROTO;
-	return (int64_t)(r->size - used);
+	return (int64_t)((uint64_t)sz - used);
 }
 
 int nsk_ring_resize(struct nsk_ring *r, uint64_t cap)
 {
 	if (cap < NSK_RING_MIN || cap > r->area || (cap & (cap - 1)))
 		return -EINVAL;
-	if (sync_cap(r) < 0)
+	int64_t sz = cur_cap(r);
+	if (sz < 0)
 		return -EPROTO;
 	/* Acquire pairs with the consumer's store of head: it is done with every byte. */
 	uint64_t head = nsk_load64_acquire(&r->ctl->head);
 	uint64_t tail = nsk_load64(&r->ctl->tail);
-	if (tail - head > r->size)
+	if (tail - head > (uint64_t)sz)
 		return -EPROTO;
 	if (head != tail)
 		return -EBUSY;
 	/* Release, and before the next tail (seq_cst): a consumer that sees bytes past this tail
 	 * sees the capacity they were placed with. */
 	nsk_store64_release(&r->ctl->cap, cap);
-	r->size = cap;
+	__atomic_store_n(&r->size, cap, __ATOMIC_RELAXED);
 	r->head_cache = head;
 	return 0;
 }
 
 ssize_t nsk_ring_write(struct nsk_ring *r, struct nsk_iovcur *cur, size_t max)
 {
-	if (sync_cap(r) < 0)
+	int64_t csz = cur_cap(r);
+	if (csz < 0)
 		return -EPROTO;
+	uint64_t sz = (uint64_t)csz;
 	uint64_t tail = nsk_load64(&r->ctl->tail);
 	/* Free space from the cached head first: reading the consumer's line on every write
 	 * would cost a cache-line transfer per message. The cache is never ahead of the real
 	 * head, so the space it shows is always really free. */
 	uint64_t used = tail - r->head_cache;
-	if (used > r->size || r->size - used < max) {
+	if (used > sz || sz - used < max) {
 		/* Acquire pairs with the consumer's store of head in nsk_ring_read: it finished
 		 * copying those bytes out before we overwrite them. */
 		uint64_t head = nsk_load64_acquire(&r->ctl->head);
 		used = tail - head;
-		if (used > r->size)
+		if (used > sz)
 			return -EPROTO;
 		r->head_cache = head;
 	}
-	size_t space = (size_t)(r->size - used);
+	size_t space = (size_t)(sz - used);
 	size_t n = space < max ? space : max;
 	if (n == 0)
 		return 0;
-	uint64_t pos = tail & (r->size - 1);
-	size_t first = r->size - pos < n ? (size_t)(r->size - pos) : n;
+	uint64_t pos = tail & (sz - 1);
+	size_t first = sz - pos < n ? (size_t)(sz - pos) : n;
 	size_t done = iov_copy(cur, r->data + pos, first, 1);
 	if (done == first && n > first)
 		done += iov_copy(cur, r->data, n - first, 1);
@@ -172,15 +178,20 @@ ssize_t nsk_ring_write(struct nsk_ring *r, struct nsk_iovcur *cur, size_t max)
 
 ssize_t nsk_ring_read(struct nsk_ring *r, struct nsk_iovcur *cur, size_t max, int peek)
 {
-	int64_t used = nsk_ring_used(r);
-	if (used < 0)
-		return used;
-	size_t n = (size_t)used < max ? (size_t)used : max;
+	uint64_t tail = nsk_load64_acquire(&r->ctl->tail); /* as in nsk_ring_used */
+	int64_t csz = cur_cap(r);
+	if (csz < 0)
+		return -EPROTO;
+	uint64_t sz = (uint64_t)csz;
+	uint64_t head = nsk_load64(&r->ctl->head);
+	uint64_t used = tail - head;
+	if (used > sz)
+		return -EPROTO;
+	size_t n = used < max ? (size_t)used : max;
 	if (n == 0)
 		return 0;
-	uint64_t head = nsk_load64(&r->ctl->head);
-	uint64_t pos = head & (r->size - 1);
-	size_t first = r->size - pos < n ? (size_t)(r->size - pos) : n;
+	uint64_t pos = head & (sz - 1);
+	size_t first = sz - pos < n ? (size_t)(sz - pos) : n;
 	size_t done = iov_copy(cur, r->data + pos, first, 0);
 	if (done == first && n > first)
 		done += iov_copy(cur, r->data, n - first, 0);

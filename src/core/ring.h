@@ -56,6 +56,11 @@ int64_t nsk_ring_free(struct nsk_ring *r);
  * should be populated first (MADV_POPULATE_WRITE), so that a full tmpfs fails there and not
  * with SIGBUS later. */
 int nsk_ring_resize(struct nsk_ring *r, uint64_t cap);
+/* nsk_ring_cap - the capacity this side last took up (any thread: a relaxed atomic read). */
+static inline uint64_t nsk_ring_cap(const struct nsk_ring *r)
+{
+	return __atomic_load_n(&r->size, __ATOMIC_RELAXED);
+}
 /* nsk_ring_write - copy up to @max bytes from @cur into the ring and publish them (a
  * sequentially consistent store, so that the nsk_take() that follows needs no fence).
  * Returns bytes written (0 when full) or -EPROTO. Advances @cur. Producer only. */

@@ -1286,8 +1286,8 @@ static void ring_maybe_grow(struct nsk_sock *s)
 {
 	if (!nsk_g.rsz.dynamic || s->rsz.full < 2 || s->vm) /* (region rings: fixed size) */
 		return;
-	uint64_t t = nsk_rsz_grow_target(&nsk_g.rsz, &s->rsz, s->chan.tx.size, mem_pressure());
-	if (t == s->chan.tx.size)
+	uint64_t t = nsk_rsz_grow_target(&nsk_g.rsz, &s->rsz, nsk_ring_cap(&s->chan.tx), mem_pressure());
+	if (t == nsk_ring_cap(&s->chan.tx))
 		return;
 	int e = ring_set_cap(s, t);
 	if (e == -EDQUOT || e == -ENOMEM)
@@ -1319,9 +1319,9 @@ static void ring_tick(struct nsk_sock *s)
 	int p = mem_pressure();
 	if (p && nsk_load64(&nsk_g.dom.reg.hdr->mem_used) < mem_budget_now() / 4 * 3)
 		nsk_store32(&nsk_g.dom.reg.hdr->mem_pressure, p = 0); /* relieved */
-	uint64_t t = nsk_rsz_tick(&nsk_g.rsz, &s->rsz, s->chan.tx.size, now,
+	uint64_t t = nsk_rsz_tick(&nsk_g.rsz, &s->rsz, nsk_ring_cap(&s->chan.tx), now,
 				  CGET(c->tx_shm_msgs), p);
-	if (t != s->chan.tx.size && nsk_load32(&c->tx_switched))
+	if (t != nsk_ring_cap(&s->chan.tx) && nsk_load32(&c->tx_switched))
 		ring_set_cap(s, t);
 	xunlock(&c->txlock);
 }
@@ -1573,7 +1573,7 @@ claim:
 	c->nonce = nonce;
 	s->candidate = 0;
 	nsk_store64(&c->charged, 0); /* the client charged the channel as it starts */
-	nsk_store32(&c->tx_ring_kb, (uint32_t)(s->chan.tx.size >> 10));
+	nsk_store32(&c->tx_ring_kb, (uint32_t)(nsk_ring_cap(&s->chan.tx) >> 10));
 	nsk_store32(&c->mode, NSK_MODE_SHM);
 	/* Claimed: switch our sending side at once, still holding txlock (no TCP send can slip
 	 * in between the switch point and the marker). */
@@ -2819,7 +2819,7 @@ int nsk_sock_ready(struct nsk_sock *s, int want, int *kernel_ev, int *kernel_dec
 				*kernel_ev = 0;
 				return POLLOUT | POLLERR | POLLHUP;
 			}
-			if ((uint64_t)fr >= s->chan.tx.size / 4) {
+			if ((uint64_t)fr >= nsk_ring_cap(&s->chan.tx) / 4) {
 				ready |= POLLOUT;
 			} else if (!nsk_sock_space_wake_reliable(s) && peer_gone(s)) {
 				ready |= POLLOUT; /* the peer's socket is closed: the send fails (EPIPE) */
@@ -2828,7 +2828,7 @@ int nsk_sock_ready(struct nsk_sock *s, int want, int *kernel_ev, int *kernel_dec
 				kev |= POLLIN;
 				if (arm) {
 					nsk_arm(&s->chan.tx.ctl->prod_armed, NSK_ARM_FD);
-					if ((uint64_t)nsk_ring_free(&s->chan.tx) >= s->chan.tx.size / 4)
+					if ((uint64_t)nsk_ring_free(&s->chan.tx) >= nsk_ring_cap(&s->chan.tx) / 4)
 						ready |= POLLOUT;
 				}
 			}

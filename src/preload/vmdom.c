@@ -492,7 +492,7 @@ void nsk_vm_offer(struct nsk_sock *s)
 	atomic_store_explicit(&s->chan_ready, 1, memory_order_release);
 	nsk_store32(&c->mode, NSK_MODE_OFFERED);
 	nsk_log(NSK_LOG_DEBUG, "fd %d: ivshmem offer posted (%u chunks at %llu, rings %llu)", s->fd,
-	        got, (unsigned long long)off, (unsigned long long)s->chan.tx.size);
+	        got, (unsigned long long)off, (unsigned long long)nsk_ring_cap(&s->chan.tx));
 }
 
 static void offer_done(struct nsk_vmconn *v, int force)
