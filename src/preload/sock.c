@@ -780,25 +780,32 @@ static int rendezvous_open_locked(void)
 /* Listeners of this process per registry slot (SO_REUSEPORT listeners share one). */
 static int listen_refs[NSK_REG_SLOTS];
 
+int nsk_listen_key(struct nsk_sock *s, struct nsk_reg_key *k)
+{
+	struct sockaddr_storage la;
+	socklen_t ll = sizeof(la);
+	if (getsockname(s->fd, (struct sockaddr *)&la, &ll) < 0)
+		return -errno;
+	memset(k, 0, sizeof(*k));
+	if (nsk_norm_addr((struct sockaddr *)&la, &k->family, k->addr, &k->port) < 0)
+		return -EAFNOSUPPORT;
+	if (la.ss_family == AF_INET6) {
+		int v6only = 0;
+		socklen_t ol = sizeof(v6only);
+		if (REAL(getsockopt)(s->fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, &ol) == 0 && v6only)
+			k->flags |= NSK_RE_V6ONLY;
+	}
+	return 0;
+}
+
 void nsk_sock_listen(struct nsk_sock *s)
 {
 	nsk_vm_listen(s); /* also visible to other kernels sharing an ivshmem region */
 	if (s->reg_slot >= 0 || !nsk_domain_ready())
 		return;
-	struct sockaddr_storage la;
-	socklen_t ll = sizeof(la);
-	if (getsockname(s->fd, (struct sockaddr *)&la, &ll) < 0)
-		return;
 	struct nsk_reg_key k;
-	memset(&k, 0, sizeof(k));
-	if (nsk_norm_addr((struct sockaddr *)&la, &k.family, k.addr, &k.port) < 0)
+	if (nsk_listen_key(s, &k) < 0)
 		return;
-	if (la.ss_family == AF_INET6) {
-		int v6only = 0;
-		socklen_t ol = sizeof(v6only);
-		if (REAL(getsockopt)(s->fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, &ol) == 0 && v6only)
-			k.flags |= NSK_RE_V6ONLY;
-	}
 	k.netns = nsk_g.netns;
 	pthread_mutex_lock(&nsk_g.lock);
 	int r = rendezvous_open_locked();

@@ -105,6 +105,10 @@ struct nsk_sock {
 /* nsk_norm_addr - @sa as (family, 16-byte address, host-order port); v4-mapped → AF_INET.
  * 0 or -EAFNOSUPPORT. */
 int nsk_norm_addr(const struct sockaddr *sa, uint16_t *family, uint8_t addr[16], uint16_t *port);
+/* nsk_listen_key - the registry key of listening socket @s (bound address and port, the
+ * IPV6_V6ONLY flag; netns left 0). 0 or -errno. */
+struct nsk_reg_key;
+int nsk_listen_key(struct nsk_sock *s, struct nsk_reg_key *k);
 /* nsk_is_loopback - 127.0.0.0/8 or ::1 (@addr as nsk_norm_addr gives it). */
 int nsk_is_loopback(uint16_t family, const uint8_t addr[16]);
 

@@ -352,20 +352,9 @@ void nsk_vm_listen(struct nsk_sock *s)
 {
 	if (s->vm_reg || !nsk_vm_configured() || !nsk_vm_ready())
 		return;
-	struct sockaddr_storage la;
-	socklen_t ll = sizeof(la);
-	if (getsockname(s->fd, (struct sockaddr *)&la, &ll) < 0)
-		return;
 	struct nsk_reg_key k;
-	memset(&k, 0, sizeof(k));
-	if (nsk_norm_addr((struct sockaddr *)&la, &k.family, k.addr, &k.port) < 0)
+	if (nsk_listen_key(s, &k) < 0)
 		return;
-	if (la.ss_family == AF_INET6) {
-		int v6only = 0;
-		socklen_t ol = sizeof(v6only);
-		if (REAL(getsockopt)(s->fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, &ol) == 0 && v6only)
-			k.flags |= NSK_RE_V6ONLY;
-	}
 	if (nsk_is_loopback(k.family, k.addr))
 		return; /* only reachable from our own kernel */
 	k.netns = nsk_region_netns(vm.rg.self);
