@@ -2,10 +2,11 @@
 /* fuzz_ring.c — libFuzzer target for the ring reader and writer (src/core/ring.c) with
  * arbitrary shared control-block contents. The input is a program: the initial control block
  * (or a fresh one) and a sequence of operations — read, peek, write, used/free, the wake-up
- * handshake — interleaved with a hostile peer's stores of arbitrary values into the shared
- * indices, FIN and wake-up words. The data area is a heap block of exactly the ring's size, so
- * AddressSanitizer reports any access outside it. While no hostile store happened, a model of
- * the byte stream checks that reads return exactly the bytes written, in order. */
+ * handshake, capacity changes (dynamic sizing) — interleaved with a hostile peer's stores of
+ * arbitrary values into the shared indices, capacity, FIN and wake-up words. The data area is
+ * a heap block of exactly the ring's largest size, so AddressSanitizer reports any access
+ * outside it. While no hostile store happened, a model of the byte stream checks that reads
+ * return exactly the bytes written, in order, at whatever capacity the ring has. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,13 +15,15 @@
 #include "core/ring.h"
 #include "fuzz_input.h"
 
-#define RING NSK_RING_MIN /* smallest ring: wrap-arounds happen often */
-#define MAXOP (3 * RING)
+#define RING NSK_RING_MIN /* smallest capacity: wrap-arounds happen often */
+#define AREA (4 * RING)   /* the area reserved: capacities RING, 2*RING, 4*RING */
+#define MAXOP (3 * AREA)
 
 struct model {
 	int valid;         /* no hostile store since the start: the stream must be exact */
 	uint64_t produced; /* bytes written (the byte at stream offset i is pattern(i)) */
 	uint64_t consumed; /* bytes read */
+	uint64_t cap;      /* capacity in use */
 };
 
 static uint8_t pattern(uint64_t i)
@@ -43,25 +46,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct fin f = {data, size};
 	static struct nsk_ring_ctl ctl __attribute__((aligned(64)));
-	uint8_t *ring = malloc(RING); /* exact size: one byte past it is an ASan report */
+	uint8_t *ring = malloc(AREA); /* exact size: one byte past it is an ASan report */
 	uint8_t *buf = malloc(MAXOP);
-	struct model m = {1, 0, 0};
+	struct model m = {1, 0, 0, RING};
 	uint8_t flags = fin_u8(&f);
 	if (flags & 1) {
 		fin_bytes(&f, &ctl, sizeof(ctl)); /* arbitrary initial shared contents */
 		m.valid = 0;
 	} else {
-		nsk_ring_format(&ctl);
+		nsk_ring_format(&ctl, RING);
 	}
 	struct nsk_ring r;
-	FUZZ_ASSERT(nsk_ring_init(&r, &ctl, ring, RING) == 0);
+	FUZZ_ASSERT(nsk_ring_init(&r, &ctl, ring, AREA) == 0);
 	int ops = 0;
 	while (fin_left(&f) && ops++ < 256) {
 		uint8_t op = fin_u8(&f);
 		size_t len = fin_u16(&f) % (MAXOP + 1);
 		struct iovec iov[3];
 		struct nsk_iovcur cur;
-		switch (op % 10) {
+		switch (op % 12) {
 		case 0:
 		case 1: { /* read or peek */
 			int peek = op % 10 == 1;
@@ -70,7 +73,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			int64_t used = nsk_ring_used(&r);
 			ssize_t n = nsk_ring_read(&r, &cur, len, peek);
 			FUZZ_ASSERT(n >= -EPROTO && (n < 0 ? n == -EPROTO : (size_t)n <= len));
-			FUZZ_ASSERT(n <= RING);
+			FUZZ_ASSERT(n <= AREA);
 			if (m.valid) {
 				FUZZ_ASSERT(used == (int64_t)(m.produced - m.consumed));
 				FUZZ_ASSERT(n ==
@@ -89,9 +92,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			nsk_iovcur_init(&cur, iov, cut_iov(&f, iov, buf, len));
 			int64_t fr = nsk_ring_free(&r);
 			ssize_t n = nsk_ring_write(&r, &cur, len);
-			FUZZ_ASSERT(n < 0 ? n == -EPROTO : (size_t)n <= len && n <= RING);
+			FUZZ_ASSERT(n < 0 ? n == -EPROTO : (size_t)n <= len && n <= AREA);
 			if (m.valid) {
-				FUZZ_ASSERT(fr == (int64_t)(RING - (m.produced - m.consumed)));
+				FUZZ_ASSERT(fr == (int64_t)(m.cap - (m.produced - m.consumed)));
 				FUZZ_ASSERT(n == (ssize_t)((size_t)fr < len ? (size_t)fr : len));
 				m.produced += (uint64_t)n;
 			}
@@ -99,8 +102,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 		case 4: { /* readiness as poll sees it */
 			int64_t u = nsk_ring_used(&r), fr = nsk_ring_free(&r);
-			FUZZ_ASSERT(u == -EPROTO || (u >= 0 && u <= RING));
-			FUZZ_ASSERT(fr == -EPROTO || (fr >= 0 && fr <= RING));
+			FUZZ_ASSERT(u == -EPROTO || (u >= 0 && u <= AREA));
+			FUZZ_ASSERT(fr == -EPROTO || (fr >= 0 && fr <= AREA));
 			break;
 		}
 		case 5: /* wake-up handshake on whatever the words hold */
@@ -124,6 +127,27 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		case 9:
 			nsk_store32(&ctl.cons_armed, fin_u32(&f));
 			nsk_store32(&ctl.prod_armed, fin_u32(&f));
+			break;
+		case 10: { /* the producer changes the capacity (any value, valid or not) */
+			uint64_t cap = len & 1 ? fin_u64(&f) : (uint64_t)RING << (len % 3);
+			int rc = nsk_ring_resize(&r, cap);
+			FUZZ_ASSERT(rc == 0 || rc == -EBUSY || rc == -EINVAL || rc == -EPROTO);
+			if (rc == 0) {
+				FUZZ_ASSERT(cap >= RING && cap <= AREA && !(cap & (cap - 1)));
+				FUZZ_ASSERT(nsk_ring_cap(&r) == cap);
+			}
+			if (m.valid) {
+				int empty = m.produced == m.consumed;
+				int good = cap >= RING && cap <= AREA && !(cap & (cap - 1));
+				FUZZ_ASSERT(rc == (!good ? -EINVAL : empty ? 0 : -EBUSY));
+				if (rc == 0)
+					m.cap = cap;
+			}
+			break;
+		}
+		case 11: /* the hostile peer stores its own capacity word */
+			nsk_store64(&ctl.cap, len & 1 ? fin_u64(&f) : (uint64_t)RING << (len % 4));
+			m.valid = 0;
 			break;
 		}
 	}
