@@ -88,7 +88,9 @@ struct nsk_chan_side {
 	uint32_t epoch;     /* of our sending direction (see above) */
 	uint32_t rx_epoch;  /* epoch of the peer's direction our receiver has reached */
 	uint32_t evac;      /* 1: this side wants the connection on TCP (evacuation) */
-	uint32_t pad0;
+	uint32_t retired;   /* ivshmem region channels: 1 once this side's sending direction is
+			     * on TCP for good in this channel (store-release); dropped once both
+			     * are and every byte was read (see sock.c, nsk_sock_vm_drop) */
 	uint64_t ctl_sent;  /* control bytes (NSK_CTL_WAKE) this side ever sent on TCP, counted
 			     * after each is sent: a receiver that consumed fewer may read the
 			     * difference without looking, and never reads a marker by mistake */

@@ -1390,6 +1390,8 @@ static void switch_tx_locked(struct nsk_sock *s)
 	uint32_t e = nsk_load32(&me->epoch);
 	if ((e & 1) || conn_want_tcp(s) || !peer_caught_up(s, e) || atomic_load(&s->closing))
 		return; /* (odd: our own record disagrees with tx_switched; leave it alone) */
+	if (s->vm && nsk_load32(&me->retired))
+		return; /* a region channel once evacuated is only dropped (nsk_sock_vm_drop) */
 	nsk_store64(&me->switch_at, CGET(c->tx_tcp));
 	xlock(&c->ctllock);
 	if (atomic_load(&s->closing)) { /* our fd number may belong to another socket now */
@@ -1466,6 +1468,22 @@ static void evacuate_tx_locked(struct nsk_sock *s)
 		s->fd, (unsigned long long)nsk_load64(&me->ring_stop), e + 1);
 }
 
+/* A region connection's sending direction on TCP for good in this channel: once both sides
+ * retired theirs and read everything, the channel is dropped (nsk_sock_vm_drop) and an attach
+ * makes a new one. (The region may be about to go away: a VM migrating out evacuates first;
+ * a channel kept for a later attach would be lost with the device.) Caller holds txlock. */
+static void retire_tx_locked(struct nsk_sock *s)
+{
+	struct nsk_chan_side *me = side_me(s);
+	if (!s->vm || nsk_load32(&s->conn->tx_switched) || (nsk_load32(&me->epoch) & 1) ||
+	    nsk_load32(&me->retired))
+		return;
+	/* Release pairs with the peer's acquire in vm_done(): our final epoch and control-byte
+	 * count are visible first. */
+	nsk_store32_release(&me->retired, 1);
+	nsk_log(NSK_LOG_DEBUG, "fd %d: region channel retired by our side", s->fd);
+}
+
 int nsk_sock_pin_tcp(struct nsk_sock *s, int tcp)
 {
 	int kind = s->kind; /* (atomic: connect() may be setting it) */
@@ -1485,17 +1503,71 @@ static void follow_wish(struct nsk_sock *s)
 		return;
 	int want = conn_want_tcp(s);
 	int on_ring = (int)nsk_load32(&c->tx_switched);
-	if (want == !on_ring)
+	if (want == !on_ring) {
+		if (want && s->vm && !nsk_load32(&side_me(s)->retired) && xtrylock(&c->txlock)) {
+			retire_tx_locked(s);
+			xunlock(&c->txlock);
+		}
 		return;
+	}
 	if (!want && nsk_load32(&side_me(s)->epoch) < 2)
 		return; /* the first switch is the upgrade's (nsk_sock_refresh) */
 	if (!xtrylock(&c->txlock))
 		return;
-	if (want)
+	if (want) {
 		evacuate_tx_locked(s);
-	else
+		retire_tx_locked(s);
+	} else {
 		switch_tx_locked(s);
+	}
 	xunlock(&c->txlock);
+}
+
+static uint64_t ctl_pending(struct nsk_sock *s);
+static int rx_trylock(struct nsk_sock *s);
+
+/* Is the region channel done with? Both sides retired their sending directions, our
+ * receiver read the peer's last ring byte and its switch-back marker, and every control byte
+ * the peer counted. */
+static int vm_done(struct nsk_sock *s)
+{
+	struct nsk_conn *c = s->conn;
+	struct nsk_chan_side *me = side_me(s), *pe = side_peer(s);
+	if (nsk_chan_state(&s->chan) != NSK_CH_CLAIMED || !nsk_load32(&me->retired) ||
+	    !nsk_load32_acquire(&pe->retired) || nsk_load32(&c->tx_switched) ||
+	    nsk_load32(&c->rx_crossed))
+		return 0;
+	uint32_t re = nsk_load32(&me->rx_epoch);
+	return !(re & 1) && nsk_load32(&pe->epoch) == re && !ctl_pending(s) &&
+	       nsk_ring_used(&s->chan.rx) == 0;
+}
+
+int nsk_sock_vm_drop(struct nsk_sock *s, int vm_locked)
+{
+	struct nsk_conn *c = s->conn;
+	if (!s->vm || !chan_ok(s) || nsk_load32(&c->mode) != NSK_MODE_SHM || !vm_done(s))
+		return 0;
+	if (!xtrylock(&c->txlock))
+		return 0;
+	if (!rx_trylock(s)) {
+		xunlock(&c->txlock);
+		return 0;
+	}
+	int ok = chan_ok(s) && nsk_load32(&c->mode) == NSK_MODE_SHM && vm_done(s);
+	if (ok) {
+		chan_retire(s);
+		nsk_vm_detach(s, vm_locked);
+		/* The next channel starts its epochs and control-byte counts afresh; switch
+		 * points stay absolute byte counts of the connection. */
+		nsk_store64(&c->ctl_bytes, 0);
+		nsk_store32(&c->mode, NSK_MODE_TCP);
+		s->candidate = 1;
+	}
+	xunlock(&c->rxlock);
+	xunlock(&c->txlock);
+	if (ok)
+		nsk_log(NSK_LOG_DEBUG, "fd %d: region channel dropped (evacuated both ways)", s->fd);
+	return ok;
 }
 
 static void try_claim(struct nsk_sock *s)
@@ -1503,8 +1575,8 @@ static void try_claim(struct nsk_sock *s)
 	struct nsk_conn *c = s->conn;
 	uint64_t nonce;
 	if (s->vm) { /* a peer in another kernel: its offer comes through the region's mailbox */
-		if (nsk_vm_take(s) <= 0)
-			return;
+		if (local_want_tcp(s) || nsk_vm_take(s) <= 0)
+			return; /* (evacuated: the client's offer waits until we are attached) */
 		nonce = s->chan.nonce;
 		goto claim;
 	}
@@ -1573,6 +1645,11 @@ claim:
 	if (nsk_chan_claim(&s->chan) < 0) {
 		xunlock(&c->txlock);
 		chan_retire(s);
+		if (s->vm) { /* withdrawn by its client meanwhile: it offers again */
+			nsk_vm_detach(s, 0);
+			s->candidate = 1;
+			return;
+		}
 		unkeep(s);
 		nsk_store32(&c->mode, NSK_MODE_PLAIN);
 		return;
@@ -1774,6 +1851,8 @@ static int offer_due(struct nsk_sock *s)
 		return 0; /* shared with another process (fork): stays TCP while it is */
 	if (local_want_tcp(s))
 		return 0; /* evacuated: no new channels until attached again */
+	if (s->vm && !nsk_vm_offer_due(s))
+		return 0;
 	return CGET(c->tx_tcp_msgs) >= 1 && (CGET(c->tx_tcp_msgs) >= 2 || CGET(c->tx_tcp) >= (256u << 10) ||
 				       CGET(c->rx_tcp) >= (256u << 10));
 }
@@ -1792,6 +1871,13 @@ static void client_refresh(struct nsk_sock *s)
 	    nsk_chan_withdraw(&s->chan) == 0) {
 		pcount(NSK_PC_OFFERS_EXPIRED);
 		nsk_log(NSK_LOG_DEBUG, "fd %d: offer not claimed in time: TCP", s->fd);
+		if (s->vm) { /* a region peer may claim a later one (evacuated, or re-joining) */
+			chan_retire(s);
+			nsk_vm_detach(s, 0);
+			nsk_store32(&c->mode, NSK_MODE_TCP);
+			s->candidate = 1;
+			return;
+		}
 		if (s->offer_memfd >= 0) {
 			REAL(close)(s->offer_memfd);
 			s->offer_memfd = -1;
@@ -1825,8 +1911,11 @@ void nsk_sock_refresh(struct nsk_sock *s)
 		return; /* nothing to upgrade: udp.c decides per datagram */
 	struct nsk_conn *c = s->conn;
 	uint32_t mode = nsk_load32(&c->mode);
-	if (mode == NSK_MODE_SHM)
+	if (mode == NSK_MODE_SHM) {
 		follow_wish(s); /* evacuation or attach asked for (live switching) */
+		if (s->vm && nsk_sock_vm_drop(s, 0))
+			mode = NSK_MODE_TCP;
+	}
 	if (mode == NSK_MODE_PLAIN || mode == NSK_MODE_BROKEN || nsk_load32(&c->tx_switched))
 		return;
 	if (!chan_ok(s) && mode == NSK_MODE_SHM)

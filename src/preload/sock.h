@@ -98,7 +98,7 @@ struct nsk_sock {
 	struct nsk_rsz_state rsz; /* our sending ring's sizing state (under txlock) */
 	uint64_t rsz_next_ns;     /* coarse clock: next sizing look (relaxed atomic) */
 	struct nsk_vmconn *vm;  /* connection through the ivshmem region (vmdom.c), or NULL */
-	int vm_reg;            /* listener: region registry slot + 1 (0: not registered) */
+	int vm_reg;            /* listener: known to vmdom.c (registered in the region while a member) */
 	struct nsk_sock *next_free;
 };
 
@@ -120,6 +120,13 @@ void nsk_sock_closing(struct nsk_sock *s, int fd);
 /* nsk_sock_pin_tcp - nearsock_evacuate (@tcp 1) / nearsock_attach (0) for socket @s: its
  * connection's wish, followed at once where possible. 0 or -EOPNOTSUPP (not a connection). */
 int nsk_sock_pin_tcp(struct nsk_sock *s, int tcp);
+/* nsk_sock_vm_drop - a connection of the ivshmem region that both sides evacuated (each side
+ * retired its sending direction, every byte of the channel read): stop using the channel
+ * (nsk_vm_detach) and become a TCP candidate of the region again, so that an unplugged
+ * region costs it nothing and an attach gives it a fresh channel. Skipped (0) if another
+ * thread is sending or receiving on it. 1 if dropped. @vm_locked: the caller holds vmdom's
+ * lock. */
+int nsk_sock_vm_drop(struct nsk_sock *s, int vm_locked);
 
 /* nsk_sock_expire_offers - drop pending offers nobody will claim (withdrawn, or too old):
  * called at every accept on a registered listener, so their segments are not kept. */

@@ -38,8 +38,27 @@ struct nsk_vmconn {
 	uint64_t seen_mail; /* server: our mailbox sequence last looked at */
 	int broken;
 	int detached; /* our users bit is cleared: the memory is not touched any more */
+	struct nsk_region *rg; /* the mapping the channel is in (attached only) */
+	uint64_t retry_ns;     /* client: no offer before this time (a failed or dropped one) */
 	struct nsk_vmconn *prev, *next;
 };
+
+/* A listener of this process: registered in the region whenever we are a member, again after
+ * a re-join (device unplugged and back). */
+struct nsk_vmlisten {
+	struct nsk_sock *s;
+	struct nsk_reg_key k;
+	struct nsk_region *rg; /* where it is registered (NULL: not now) */
+	int slot;              /* its registry slot there */
+	struct nsk_vmlisten *next;
+};
+
+/* While the region is stale (unplugged, reformatted), the heartbeat thread tries to join it
+ * again this often; a client whose offer failed or whose channel was dropped waits this long
+ * before its next offer. */
+#define VM_REJOIN_NS 500000000ull
+#define VM_RETRY_NS 1000000000ull
+#define VM_REOFFER_NS 50000000ull
 
 enum { VM_UNTRIED = 0, VM_JOINED = 1, VM_STALE = 2, VM_GONE = 3, VM_UNUSABLE = -1 };
 
@@ -48,12 +67,14 @@ static struct {
 	int configured;       /* 0 not looked, 1 ivshmem, -1 not */
 	struct nsk_region_spec spec;
 	int state; /* VM_* (atomic reads) */
-	struct nsk_region rg;
+	struct nsk_region *rg; /* the current mapping: a new one per join (old ones stay mapped) */
 	pid_t joiner;
 	int forked; /* a fork happened since the join: children may share the membership */
 	int atfork_done;
 	struct nsk_vmconn *conns;
-	uint64_t offers, claims, broken;
+	struct nsk_vmlisten *listeners;
+	int stale_logged;
+	uint64_t offers, claims, broken, drops, rejoins;
 } vm = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 static int vm_state(void)
@@ -108,14 +129,14 @@ static void publish_addrs(void)
 			n++;
 		}
 	freeifaddrs(ifa);
-	nsk_region_set_addrs(&vm.rg, fam, (const uint8_t(*)[16])addr, n);
+	nsk_region_set_addrs(vm.rg, fam, (const uint8_t(*)[16])addr, n);
 }
 
 /* Does member slot @m (live, not us) publish (@family, @addr)? The member's fields are
  * untrusted: the count is bounded, nothing else is used. */
 static int member_has(int m, uint16_t family, const uint8_t addr[16])
 {
-	struct nsk_rgn_member *mb = &vm.rg.members[m];
+	struct nsk_rgn_member *mb = &vm.rg->members[m];
 	uint32_t n = nsk_load32(&mb->naddr);
 	if (n > 4)
 		n = 4;
@@ -131,7 +152,7 @@ static int member_has(int m, uint16_t family, const uint8_t addr[16])
 
 static int member_live(int m)
 {
-	uint64_t st = nsk_load64_acquire(&vm.rg.members[m].state);
+	uint64_t st = nsk_load64_acquire(&vm.rg->members[m].state);
 	return NSK_RM_KIND(st) == NSK_RM_LIVE;
 }
 
@@ -197,24 +218,67 @@ static void break_locked(struct nsk_vmconn *v, const char *why)
  * peer member that is not live while its users bit is still set died without detaching (a
  * killed process, a dead VM: its TCP end may never close). A peer that detached and left is
  * done with the channel: its TCP FIN ends the stream after the ring's last bytes. */
+static const char peer_dead[] = "peer member dead";
+
 static const char *channel_lost(struct nsk_vmconn *v)
 {
 	if (!v->attached || v->detached)
 		return NULL;
-	if (vm_state() != VM_JOINED)
+	if (vm_state() != VM_JOINED || v->rg != vm.rg)
 		return "region stale";
-	uint32_t owner = nsk_region_chunk_owner(&vm.rg, v->chan_off);
-	if (owner != vm.rg.self_tag && !nsk_region_tag_live(&vm.rg, owner))
+	uint32_t owner = nsk_region_chunk_owner(vm.rg, v->chan_off);
+	if (owner != vm.rg->self_tag && !nsk_region_tag_live(vm.rg, owner))
 		return "channel memory reclaimed";
 	uint32_t peer_bit =
 	    v->side == NSK_SIDE_CLIENT ? NSK_CHAN_USER_SERVER : NSK_CHAN_USER_CLIENT;
-	if (!nsk_region_tag_live(&vm.rg, v->peer_tag) &&
+	if (!nsk_region_tag_live(vm.rg, v->peer_tag) &&
 	    (nsk_load32(&v->s->chan.hdr->users) & peer_bit))
-		return "peer member dead";
+		return peer_dead;
 	return NULL;
 }
 
+/* Lost, unless the channel was done with anyway: a connection both sides had evacuated
+ * (all its data on TCP) only drops the channel; its memory is still ours or a live member's.
+ * Caller holds vm.lock. */
+static void lost_locked(struct nsk_vmconn *v, const char *why)
+{
+	if (why == peer_dead && nsk_sock_vm_drop(v->s, 1))
+		return;
+	break_locked(v, why);
+}
+
 /* ---------------------------------------------------------------- heartbeat ----------- */
+
+static int join_locked(void);
+static void register_all_locked(void);
+
+/* Our membership is gone (reformatted, evicted after a stall, or unplugged: the device's
+ * memory reads as zeros). Channels in it cannot be used any more: their connections are
+ * reset, except those whose channel was already dropped (evacuated: all on TCP). */
+static void stale_locked(void)
+{
+	nsk_log(NSK_LOG_WARN,
+	        "ivshmem region %s: our membership is gone: connections still on its channels "
+	        "are reset; joining again when it is back",
+	        vm.rg->path);
+	__atomic_store_n(&vm.state, VM_STALE, __ATOMIC_RELEASE);
+	for (struct nsk_vmconn *v = vm.conns; v; v = v->next)
+		break_locked(v, "region stale");
+	for (struct nsk_vmlisten *l = vm.listeners; l; l = l->next)
+		l->rg = NULL;
+	vm.stale_logged = 0;
+}
+
+/* The region is back (a device hot-plugged again, a region file formatted again): join it as
+ * a new member and register our listeners there. Connections on TCP become candidates of
+ * the region again by themselves (sock.c offers; nsk_vm_offer_due finds the members). */
+static void rejoin_locked(void)
+{
+	if (join_locked() < 0)
+		return;
+	vm.rejoins++;
+	register_all_locked();
+}
 
 static void *beat_main(void *arg)
 {
@@ -223,33 +287,33 @@ static void *beat_main(void *arg)
 	for (;;) {
 		/* Beat twice per interval: a guest under emulation may be descheduled for a while.
 		 */
-		uint64_t t = vm.rg.beat_ns / 2;
+		uint64_t t = vm_state() == VM_STALE ? VM_REJOIN_NS : vm.rg->beat_ns / 2;
 		struct timespec ts = {.tv_sec = (time_t)(t / 1000000000ull),
 		                      .tv_nsec = (long)(t % 1000000000ull)};
 		nanosleep(&ts, NULL);
 		pthread_mutex_lock(&vm.lock);
+		if (vm.state == VM_STALE)
+			rejoin_locked();
 		if (vm.state != VM_JOINED) {
+			int stay = vm.state == VM_STALE;
 			pthread_mutex_unlock(&vm.lock);
+			if (stay)
+				continue;
 			break;
 		}
-		if (nsk_region_beat(&vm.rg) < 0) {
-			/* Reformatted, evicted after a stall, or unplugged (reads as zeros). */
-			nsk_log(NSK_LOG_WARN,
-			        "ivshmem region %s: our membership is gone: its "
-			        "connections are reset",
-			        vm.rg.path);
-			__atomic_store_n(&vm.state, VM_STALE, __ATOMIC_RELEASE);
-			for (struct nsk_vmconn *v = vm.conns; v; v = v->next)
-				break_locked(v, "region stale");
+		if (nsk_region_beat(vm.rg) < 0) {
+			stale_locked();
 			pthread_mutex_unlock(&vm.lock);
-			break;
+			continue;
 		}
 		if ((++n & 3) == 0)
-			nsk_region_reap(&vm.rg);
+			nsk_region_reap(vm.rg);
 		for (struct nsk_vmconn *v = vm.conns; v; v = v->next) {
 			const char *why = channel_lost(v);
 			if (why)
-				break_locked(v, why);
+				lost_locked(v, why);
+			else if (v->attached && !v->detached)
+				nsk_sock_vm_drop(v->s, 1); /* evacuated both ways: drop the channel */
 		}
 		pthread_mutex_unlock(&vm.lock);
 	}
@@ -297,38 +361,51 @@ static void fork_child(void)
 
 /* ---------------------------------------------------------------- join ---------------- */
 
-static void join_locked(void)
+/* Map the region (again: a new mapping each time, the old one stays mapped for the channels
+ * that may still point into it) and join it. 0, or -errno with the state unchanged. */
+static int join_locked(void)
 {
-	int r = nsk_region_open_spec(&vm.rg, &vm.spec);
+	int first = vm.state == VM_UNTRIED;
+	struct nsk_region *rg = calloc(1, sizeof(*rg));
+	int r = rg ? nsk_region_open_spec(rg, &vm.spec) : -ENOMEM;
 	if (r < 0) {
-		nsk_log(NSK_LOG_WARN,
-		        "ivshmem region %s unusable (%s): connections to other VMs "
-		        "stay on TCP",
-		        vm.spec.arg[0] ? vm.spec.arg : "(auto)", strerror(-r));
-		vm.state = VM_UNUSABLE;
-		return;
+		if (first || !vm.stale_logged)
+			nsk_log(first ? NSK_LOG_WARN : NSK_LOG_INFO,
+			        "ivshmem region %s unusable (%s): connections to other VMs "
+			        "stay on TCP%s",
+			        vm.spec.arg[0] ? vm.spec.arg : "(auto)", strerror(-r),
+			        first ? "" : " until it is back");
+		vm.stale_logged = 1;
+		free(rg);
+		return r;
 	}
 	char host[64] = "", name[33];
 	gethostname(host, sizeof(host) - 1);
 	snprintf(name, sizeof(name), "%.20s/%d", host, (int)getpid());
-	int slot = nsk_region_join(&vm.rg, name, getpid());
+	int slot = nsk_region_join(rg, name, getpid());
 	if (slot < 0) {
-		nsk_log(NSK_LOG_WARN, "ivshmem region %s: cannot join (%s)", vm.rg.path,
-		        strerror(-slot));
-		nsk_region_close(&vm.rg);
-		vm.state = VM_UNUSABLE;
-		return;
+		if (first || !vm.stale_logged)
+			nsk_log(NSK_LOG_WARN, "ivshmem region %s: cannot join (%s)", rg->path,
+			        strerror(-slot));
+		vm.stale_logged = 1;
+		nsk_region_close(rg);
+		free(rg);
+		return slot;
 	}
+	vm.rg = rg;
 	publish_addrs();
 	vm.joiner = getpid();
+	vm.forked = 0;
 	if (!vm.atfork_done) {
 		pthread_atfork(fork_prepare, fork_parent, fork_child);
 		vm.atfork_done = 1;
 	}
 	__atomic_store_n(&vm.state, VM_JOINED, __ATOMIC_RELEASE);
-	start_beat_thread();
-	nsk_log(NSK_LOG_INFO, "ivshmem region %s joined as member %d (tag %08x)", vm.rg.path, slot,
-	        vm.rg.self_tag);
+	if (first)
+		start_beat_thread();
+	nsk_log(NSK_LOG_INFO, "ivshmem region %s %sjoined as member %d (tag %08x)", rg->path,
+	        first ? "" : "re-", slot, rg->self_tag);
+	return 0;
 }
 
 int nsk_vm_ready(void)
@@ -339,8 +416,8 @@ int nsk_vm_ready(void)
 	if (!nsk_vm_configured())
 		return 0;
 	pthread_mutex_lock(&vm.lock);
-	if (vm.state == VM_UNTRIED)
-		join_locked();
+	if (vm.state == VM_UNTRIED && join_locked() < 0)
+		vm.state = VM_UNUSABLE;
 	st = vm.state;
 	pthread_mutex_unlock(&vm.lock);
 	return st == VM_JOINED;
@@ -348,50 +425,80 @@ int nsk_vm_ready(void)
 
 /* ---------------------------------------------------------------- listeners ----------- */
 
-void nsk_vm_listen(struct nsk_sock *s)
+static void register_locked(struct nsk_vmlisten *l)
 {
-	if (s->vm_reg || !nsk_vm_configured() || !nsk_vm_ready())
-		return;
-	struct nsk_reg_key k;
-	if (nsk_listen_key(s, &k) < 0)
-		return;
-	if (nsk_is_loopback(k.family, k.addr))
-		return; /* only reachable from our own kernel */
-	k.netns = nsk_region_netns(vm.rg.self);
-	int r = nsk_registry_insert(&vm.rg.reg, &k, vm.rg.self + 1, vm.rg.self_gen, "");
+	struct nsk_reg_key k = l->k;
+	k.netns = nsk_region_netns(vm.rg->self);
+	int r = nsk_registry_insert(&vm.rg->reg, &k, vm.rg->self + 1, vm.rg->self_gen, "");
 	if (r < 0) {
 		nsk_log(NSK_LOG_WARN,
 		        "listener fd %d port %u: region registry full: connections "
 		        "from other VMs stay on TCP",
-		        s->fd, k.port);
+		        l->s->fd, k.port);
 		return;
 	}
-	s->vm_reg = r + 1;
-	nsk_log(NSK_LOG_DEBUG, "listener fd %d port %u registered in the region (slot %d)", s->fd,
-	        k.port, r);
+	l->rg = vm.rg;
+	l->slot = r;
+	nsk_log(NSK_LOG_DEBUG, "listener fd %d port %u registered in the region (slot %d)",
+	        l->s->fd, k.port, r);
+}
+
+static void register_all_locked(void)
+{
+	for (struct nsk_vmlisten *l = vm.listeners; l; l = l->next)
+		if (!l->rg)
+			register_locked(l);
+}
+
+void nsk_vm_listen(struct nsk_sock *s)
+{
+	if (s->vm_reg || !nsk_vm_configured())
+		return;
+	nsk_vm_ready();
+	struct nsk_vmlisten *l = calloc(1, sizeof(*l));
+	if (!l || nsk_listen_key(s, &l->k) < 0 || nsk_is_loopback(l->k.family, l->k.addr)) {
+		free(l); /* (a loopback listener is only reachable from our own kernel) */
+		return;
+	}
+	l->s = s;
+	pthread_mutex_lock(&vm.lock);
+	if (vm.state == VM_JOINED || vm.state == VM_STALE) {
+		l->next = vm.listeners;
+		vm.listeners = l;
+		s->vm_reg = 1;
+		if (vm.state == VM_JOINED)
+			register_locked(l);
+		l = NULL;
+	}
+	pthread_mutex_unlock(&vm.lock);
+	free(l);
 }
 
 void nsk_vm_unlisten(struct nsk_sock *s)
 {
 	if (!s->vm_reg)
 		return;
-	if (vm_state() == VM_JOINED && nsk_sock_last_holder(s))
-		nsk_registry_remove(&vm.rg.reg, s->vm_reg - 1, vm.rg.self + 1);
+	pthread_mutex_lock(&vm.lock);
+	struct nsk_vmlisten **pp = &vm.listeners, *l;
+	while ((l = *pp) && l->s != s)
+		pp = &l->next;
+	if (l) {
+		*pp = l->next;
+		if (l->rg && l->rg == vm.rg && vm.state == VM_JOINED && nsk_sock_last_holder(s))
+			nsk_registry_remove(&vm.rg->reg, l->slot, vm.rg->self + 1);
+	}
+	pthread_mutex_unlock(&vm.lock);
+	free(l);
 	s->vm_reg = 0;
 }
 
 /* ---------------------------------------------------------------- client -------------- */
 
-int nsk_vm_connected(struct nsk_sock *s)
+/* The live member (tag) that has a listener at @c's destination, or 0. */
+static uint32_t resolve_listener(const struct nsk_conn *c)
 {
-	if (!nsk_vm_configured() || !nsk_vm_ready())
-		return 0;
-	struct nsk_conn *c = s->conn;
-	if (nsk_is_loopback(c->family, c->raddr))
-		return 0;
-	uint32_t tag = 0;
-	for (uint32_t m = 0; m < vm.rg.nmembers && !tag; m++) {
-		if ((int)m == vm.rg.self || !member_live((int)m) ||
+	for (uint32_t m = 0; m < vm.rg->nmembers; m++) {
+		if ((int)m == vm.rg->self || !member_live((int)m) ||
 		    !member_has((int)m, c->family, c->raddr))
 			continue;
 		struct nsk_reg_key k;
@@ -401,24 +508,68 @@ int nsk_vm_connected(struct nsk_sock *s)
 		k.port = c->rport;
 		k.netns = nsk_region_netns((int)m);
 		struct nsk_reg_entry e;
-		if (nsk_registry_lookup(&vm.rg.reg, &k, 1, &e) < 0)
+		if (nsk_registry_lookup(&vm.rg->reg, &k, 1, &e) < 0)
 			continue;
-		uint32_t t = nsk_region_reg_owner(&vm.rg, &e);
-		if (t && NSK_RGN_TAG_SLOT(t) == (int)m && nsk_region_tag_live(&vm.rg, t))
-			tag = t;
+		uint32_t t = nsk_region_reg_owner(vm.rg, &e);
+		if (t && NSK_RGN_TAG_SLOT(t) == (int)m && nsk_region_tag_live(vm.rg, t))
+			return t;
 	}
+	return 0;
+}
+
+int nsk_vm_connected(struct nsk_sock *s)
+{
+	if (!nsk_vm_configured() || !nsk_vm_ready())
+		return 0;
+	struct nsk_conn *c = s->conn;
+	if (nsk_is_loopback(c->family, c->raddr))
+		return 0;
+	uint32_t tag = resolve_listener(c);
 	if (!tag)
 		return 0;
 	s->vm = vmconn_new(s, NSK_SIDE_CLIENT, tag);
 	return s->vm != NULL;
 }
 
+/* No offer now: the connection stays on TCP, a candidate that tries again later. */
+static void retry_later(struct nsk_sock *s, uint64_t after_ns)
+{
+	s->vm->retry_ns = nsk_now_ns() + after_ns;
+	s->candidate = 1;
+	nsk_store32(&s->conn->mode, NSK_MODE_TCP);
+}
+
+int nsk_vm_offer_due(struct nsk_sock *s)
+{
+	struct nsk_vmconn *v = s->vm;
+	uint64_t now = nsk_now_ns();
+	if (now < v->retry_ns)
+		return 0;
+	if (vm_state() != VM_JOINED) {
+		v->retry_ns = now + VM_RETRY_NS;
+		return 0;
+	}
+	if (!nsk_region_tag_live(vm.rg, v->peer_tag)) {
+		/* The listener's member left (its VM's device unplugged, the process gone): look
+		 * for the listener again, under whatever membership it has now. */
+		uint32_t t = resolve_listener(s->conn);
+		if (!t) {
+			v->retry_ns = now + VM_RETRY_NS;
+			return 0;
+		}
+		pthread_mutex_lock(&vm.lock);
+		v->peer_tag = t;
+		pthread_mutex_unlock(&vm.lock);
+	}
+	return 1;
+}
+
 void nsk_vm_offer(struct nsk_sock *s)
 {
 	struct nsk_vmconn *v = s->vm;
 	struct nsk_conn *c = s->conn;
-	if (vm_state() != VM_JOINED || !nsk_region_tag_live(&vm.rg, v->peer_tag)) {
-		nsk_store32(&c->mode, NSK_MODE_PLAIN);
+	if (vm_state() != VM_JOINED || !nsk_region_tag_live(vm.rg, v->peer_tag)) {
+		retry_later(s, VM_RETRY_NS);
 		return;
 	}
 	uint64_t want_b = NSK_CHAN_DATA_OFF + 2 * nsk_g.ring_size;
@@ -426,13 +577,13 @@ void nsk_vm_offer(struct nsk_sock *s)
 	uint32_t want = (uint32_t)((want_b + NSK_RGN_CHUNK - 1) / NSK_RGN_CHUNK);
 	uint32_t min_n = (uint32_t)((min_b + NSK_RGN_CHUNK - 1) / NSK_RGN_CHUNK);
 	uint32_t got = 0;
-	int64_t off = nsk_region_chunk_alloc_prop(&vm.rg, want, min_n, &got);
+	int64_t off = nsk_region_chunk_alloc_prop(vm.rg, want, min_n, &got);
 	const char *why = NULL;
 	if (off < 0) {
 		why = strerror((int)-off);
 	} else {
 		uint64_t size = (uint64_t)got * NSK_RGN_CHUNK;
-		void *p = nsk_region_ptr(&vm.rg, (uint64_t)off, size);
+		void *p = nsk_region_ptr(vm.rg, (uint64_t)off, size);
 		uint64_t ring = nsk_chan_mem_ring_size(size, nsk_g.ring_size);
 		struct nsk_chan ch;
 		if (!p || !ring || nsk_chan_format_mem(&ch, p, size, ring) < 0) {
@@ -453,7 +604,7 @@ void nsk_vm_offer(struct nsk_sock *s)
 			s->chan = ch;
 			/* The heartbeat thread looks at attached connections (vm.lock). */
 			pthread_mutex_lock(&vm.lock);
-			int r = nsk_region_offer_post(&vm.rg, &o, &v->oh);
+			int r = nsk_region_offer_post(vm.rg, &o, &v->oh);
 			if (r < 0) {
 				why = strerror(-r);
 				memset(&s->chan, 0, sizeof(s->chan));
@@ -463,15 +614,16 @@ void nsk_vm_offer(struct nsk_sock *s)
 				v->nchunks = got;
 				v->oh_live = 1;
 				v->attached = 1;
+				v->rg = vm.rg;
 			}
 			pthread_mutex_unlock(&vm.lock);
 		}
 		if (why)
-			nsk_region_chunk_free(&vm.rg, (uint64_t)off, got);
+			nsk_region_chunk_free(vm.rg, (uint64_t)off, got);
 	}
 	if (why) {
-		nsk_log(NSK_LOG_INFO, "fd %d: no ivshmem channel (%s): TCP", s->fd, why);
-		nsk_store32(&c->mode, NSK_MODE_PLAIN);
+		nsk_log(NSK_LOG_INFO, "fd %d: no ivshmem channel (%s): TCP for now", s->fd, why);
+		retry_later(s, VM_RETRY_NS);
 		return;
 	}
 	__atomic_add_fetch(&vm.offers, 1, __ATOMIC_RELAXED);
@@ -486,14 +638,14 @@ void nsk_vm_offer(struct nsk_sock *s)
 
 static void offer_done(struct nsk_vmconn *v, int force)
 {
-	if (!v->oh_live)
+	if (!v->oh_live || v->rg != vm.rg)
 		return;
-	int k = nsk_region_offer_state(&vm.rg, &v->oh);
+	int k = nsk_region_offer_state(vm.rg, &v->oh);
 	if (k == NSK_RO_POSTED && force)
-		k = nsk_region_offer_withdraw(&vm.rg, &v->oh) == 0 ? NSK_RO_WITHDRAWN
+		k = nsk_region_offer_withdraw(vm.rg, &v->oh) == 0 ? NSK_RO_WITHDRAWN
 		                                                   : NSK_RO_CLAIMED;
 	if (k == NSK_RO_CLAIMED || k == NSK_RO_WITHDRAWN)
-		nsk_region_offer_release(&vm.rg, &v->oh);
+		nsk_region_offer_release(vm.rg, &v->oh);
 	if (k < 0 || k == NSK_RO_CLAIMED || k == NSK_RO_WITHDRAWN)
 		v->oh_live = 0;
 }
@@ -506,6 +658,9 @@ void nsk_vm_client_refresh(struct nsk_sock *s)
 	/* The header decides (claim or our withdrawal); the slot follows. */
 	if (nsk_load32_acquire(&s->chan.hdr->state) != NSK_CH_OFFERED)
 		offer_done(v, 1);
+	else if (vm_state() == VM_JOINED && v->rg == vm.rg &&
+	         !nsk_region_tag_live(vm.rg, v->peer_tag))
+		s->deadline_ns = 0; /* the member we offered to is gone: withdraw at once */
 }
 
 /* ---------------------------------------------------------------- server -------------- */
@@ -524,9 +679,9 @@ void nsk_vm_accepted(struct nsk_sock *s, struct nsk_sock *ls, const struct socka
 	    nsk_norm_addr((struct sockaddr *)&la, &lfam, laddr, &lport) < 0 || lfam != fam)
 		return;
 	int found = 0;
-	for (uint32_t m = 0; m < vm.rg.nmembers && !found; m++)
+	for (uint32_t m = 0; m < vm.rg->nmembers && !found; m++)
 		found =
-		    (int)m != vm.rg.self && member_live((int)m) && member_has((int)m, fam, addr);
+		    (int)m != vm.rg->self && member_live((int)m) && member_has((int)m, fam, addr);
 	uint32_t mode = nsk_load32(&c->mode);
 	if (!found || (mode != NSK_MODE_TCP && mode != NSK_MODE_PLAIN))
 		return;
@@ -550,20 +705,20 @@ int nsk_vm_take(struct nsk_sock *s)
 	if (v->attached || vm_state() != VM_JOINED)
 		return 0;
 	/* Acquire pairs with the poster's bump after its release CAS to POSTED. */
-	uint64_t seq = nsk_load64_acquire(&vm.rg.members[vm.rg.self].mail_seq);
+	uint64_t seq = nsk_load64_acquire(&vm.rg->members[vm.rg->self].mail_seq);
 	if (seq == v->seen_mail || !nsk_sock_last_holder(s))
 		return 0;
 	v->seen_mail = seq;
 	struct nsk_conn *c = s->conn;
 	struct nsk_region_offer_info o;
 	struct nsk_region_offer_handle h;
-	if (nsk_region_offer_claim(&vm.rg, c->family, c->raddr, c->rport, c->laddr, c->lport, &o,
+	if (nsk_region_offer_claim(vm.rg, c->family, c->raddr, c->rport, c->laddr, c->lport, &o,
 	                           &h) < 0)
 		return 0;
-	void *p = nsk_region_ptr(&vm.rg, o.chan_off, o.chan_size);
+	void *p = nsk_region_ptr(vm.rg, o.chan_off, o.chan_size);
 	int r =
 	    !p ? -EPROTO : nsk_chan_attach_mem(&s->chan, p, o.chan_size, o.nonce, NSK_SIDE_SERVER);
-	if (r == 0 && !nsk_region_tag_live(&vm.rg, o.from_tag))
+	if (r == 0 && !nsk_region_tag_live(vm.rg, o.from_tag))
 		r = -ESTALE;
 	if (r < 0) {
 		memset(&s->chan, 0, sizeof(s->chan));
@@ -573,6 +728,7 @@ int nsk_vm_take(struct nsk_sock *s)
 		return -1;
 	}
 	pthread_mutex_lock(&vm.lock); /* the heartbeat thread looks at attached connections */
+	v->rg = vm.rg;
 	v->peer_tag = o.from_tag;
 	v->chan_off = o.chan_off;
 	v->chan_size = o.chan_size;
@@ -642,7 +798,7 @@ int nsk_vm_wait(struct nsk_sock *s, int tx, uint64_t deadline, uint64_t slice_ns
 static void detach_locked(struct nsk_vmconn *v)
 {
 	struct nsk_sock *s = v->s;
-	if (!v->attached || v->detached || vm.state != VM_JOINED)
+	if (!v->attached || v->detached || vm.state != VM_JOINED || v->rg != vm.rg)
 		return;
 	v->detached = 1;
 	if (v->side == NSK_SIDE_CLIENT) {
@@ -651,26 +807,46 @@ static void detach_locked(struct nsk_vmconn *v)
 			nsk_chan_withdraw(&s->chan);
 		if (nsk_chan_state(&s->chan) == NSK_CH_CLAIMED &&
 		    (nsk_load32(&s->chan.hdr->users) & NSK_CHAN_USER_SERVER) &&
-		    nsk_region_chunk_give(&vm.rg, v->chan_off, v->nchunks, v->peer_tag) == 0) {
+		    nsk_region_chunk_give(vm.rg, v->chan_off, v->nchunks, v->peer_tag) == 0) {
 			/* Handed over before our bit goes: if the server detached meanwhile, we
 			 * were the last after all and free what is now its. */
 			if (!nsk_chan_mem_detach(&s->chan, NSK_SIDE_CLIENT))
-				nsk_region_chunk_free_as(&vm.rg, v->chan_off, v->nchunks,
+				nsk_region_chunk_free_as(vm.rg, v->chan_off, v->nchunks,
 				                         v->peer_tag);
 		} else {
 			nsk_chan_mem_detach(&s->chan, NSK_SIDE_CLIENT);
-			nsk_region_chunk_free(&vm.rg, v->chan_off, v->nchunks);
+			nsk_region_chunk_free(vm.rg, v->chan_off, v->nchunks);
 		}
 		return;
 	}
 	/* Server: only a channel we claimed (try_claim records its nonce only then), and only
 	 * while its memory is ours or a live member's. */
-	uint32_t owner = nsk_region_chunk_owner(&vm.rg, v->chan_off);
+	uint32_t owner = nsk_region_chunk_owner(vm.rg, v->chan_off);
 	if (s->conn->nonce != s->chan.nonce ||
-	    (owner != vm.rg.self_tag && !nsk_region_tag_live(&vm.rg, owner)))
+	    (owner != vm.rg->self_tag && !nsk_region_tag_live(vm.rg, owner)))
 		return;
 	if (!nsk_chan_mem_detach(&s->chan, NSK_SIDE_SERVER))
-		nsk_region_chunk_free(&vm.rg, v->chan_off, v->nchunks); /* handed to us */
+		nsk_region_chunk_free(vm.rg, v->chan_off, v->nchunks); /* handed to us */
+}
+
+void nsk_vm_detach(struct nsk_sock *s, int locked)
+{
+	struct nsk_vmconn *v = s->vm;
+	if (!locked)
+		pthread_mutex_lock(&vm.lock);
+	if (v->attached) {
+		detach_locked(v);
+		offer_done(v, 1);
+		vm.drops++;
+	}
+	v->attached = v->detached = v->broken = v->oh_live = 0;
+	v->chan_off = v->chan_size = 0;
+	v->nchunks = 0;
+	v->rg = NULL;
+	v->seen_mail = UINT64_MAX; /* a server looks at its mailbox again */
+	v->retry_ns = nsk_now_ns() + VM_REOFFER_NS;
+	if (!locked)
+		pthread_mutex_unlock(&vm.lock);
 }
 
 void nsk_vm_release(struct nsk_sock *s)
@@ -685,11 +861,10 @@ void nsk_vm_release(struct nsk_sock *s)
 	if (vm.state == VM_JOINED)
 		offer_done(v, 1);
 	pthread_mutex_unlock(&vm.lock);
-	if (v->attached) {
-		/* Region memory is never unmapped per channel (nsk_chan_unmap sees no mapping). */
-		s->chan.base = NULL;
-		s->chan.hdr = NULL;
-	}
+	/* Region memory is never unmapped per channel (nsk_chan_unmap sees no mapping); s->chan
+	 * may still point at a channel dropped earlier. */
+	s->chan.base = NULL;
+	s->chan.hdr = NULL;
 	s->vm = NULL;
 	free(v);
 }
@@ -704,11 +879,14 @@ void nsk_vm_exit(void)
 	int shared = vm.forked || getpid() != vm.joiner;
 	for (struct nsk_vmconn *v = vm.conns; v && !shared; v = v->next)
 		detach_locked(v);
-	nsk_log(NSK_LOG_DEBUG, "ivshmem region: %llu offers, %llu claims, %llu reset; %s",
+	nsk_log(NSK_LOG_DEBUG,
+	        "ivshmem region: %llu offers, %llu claims, %llu reset, %llu dropped, %llu "
+	        "re-joins; %s",
 	        (unsigned long long)vm.offers, (unsigned long long)vm.claims,
-	        (unsigned long long)vm.broken, shared ? "membership left to expire" : "leaving");
+	        (unsigned long long)vm.broken, (unsigned long long)vm.drops,
+	        (unsigned long long)vm.rejoins, shared ? "membership left to expire" : "leaving");
 	if (!shared)
-		nsk_region_leave(&vm.rg);
+		nsk_region_leave(vm.rg);
 	__atomic_store_n(&vm.state, VM_GONE, __ATOMIC_RELEASE);
 	pthread_mutex_unlock(&vm.lock);
 }

@@ -33,8 +33,14 @@ void nsk_vm_unlisten(struct nsk_sock *s);
  * of the region that has a listener there: 1 (the connection becomes a candidate of the
  * region; s->vm set), else 0. */
 int nsk_vm_connected(struct nsk_sock *s);
+/* nsk_vm_offer_due - may client @s (a candidate of the region) offer now? Not before its retry
+ * time (after a failed or dropped channel), only while we are a member, and only to a live
+ * member with a listener at its destination (looked up again if the one found before left:
+ * an unplugged VM joins again as a new member). */
+int nsk_vm_offer_due(struct nsk_sock *s);
 /* nsk_vm_offer - the candidate @s is worth a channel: allocate it in the region, format it and
- * post the offer. Leaves mode OFFERED (channel published in s->chan) or PLAIN. Caller holds
+ * post the offer. Leaves mode OFFERED (channel published in s->chan), or TCP (a candidate
+ * again after a while: region or listener's member gone, region full). Caller holds
  * s->lock. */
 void nsk_vm_offer(struct nsk_sock *s);
 /* nsk_vm_client_refresh - a client's offer was decided (claimed or withdrawn): give the
@@ -60,6 +66,12 @@ int nsk_vm_wait(struct nsk_sock *s, int tx, uint64_t deadline, uint64_t slice_ns
                 int (*ready)(struct nsk_sock *, int));
 #define NSK_VM_POLL_MIN_NS 50000ull
 #define NSK_VM_POLL_MAX_NS 1000000ull
+
+/* nsk_vm_detach - @s stops using its channel (retired by sock.c, chan_ok() false): detach from
+ * its memory (the last endpoint frees it), give the offer slot back; @s stays a connection of
+ * the region that can get a new channel later (client: offer again; server: claim again).
+ * @locked: the caller holds vm.lock (the heartbeat thread). */
+void nsk_vm_detach(struct nsk_sock *s, int locked);
 
 /* nsk_vm_release - the last user of @s in this process is gone: detach from the channel's
  * memory (the last endpoint frees its chunks), give the offer slot back, forget @s. */

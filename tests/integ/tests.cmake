@@ -116,6 +116,6 @@ option(NSK_KNOWN_FAILURES "Also run integration tests of known bugs (they fail t
 nsk_integ_test(races_teardown 90 races.sh 3)
 nsk_integ_test(vm_cli 60 vm_cli.sh)
 # The ivshmem domain backend between two network namespaces sharing one region file.
-foreach(c stream kill hostile plain latency)
+foreach(c stream kill hostile plain migrate latency)
   nsk_integ_test(vm_netns_${c} 90 vm_netns.sh ${c})
 endforeach()

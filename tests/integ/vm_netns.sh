@@ -15,6 +15,13 @@
 #            both sides end (reset, EOF or a detected mismatch) within the time limit, neither
 #            crashes; a second stream afterwards stays on TCP (the region is stale)
 #   plain    a peer without the region (client, then server) keeps the connection on TCP
+#   migrate  a VM migrating out and back, under load (a paced 2-way stream B -> A): evacuate
+#            B's client (`nearsock evacuate`): both sides retire the region channel and drop
+#            it, the veth carries the stream; the region goes away under the running members
+#            (reformatted: their memberships vanish, as a migrated VM's does with its device)
+#            and comes back: the stream goes on over the veth untouched, both members join
+#            again; `nearsock attach`: a fresh channel, the veth falls quiet; every byte
+#            echoed exactly, both paths carried data
 #   latency  64-byte ping-pong over the region and over the veth (figures printed), and the CPU a
 #            server blocked on an idle region connection burns while it polls (bounded)
 # Needs root for `ip netns`; skips (77) otherwise.
@@ -222,6 +229,79 @@ plain)
 	for L in "$C" "$S"; do
 		[ "$(jget mode "$L")" = 3 ] && [ "$(jget tx_shm "$L")" = 0 ] || fail "server without the region: $L"
 	done
+	;;
+migrate)
+	BYTES=$((320 << 20))
+	server s1 --conns 1
+	bg "$T/c.out" "$T/c.err" ip netns exec "$Bn" env NEARSOCK_DIR="$DB" $RG "$NSK" run -- \
+		"$ECHO" client --addr "$NET.1" --port "$PORT" --bytes "$BYTES" --rate-mbs 20
+	CLI=$LAST_PID
+	# path_of PID DIR - the sending path (ring|tcp) and mode of PID's connection end
+	path_of() {
+		"$NSK" status --dir "$2" --json | tr -d '\n' | sed 's/}, *{/}\n{/g' | grep "\"pid\": $1," |
+			grep -o '"mode": "[a-z-]*"\|"tx_path": "[a-z]*"' | sed 's/.*: "\(.*\)"/\1/' | tr '\n' ' '
+	}
+	veth_rate() {
+		local b0 b1
+		b0=$(veth_bytes)
+		sleep 1
+		b1=$(veth_bytes)
+		echo $((b1 - b0))
+	}
+	sleep 1
+	p=$(path_of "$CLI" "$DB")
+	r=$(veth_rate)
+	echo "1. co-resident: client $p, veth $r B/s"
+	case "$p" in *ring*) ;; *) fail "1: not on the region's rings ($p)" ;; esac
+	[ "$r" -lt $((2 << 20)) ] || fail "1: the veth carried $r B/s while on the rings"
+	"$NSK" evacuate "$CLI" --dir "$DB" --wait 5 >"$T/ev.out" 2>&1 || fail "2: evacuate: $(cat "$T/ev.out")"
+	wait_until 3 sh -c "! \"$NSK\" vm status \"$R\" --json | grep -q '\"used\": [1-9]'"
+	status_json evac
+	p=$(path_of "$CLI" "$DB")
+	ps=$(path_of "$SRV" "$DA")
+	r=$(veth_rate)
+	echo "2. evacuated: client $p, server $ps, veth $r B/s"
+	case "$p $ps" in *ring*) fail "2: still on the rings" ;; esac
+	[ "$r" -gt $((8 << 20)) ] || fail "2: the veth carried only $r B/s after the evacuation"
+	pyj evac x <<'PY' || fail "2: the channel was not dropped: $(cat "$T/evac.json")"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["chunks"]["used"] == 0 and d["offers"]["posted"] == 0, (d["chunks"], d["offers"])
+PY
+	"$NSK" vm init "$R" --size 16M --beat-ms 50 --dead-ms 1000 --force >"$T/re.out" 2>&1 ||
+		fail "3: reformatting the region: $(cat "$T/re.out")"
+	# both members join again (the heartbeat thread retries every 0.5 s)
+	live2() { "$NSK" vm status "$R" --json | python3 -c 'import json,sys; d=json.load(sys.stdin); sys.exit(sum(m.get("state") == "live" for m in d["members"]) != 2)'; }
+	wait_until 5 live2
+	status_json rejoined
+	r=$(veth_rate)
+	p=$(path_of "$CLI" "$DB")
+	echo "3. region gone and back: client $p, veth $r B/s"
+	pyj rejoined x <<'PY' || fail "3: members did not join again: $(cat "$T/rejoined.json")"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert sum(m.get("state") == "live" for m in d["members"]) == 2, d["members"]
+PY
+	[ "$r" -gt $((8 << 20)) ] || fail "3: the stream stalled while the region was away ($r B/s)"
+	kill -0 "$CLI" 2>/dev/null || fail "3: the client ended early: $(cat "$T/c.out" "$T/c.err")"
+	"$NSK" attach "$CLI" --dir "$DB" --wait 8 >"$T/at.out" 2>&1 || fail "4: attach: $(cat "$T/at.out")"
+	sleep 0.3
+	p=$(path_of "$CLI" "$DB")
+	ps=$(path_of "$SRV" "$DA")
+	r=$(veth_rate)
+	echo "4. attached: client $p, server $ps, veth $r B/s"
+	case "$p" in *ring*) ;; *) fail "4: not back on the rings ($p)" ;; esac
+	[ "$r" -lt $((2 << 20)) ] || fail "4: the veth still carried $r B/s after the attach"
+	wait_pid "$CLI" 60 || fail "client did not finish"
+	wait_pid "$SRV" 10 || fail "server did not finish"
+	cat "$T/c.out" "$T/s1.out"
+	grep -i "warn\|error" "$T/c.err" "$T/s1.err" | head -5
+	C=$(line_of "$T/c.out" '"role": "client"')
+	[ "$(jget ok "$C")" = 1 ] || fail "5: the stream was not echoed exactly: $C"
+	[ "$(jget mode "$C")" = 2 ] || fail "5: the client did not end on shared memory: $C"
+	[ "$(jget tx_shm "$C")" -gt $((16 << 20)) ] && [ "$(jget tx_tcp "$C")" -gt $((16 << 20)) ] ||
+		fail "5: both paths should have carried data: $C"
+	[ "$FAILS" -eq 0 ] && ok "migrated out (region gone) and back under load: $BYTES bytes echoed exactly, $(jget tx_shm "$C") B sent through the region, $(jget tx_tcp "$C") B over the veth"
 	;;
 latency)
 	PP=$B/nsk_pingpong
