@@ -281,6 +281,18 @@ host_hotplug_add() {
 		hmp_ok "$1" "device_add ivshmem-plain,memdev=hm$PLUG,id=ivs0"
 }
 
+# The migrate case does the same with the nearsock region's device (ivs1).
+RPLUG=0
+host_migrate_del() { hmp_ok "$1" "device_del ivs1"; }
+host_migrate_add() {
+	local old=hr
+	[ $RPLUG = 0 ] || old=hr$RPLUG
+	RPLUG=$((RPLUG + 1))
+	hmp_ok "$1" "object_del $old" &&
+		hmp_ok "$1" "object_add memory-backend-file,id=hr$RPLUG,share=on,mem-path=$RSHM,size=32M" &&
+		hmp_ok "$1" "device_add ivshmem-plain,memdev=hr$RPLUG,id=ivs1"
+}
+
 # host_hoststream ROLE - the host side of case host_guest: a preloaded nsk_echo client in the
 # host's namespace on the guests' segment, with the region file as its ivshmem domain, streams
 # 64 MiB each way to ROLE's server and must end on shared memory.

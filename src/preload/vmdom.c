@@ -77,6 +77,12 @@ static struct {
 	uint64_t offers, claims, broken, drops, rejoins;
 } vm = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
+/* The current mapping: replaced (never freed) when the region is joined again. */
+static struct nsk_region *rgn(void)
+{
+	return __atomic_load_n(&vm.rg, __ATOMIC_ACQUIRE);
+}
+
 static int vm_state(void)
 {
 	return __atomic_load_n(&vm.state, __ATOMIC_ACQUIRE);
@@ -129,14 +135,14 @@ static void publish_addrs(void)
 			n++;
 		}
 	freeifaddrs(ifa);
-	nsk_region_set_addrs(vm.rg, fam, (const uint8_t(*)[16])addr, n);
+	nsk_region_set_addrs(rgn(), fam, (const uint8_t(*)[16])addr, n);
 }
 
 /* Does member slot @m (live, not us) publish (@family, @addr)? The member's fields are
  * untrusted: the count is bounded, nothing else is used. */
 static int member_has(int m, uint16_t family, const uint8_t addr[16])
 {
-	struct nsk_rgn_member *mb = &vm.rg->members[m];
+	struct nsk_rgn_member *mb = &rgn()->members[m];
 	uint32_t n = nsk_load32(&mb->naddr);
 	if (n > 4)
 		n = 4;
@@ -152,7 +158,7 @@ static int member_has(int m, uint16_t family, const uint8_t addr[16])
 
 static int member_live(int m)
 {
-	uint64_t st = nsk_load64_acquire(&vm.rg->members[m].state);
+	uint64_t st = nsk_load64_acquire(&rgn()->members[m].state);
 	return NSK_RM_KIND(st) == NSK_RM_LIVE;
 }
 
@@ -224,14 +230,14 @@ static const char *channel_lost(struct nsk_vmconn *v)
 {
 	if (!v->attached || v->detached)
 		return NULL;
-	if (vm_state() != VM_JOINED || v->rg != vm.rg)
+	if (vm_state() != VM_JOINED || v->rg != rgn())
 		return "region stale";
-	uint32_t owner = nsk_region_chunk_owner(vm.rg, v->chan_off);
-	if (owner != vm.rg->self_tag && !nsk_region_tag_live(vm.rg, owner))
+	uint32_t owner = nsk_region_chunk_owner(rgn(), v->chan_off);
+	if (owner != rgn()->self_tag && !nsk_region_tag_live(rgn(), owner))
 		return "channel memory reclaimed";
 	uint32_t peer_bit =
 	    v->side == NSK_SIDE_CLIENT ? NSK_CHAN_USER_SERVER : NSK_CHAN_USER_CLIENT;
-	if (!nsk_region_tag_live(vm.rg, v->peer_tag) &&
+	if (!nsk_region_tag_live(rgn(), v->peer_tag) &&
 	    (nsk_load32(&v->s->chan.hdr->users) & peer_bit))
 		return peer_dead;
 	return NULL;
@@ -260,7 +266,7 @@ static void stale_locked(void)
 	nsk_log(NSK_LOG_WARN,
 	        "ivshmem region %s: our membership is gone: connections still on its channels "
 	        "are reset; joining again when it is back",
-	        vm.rg->path);
+	        rgn()->path);
 	__atomic_store_n(&vm.state, VM_STALE, __ATOMIC_RELEASE);
 	for (struct nsk_vmconn *v = vm.conns; v; v = v->next)
 		break_locked(v, "region stale");
@@ -287,7 +293,7 @@ static void *beat_main(void *arg)
 	for (;;) {
 		/* Beat twice per interval: a guest under emulation may be descheduled for a while.
 		 */
-		uint64_t t = vm_state() == VM_STALE ? VM_REJOIN_NS : vm.rg->beat_ns / 2;
+		uint64_t t = vm_state() == VM_STALE ? VM_REJOIN_NS : rgn()->beat_ns / 2;
 		struct timespec ts = {.tv_sec = (time_t)(t / 1000000000ull),
 		                      .tv_nsec = (long)(t % 1000000000ull)};
 		nanosleep(&ts, NULL);
@@ -301,13 +307,13 @@ static void *beat_main(void *arg)
 				continue;
 			break;
 		}
-		if (nsk_region_beat(vm.rg) < 0) {
+		if (nsk_region_beat(rgn()) < 0) {
 			stale_locked();
 			pthread_mutex_unlock(&vm.lock);
 			continue;
 		}
 		if ((++n & 3) == 0)
-			nsk_region_reap(vm.rg);
+			nsk_region_reap(rgn());
 		for (struct nsk_vmconn *v = vm.conns; v; v = v->next) {
 			const char *why = channel_lost(v);
 			if (why)
@@ -392,7 +398,7 @@ static int join_locked(void)
 		free(rg);
 		return slot;
 	}
-	vm.rg = rg;
+	__atomic_store_n(&vm.rg, rg, __ATOMIC_RELEASE); /* read by rgn() without the lock */
 	publish_addrs();
 	vm.joiner = getpid();
 	vm.forked = 0;
@@ -428,8 +434,8 @@ int nsk_vm_ready(void)
 static void register_locked(struct nsk_vmlisten *l)
 {
 	struct nsk_reg_key k = l->k;
-	k.netns = nsk_region_netns(vm.rg->self);
-	int r = nsk_registry_insert(&vm.rg->reg, &k, vm.rg->self + 1, vm.rg->self_gen, "");
+	k.netns = nsk_region_netns(rgn()->self);
+	int r = nsk_registry_insert(&rgn()->reg, &k, rgn()->self + 1, rgn()->self_gen, "");
 	if (r < 0) {
 		nsk_log(NSK_LOG_WARN,
 		        "listener fd %d port %u: region registry full: connections "
@@ -437,7 +443,7 @@ static void register_locked(struct nsk_vmlisten *l)
 		        l->s->fd, k.port);
 		return;
 	}
-	l->rg = vm.rg;
+	l->rg = rgn();
 	l->slot = r;
 	nsk_log(NSK_LOG_DEBUG, "listener fd %d port %u registered in the region (slot %d)",
 	        l->s->fd, k.port, r);
@@ -484,8 +490,8 @@ void nsk_vm_unlisten(struct nsk_sock *s)
 		pp = &l->next;
 	if (l) {
 		*pp = l->next;
-		if (l->rg && l->rg == vm.rg && vm.state == VM_JOINED && nsk_sock_last_holder(s))
-			nsk_registry_remove(&vm.rg->reg, l->slot, vm.rg->self + 1);
+		if (l->rg && l->rg == rgn() && vm.state == VM_JOINED && nsk_sock_last_holder(s))
+			nsk_registry_remove(&rgn()->reg, l->slot, rgn()->self + 1);
 	}
 	pthread_mutex_unlock(&vm.lock);
 	free(l);
@@ -497,8 +503,8 @@ void nsk_vm_unlisten(struct nsk_sock *s)
 /* The live member (tag) that has a listener at @c's destination, or 0. */
 static uint32_t resolve_listener(const struct nsk_conn *c)
 {
-	for (uint32_t m = 0; m < vm.rg->nmembers; m++) {
-		if ((int)m == vm.rg->self || !member_live((int)m) ||
+	for (uint32_t m = 0; m < rgn()->nmembers; m++) {
+		if ((int)m == rgn()->self || !member_live((int)m) ||
 		    !member_has((int)m, c->family, c->raddr))
 			continue;
 		struct nsk_reg_key k;
@@ -508,10 +514,10 @@ static uint32_t resolve_listener(const struct nsk_conn *c)
 		k.port = c->rport;
 		k.netns = nsk_region_netns((int)m);
 		struct nsk_reg_entry e;
-		if (nsk_registry_lookup(&vm.rg->reg, &k, 1, &e) < 0)
+		if (nsk_registry_lookup(&rgn()->reg, &k, 1, &e) < 0)
 			continue;
-		uint32_t t = nsk_region_reg_owner(vm.rg, &e);
-		if (t && NSK_RGN_TAG_SLOT(t) == (int)m && nsk_region_tag_live(vm.rg, t))
+		uint32_t t = nsk_region_reg_owner(rgn(), &e);
+		if (t && NSK_RGN_TAG_SLOT(t) == (int)m && nsk_region_tag_live(rgn(), t))
 			return t;
 	}
 	return 0;
@@ -549,7 +555,7 @@ int nsk_vm_offer_due(struct nsk_sock *s)
 		v->retry_ns = now + VM_RETRY_NS;
 		return 0;
 	}
-	if (!nsk_region_tag_live(vm.rg, v->peer_tag)) {
+	if (!nsk_region_tag_live(rgn(), v->peer_tag)) {
 		/* The listener's member left (its VM's device unplugged, the process gone): look
 		 * for the listener again, under whatever membership it has now. */
 		uint32_t t = resolve_listener(s->conn);
@@ -568,7 +574,7 @@ void nsk_vm_offer(struct nsk_sock *s)
 {
 	struct nsk_vmconn *v = s->vm;
 	struct nsk_conn *c = s->conn;
-	if (vm_state() != VM_JOINED || !nsk_region_tag_live(vm.rg, v->peer_tag)) {
+	if (vm_state() != VM_JOINED || !nsk_region_tag_live(rgn(), v->peer_tag)) {
 		retry_later(s, VM_RETRY_NS);
 		return;
 	}
@@ -577,13 +583,13 @@ void nsk_vm_offer(struct nsk_sock *s)
 	uint32_t want = (uint32_t)((want_b + NSK_RGN_CHUNK - 1) / NSK_RGN_CHUNK);
 	uint32_t min_n = (uint32_t)((min_b + NSK_RGN_CHUNK - 1) / NSK_RGN_CHUNK);
 	uint32_t got = 0;
-	int64_t off = nsk_region_chunk_alloc_prop(vm.rg, want, min_n, &got);
+	int64_t off = nsk_region_chunk_alloc_prop(rgn(), want, min_n, &got);
 	const char *why = NULL;
 	if (off < 0) {
 		why = strerror((int)-off);
 	} else {
 		uint64_t size = (uint64_t)got * NSK_RGN_CHUNK;
-		void *p = nsk_region_ptr(vm.rg, (uint64_t)off, size);
+		void *p = nsk_region_ptr(rgn(), (uint64_t)off, size);
 		uint64_t ring = nsk_chan_mem_ring_size(size, nsk_g.ring_size);
 		struct nsk_chan ch;
 		if (!p || !ring || nsk_chan_format_mem(&ch, p, size, ring) < 0) {
@@ -604,7 +610,7 @@ void nsk_vm_offer(struct nsk_sock *s)
 			s->chan = ch;
 			/* The heartbeat thread looks at attached connections (vm.lock). */
 			pthread_mutex_lock(&vm.lock);
-			int r = nsk_region_offer_post(vm.rg, &o, &v->oh);
+			int r = nsk_region_offer_post(rgn(), &o, &v->oh);
 			if (r < 0) {
 				why = strerror(-r);
 				memset(&s->chan, 0, sizeof(s->chan));
@@ -614,12 +620,12 @@ void nsk_vm_offer(struct nsk_sock *s)
 				v->nchunks = got;
 				v->oh_live = 1;
 				v->attached = 1;
-				v->rg = vm.rg;
+				v->rg = rgn();
 			}
 			pthread_mutex_unlock(&vm.lock);
 		}
 		if (why)
-			nsk_region_chunk_free(vm.rg, (uint64_t)off, got);
+			nsk_region_chunk_free(rgn(), (uint64_t)off, got);
 	}
 	if (why) {
 		nsk_log(NSK_LOG_INFO, "fd %d: no ivshmem channel (%s): TCP for now", s->fd, why);
@@ -638,14 +644,14 @@ void nsk_vm_offer(struct nsk_sock *s)
 
 static void offer_done(struct nsk_vmconn *v, int force)
 {
-	if (!v->oh_live || v->rg != vm.rg)
+	if (!v->oh_live || v->rg != rgn())
 		return;
-	int k = nsk_region_offer_state(vm.rg, &v->oh);
+	int k = nsk_region_offer_state(rgn(), &v->oh);
 	if (k == NSK_RO_POSTED && force)
-		k = nsk_region_offer_withdraw(vm.rg, &v->oh) == 0 ? NSK_RO_WITHDRAWN
+		k = nsk_region_offer_withdraw(rgn(), &v->oh) == 0 ? NSK_RO_WITHDRAWN
 		                                                   : NSK_RO_CLAIMED;
 	if (k == NSK_RO_CLAIMED || k == NSK_RO_WITHDRAWN)
-		nsk_region_offer_release(vm.rg, &v->oh);
+		nsk_region_offer_release(rgn(), &v->oh);
 	if (k < 0 || k == NSK_RO_CLAIMED || k == NSK_RO_WITHDRAWN)
 		v->oh_live = 0;
 }
@@ -658,8 +664,8 @@ void nsk_vm_client_refresh(struct nsk_sock *s)
 	/* The header decides (claim or our withdrawal); the slot follows. */
 	if (nsk_load32_acquire(&s->chan.hdr->state) != NSK_CH_OFFERED)
 		offer_done(v, 1);
-	else if (vm_state() == VM_JOINED && v->rg == vm.rg &&
-	         !nsk_region_tag_live(vm.rg, v->peer_tag))
+	else if (vm_state() == VM_JOINED && v->rg == rgn() &&
+	         !nsk_region_tag_live(rgn(), v->peer_tag))
 		s->deadline_ns = 0; /* the member we offered to is gone: withdraw at once */
 }
 
@@ -679,9 +685,9 @@ void nsk_vm_accepted(struct nsk_sock *s, struct nsk_sock *ls, const struct socka
 	    nsk_norm_addr((struct sockaddr *)&la, &lfam, laddr, &lport) < 0 || lfam != fam)
 		return;
 	int found = 0;
-	for (uint32_t m = 0; m < vm.rg->nmembers && !found; m++)
+	for (uint32_t m = 0; m < rgn()->nmembers && !found; m++)
 		found =
-		    (int)m != vm.rg->self && member_live((int)m) && member_has((int)m, fam, addr);
+		    (int)m != rgn()->self && member_live((int)m) && member_has((int)m, fam, addr);
 	uint32_t mode = nsk_load32(&c->mode);
 	if (!found || (mode != NSK_MODE_TCP && mode != NSK_MODE_PLAIN))
 		return;
@@ -705,20 +711,20 @@ int nsk_vm_take(struct nsk_sock *s)
 	if (v->attached || vm_state() != VM_JOINED)
 		return 0;
 	/* Acquire pairs with the poster's bump after its release CAS to POSTED. */
-	uint64_t seq = nsk_load64_acquire(&vm.rg->members[vm.rg->self].mail_seq);
+	uint64_t seq = nsk_load64_acquire(&rgn()->members[rgn()->self].mail_seq);
 	if (seq == v->seen_mail || !nsk_sock_last_holder(s))
 		return 0;
 	v->seen_mail = seq;
 	struct nsk_conn *c = s->conn;
 	struct nsk_region_offer_info o;
 	struct nsk_region_offer_handle h;
-	if (nsk_region_offer_claim(vm.rg, c->family, c->raddr, c->rport, c->laddr, c->lport, &o,
+	if (nsk_region_offer_claim(rgn(), c->family, c->raddr, c->rport, c->laddr, c->lport, &o,
 	                           &h) < 0)
 		return 0;
-	void *p = nsk_region_ptr(vm.rg, o.chan_off, o.chan_size);
+	void *p = nsk_region_ptr(rgn(), o.chan_off, o.chan_size);
 	int r =
 	    !p ? -EPROTO : nsk_chan_attach_mem(&s->chan, p, o.chan_size, o.nonce, NSK_SIDE_SERVER);
-	if (r == 0 && !nsk_region_tag_live(vm.rg, o.from_tag))
+	if (r == 0 && !nsk_region_tag_live(rgn(), o.from_tag))
 		r = -ESTALE;
 	if (r < 0) {
 		memset(&s->chan, 0, sizeof(s->chan));
@@ -728,7 +734,7 @@ int nsk_vm_take(struct nsk_sock *s)
 		return -1;
 	}
 	pthread_mutex_lock(&vm.lock); /* the heartbeat thread looks at attached connections */
-	v->rg = vm.rg;
+	v->rg = rgn();
 	v->peer_tag = o.from_tag;
 	v->chan_off = o.chan_off;
 	v->chan_size = o.chan_size;
@@ -798,7 +804,7 @@ int nsk_vm_wait(struct nsk_sock *s, int tx, uint64_t deadline, uint64_t slice_ns
 static void detach_locked(struct nsk_vmconn *v)
 {
 	struct nsk_sock *s = v->s;
-	if (!v->attached || v->detached || vm.state != VM_JOINED || v->rg != vm.rg)
+	if (!v->attached || v->detached || vm.state != VM_JOINED || v->rg != rgn())
 		return;
 	v->detached = 1;
 	if (v->side == NSK_SIDE_CLIENT) {
@@ -807,26 +813,26 @@ static void detach_locked(struct nsk_vmconn *v)
 			nsk_chan_withdraw(&s->chan);
 		if (nsk_chan_state(&s->chan) == NSK_CH_CLAIMED &&
 		    (nsk_load32(&s->chan.hdr->users) & NSK_CHAN_USER_SERVER) &&
-		    nsk_region_chunk_give(vm.rg, v->chan_off, v->nchunks, v->peer_tag) == 0) {
+		    nsk_region_chunk_give(rgn(), v->chan_off, v->nchunks, v->peer_tag) == 0) {
 			/* Handed over before our bit goes: if the server detached meanwhile, we
 			 * were the last after all and free what is now its. */
 			if (!nsk_chan_mem_detach(&s->chan, NSK_SIDE_CLIENT))
-				nsk_region_chunk_free_as(vm.rg, v->chan_off, v->nchunks,
+				nsk_region_chunk_free_as(rgn(), v->chan_off, v->nchunks,
 				                         v->peer_tag);
 		} else {
 			nsk_chan_mem_detach(&s->chan, NSK_SIDE_CLIENT);
-			nsk_region_chunk_free(vm.rg, v->chan_off, v->nchunks);
+			nsk_region_chunk_free(rgn(), v->chan_off, v->nchunks);
 		}
 		return;
 	}
 	/* Server: only a channel we claimed (try_claim records its nonce only then), and only
 	 * while its memory is ours or a live member's. */
-	uint32_t owner = nsk_region_chunk_owner(vm.rg, v->chan_off);
+	uint32_t owner = nsk_region_chunk_owner(rgn(), v->chan_off);
 	if (s->conn->nonce != s->chan.nonce ||
-	    (owner != vm.rg->self_tag && !nsk_region_tag_live(vm.rg, owner)))
+	    (owner != rgn()->self_tag && !nsk_region_tag_live(rgn(), owner)))
 		return;
 	if (!nsk_chan_mem_detach(&s->chan, NSK_SIDE_SERVER))
-		nsk_region_chunk_free(vm.rg, v->chan_off, v->nchunks); /* handed to us */
+		nsk_region_chunk_free(rgn(), v->chan_off, v->nchunks); /* handed to us */
 }
 
 void nsk_vm_detach(struct nsk_sock *s, int locked)
@@ -886,7 +892,7 @@ void nsk_vm_exit(void)
 	        (unsigned long long)vm.broken, (unsigned long long)vm.drops,
 	        (unsigned long long)vm.rejoins, shared ? "membership left to expire" : "leaving");
 	if (!shared)
-		nsk_region_leave(vm.rg);
+		nsk_region_leave(rgn());
 	__atomic_store_n(&vm.state, VM_GONE, __ATOMIC_RELEASE);
 	pthread_mutex_unlock(&vm.lock);
 }
