@@ -97,8 +97,8 @@ static long read_hex(const char *dir, const char *name)
 
 /* find_device - the sysfs directory of the first ivshmem device of the probe's size (16 MiB;
  * the guests also have a 32 MiB device holding the nearsock region, which the probe leaves
- * alone) into @out; 0 or -ENODEV. */
-static int find_device(char *out, size_t len)
+ * alone, except `scribble`: @region picks that one) into @out; 0 or -ENODEV. */
+static int find_device(char *out, size_t len, int region)
 {
 	const char *root = "/sys/bus/pci/devices";
 	DIR *d = opendir(root);
@@ -114,7 +114,7 @@ static int find_device(char *out, size_t len)
 		struct stat st;
 		snprintf(r2, sizeof(r2), "%s/resource2", out);
 		if (read_hex(out, "vendor") == 0x1af4 && read_hex(out, "device") == 0x1110 &&
-		    stat(r2, &st) == 0 && st.st_size == PROBE_SIZE) {
+		    stat(r2, &st) == 0 && (st.st_size == PROBE_SIZE) != region) {
 			rc = 0;
 			break;
 		}
@@ -205,17 +205,17 @@ int main(int argc, char **argv)
 	}
 	int host = !strcmp(cmd, "stamp") || !strcmp(cmd, "check");
 	int guest = !strcmp(cmd, "find") || !strcmp(cmd, "write") || !strcmp(cmd, "read") ||
-	            !strcmp(cmd, "hostcheck") || !strcmp(cmd, "hold");
+	            !strcmp(cmd, "hostcheck") || !strcmp(cmd, "hold") || !strcmp(cmd, "scribble");
 	if ((!host && !guest) || (host && !file) || (strcmp(cmd, "find") && !key)) {
 		fprintf(stderr,
-		        "usage: ivshmem_probe find | write|read|hostcheck|hold --key K [--path P] "
-		        "[--timeout S] | stamp|check --file F --key K\n");
+		        "usage: ivshmem_probe find | write|read|hostcheck|hold|scribble --key K "
+		        "[--path P] [--timeout S] | stamp|check --file F --key K\n");
 		return 2;
 	}
 
 	char dev[300] = "", res[400];
 	if (guest) {
-		if (find_device(dev, sizeof(dev)) < 0) {
+		if (find_device(dev, sizeof(dev), !strcmp(cmd, "scribble")) < 0) {
 			printf("device=none\n");
 			return 1;
 		}
@@ -229,6 +229,31 @@ int main(int argc, char **argv)
 	uint8_t *m = map_region(guest ? dev : NULL, path, &size);
 	if (!m)
 		return 2;
+	if (!strcmp(cmd, "scribble")) {
+		/* A hostile VM: random 64-byte stores over the nearsock region's channels and rings
+		 * for --timeout seconds (past its first 64 KiB: header, members, registry), then
+		 * over the header itself. Seeded from the key: the run can be repeated. */
+		uint64_t x = key | 1, n = 0;
+		double end = now_s() + timeout;
+		while (now_s() < end) {
+			x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+			size_t o = (size_t)(65536 + x % (size - 65536 - 64)) & ~(size_t)7;
+			for (int i = 0; i < 64; i += 8) {
+				x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+				memcpy(m + o + i, &x, 8);
+			}
+			n++;
+			struct timespec ts = {0, 500000};
+			nanosleep(&ts, NULL);
+		}
+		for (size_t i = 0; i < 512; i += 8) {
+			x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+			memcpy(m + i, &x, 8);
+		}
+		printf("scribbled %llu times 64 bytes over %s, then its first 512 bytes\n",
+		       (unsigned long long)n, path);
+		return 0;
+	}
 	if (!strcmp(cmd, "find")) {
 		/* resource2_wc exists for a prefetchable BAR: a write-combining mapping */
 		char wc[420];
