@@ -43,6 +43,12 @@ struct nsk_vmconn {
 	struct nsk_vmconn *prev, *next;
 };
 
+/* A mapping of the region, kept for the process's life: channel structs may point into it. */
+struct rgbox {
+	struct nsk_region rg;
+	struct rgbox *older;
+};
+
 /* A listener of this process: registered in the region whenever we are a member, again after
  * a re-join (device unplugged and back). */
 struct nsk_vmlisten {
@@ -68,6 +74,7 @@ static struct {
 	struct nsk_region_spec spec;
 	int state; /* VM_* (atomic reads) */
 	struct nsk_region *rg; /* the current mapping: a new one per join (old ones stay mapped) */
+	struct rgbox *boxes;   /* every mapping made, newest first (all stay reachable) */
 	pid_t joiner;
 	int forked; /* a fork happened since the join: children may share the membership */
 	int atfork_done;
@@ -372,7 +379,8 @@ static void fork_child(void)
 static int join_locked(void)
 {
 	int first = vm.state == VM_UNTRIED;
-	struct nsk_region *rg = calloc(1, sizeof(*rg));
+	struct rgbox *box = calloc(1, sizeof(*box));
+	struct nsk_region *rg = box ? &box->rg : NULL;
 	int r = rg ? nsk_region_open_spec(rg, &vm.spec) : -ENOMEM;
 	if (r < 0) {
 		if (first || !vm.stale_logged)
@@ -382,7 +390,7 @@ static int join_locked(void)
 			        vm.spec.arg[0] ? vm.spec.arg : "(auto)", strerror(-r),
 			        first ? "" : " until it is back");
 		vm.stale_logged = 1;
-		free(rg);
+		free(box);
 		return r;
 	}
 	char host[64] = "", name[33];
@@ -395,9 +403,11 @@ static int join_locked(void)
 			        strerror(-slot));
 		vm.stale_logged = 1;
 		nsk_region_close(rg);
-		free(rg);
+		free(box);
 		return slot;
 	}
+	box->older = vm.boxes;
+	vm.boxes = box;
 	__atomic_store_n(&vm.rg, rg, __ATOMIC_RELEASE); /* read by rgn() without the lock */
 	publish_addrs();
 	vm.joiner = getpid();
