@@ -76,7 +76,7 @@ void nsk_agg_policy(unsigned *k_fixed, uint64_t *t_fixed_ns, uint64_t *target_ns
 int nsk_agg_tcp_enabled(void)
 {
 	pthread_once(&cfg_once, cfg_init);
-	return cfg_k > 1;
+	return cfg_k != 1;
 }
 
 void nsk_agg_init(struct nsk_agg *a, nsk_agg_wake_fn fn, void *ctx, const uint64_t *svc_ns)
@@ -90,6 +90,7 @@ void nsk_agg_init(struct nsk_agg *a, nsk_agg_wake_fn fn, void *ctx, const uint64
 	a->k = cfg_k ? cfg_k : 1;
 	a->t_ns = cfg_k ? cfg_t_ns : 0;
 	a->wake_cost_ns = 5000;
+	a->asleep = 1.0;
 }
 
 /* ---------------------------------------------------------------- delivery ----------- */
@@ -279,25 +280,38 @@ static void reevaluate(struct nsk_agg *a, uint64_t now)
 	double rate = (double)(puts - a->win_puts) / dt;
 	/* A long gap resets the estimate: a burst after idling starts with k = 1. */
 	a->lambda = dt > 0.1 ? rate : (a->lambda * 3 + rate) / 4;
+	if (a->serial) {
+		double f = puts > a->win_puts ? (double)(a->takes - a->win_takes) /
+						    (double)(puts - a->win_puts)
+					      : 0.0;
+		if (f > 1.0)
+			f = 1.0;
+		a->asleep = dt > 0.1 ? f : (a->asleep * 3 + f) / 4;
+		a->win_takes = a->takes;
+	}
 	a->win_ns = now;
 	a->win_puts = puts;
 	if (cfg_k)
 		return;
+	/* The messages a container could gather are those that find the consumer asleep: the
+	 * others are taken by a consumer that is running or spinning anyway. */
+	double lambda = a->lambda * a->asleep;
 	uint64_t svc = (a->svc_ns ? nsk_load64(a->svc_ns) : 0) +
 		       __atomic_load_n(&a->wake_cost_ns, __ATOMIC_RELAXED);
 	if (svc < 1000)
 		svc = 1000;
 	/* The choice costs a few microseconds (a bisection per k tried): only when the inputs
 	 * moved by more than 20 %. */
-	if (a->lambda < a->eval_lambda * 1.2 && a->lambda > a->eval_lambda * 0.8 &&
+	if (lambda < a->eval_lambda * 1.2 && lambda > a->eval_lambda * 0.8 &&
 	    (double)svc < (double)a->eval_svc * 1.2 && (double)svc > (double)a->eval_svc * 0.8)
 		return;
-	a->eval_lambda = a->lambda;
+	a->eval_lambda = lambda;
 	a->eval_svc = svc;
 	struct nsk_adapt ad;
-	int r = nsk_adapt_choose(a->lambda, 1e9 / (double)svc, (double)cfg_target_ns / 1000.0, K_MAX,
-				 &ad);
-	if (r == -ENOENT && a->lambda * (double)svc < 1e9) {
+	int r = lambda > 0.0 ? nsk_adapt_choose(lambda, 1e9 / (double)svc,
+						(double)cfg_target_ns / 1000.0, K_MAX, &ad)
+			     : -EINVAL;
+	if (r == -ENOENT && lambda * (double)svc < 1e9) {
 		/* No k meets the target, and the consumer keeps up without containers: delaying
 		 * wake-ups would only add to the delay. */
 		a->k = 1;
@@ -332,6 +346,35 @@ int nsk_agg_on_put(struct nsk_agg *a, uint64_t now)
 		deliver_locked(a);
 	pthread_mutex_unlock(&a->lock);
 	return owed;
+}
+
+int nsk_agg_on_put_serial(struct nsk_agg *a)
+{
+	tl_puts++;
+	uint64_t p = atomic_load_explicit(&a->puts, memory_order_relaxed) + 1;
+	atomic_store_explicit(&a->puts, p, memory_order_relaxed);
+	if (!atomic_load_explicit(&a->owed, memory_order_relaxed) && (p & 31))
+		return 0;
+	uint64_t now = nsk_now_ns();
+	if (now - a->win_ns >= WINDOW_NS) {
+		pthread_mutex_lock(&a->lock);
+		if (now - a->win_ns >= WINDOW_NS)
+			reevaluate(a, now);
+		pthread_mutex_unlock(&a->lock);
+	}
+	if (!atomic_load_explicit(&a->owed, memory_order_relaxed))
+		return 0;
+	pthread_mutex_lock(&a->lock);
+	int owed = atomic_load_explicit(&a->owed, memory_order_relaxed);
+	if (owed && (++a->pending >= a->k || now >= __atomic_load_n(&a->deadline_ns, __ATOMIC_RELAXED)))
+		deliver_locked(a);
+	pthread_mutex_unlock(&a->lock);
+	return owed;
+}
+
+void nsk_agg_took(struct nsk_agg *a)
+{
+	a->takes++;
 }
 
 int nsk_agg_defer(struct nsk_agg *a, uint64_t now, uint32_t bits)

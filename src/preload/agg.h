@@ -42,6 +42,12 @@ struct nsk_agg {
 	double eval_lambda;    /* inputs of the last model evaluation */
 	uint64_t eval_svc;
 	uint64_t containers, deferred; /* wake-ups delivered / wake-ups delayed */
+	/* A single writer (a TCP ring, under its txlock) also counts the wake-up requests it
+	 * took: the policy's arrival rate is then that of messages finding the consumer asleep
+	 * (a consumer spinning through a burst needs no wake-up that could be aggregated). */
+	int serial;
+	uint64_t takes, win_takes;
+	double asleep;         /* fraction of puts that took a request (EWMA over windows) */
 };
 
 /* nsk_agg_init - a channel's aggregation state; @fn delivers a wake-up; @svc_ns (may be
@@ -53,6 +59,12 @@ void nsk_agg_fini(struct nsk_agg *a);
  * (this message joins the container; the wake-up is delivered now if the container is full
  * or due), 0 otherwise: the caller then takes the consumer's request as usual. */
 int nsk_agg_on_put(struct nsk_agg *a, uint64_t now);
+/* nsk_agg_on_put_serial - nsk_agg_on_put for a single writer (@a->serial): no atomic
+ * read-modify-write, and the clock is read only when a wake-up is owed or every 32 puts
+ * (for the rate window). */
+int nsk_agg_on_put_serial(struct nsk_agg *a);
+/* nsk_agg_took - a single writer took a sleeping consumer's wake-up request. */
+void nsk_agg_took(struct nsk_agg *a);
 /* nsk_agg_defer - the producer just took request @bits from a sleeping consumer: returns 1
  * if the wake-up is delayed (now owed, with deadline now + t), 0 to wake at once. */
 int nsk_agg_defer(struct nsk_agg *a, uint64_t now, uint32_t bits);
@@ -68,8 +80,8 @@ void nsk_agg_flush_all(void);
 void nsk_agg_service(uint64_t *svc_ns, uint64_t ns);
 /* nsk_agg_after_fork - child: no flusher thread, nothing owed by us. */
 void nsk_agg_after_fork(void);
-/* nsk_agg_tcp_enabled - whether small TCP writes are aggregated: only with a fixed
- * NEARSOCK_BATCH_K > 1 (the adaptive default lost 20 % on tcp_stream 64 B, see BENCHMARKS). */
+/* nsk_agg_tcp_enabled - whether small TCP writes may be aggregated: adaptive (the default) or
+ * a fixed NEARSOCK_BATCH_K > 1; not with NEARSOCK_BATCH_K=1. */
 int nsk_agg_tcp_enabled(void);
 /* nsk_agg_policy - the configured policy: *@k_fixed (0: adaptive), *@t_fixed_ns,
  * *@target_ns. */

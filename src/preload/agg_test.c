@@ -3,7 +3,8 @@
  * a producer that goes quiet still has its container delivered by the flusher (the deadline
  * is honoured, checked with a generous bound); a thread that waits after every message is
  * never delayed; flush_all before a wait delivers everything owed; the adaptive policy keeps
- * k = 1 at low rates and batches at high rates. Each case runs in a child process because the
+ * k = 1 at low rates and batches at high rates; for a single writer (TCP) only the puts that
+ * found the consumer asleep count. Each case runs in a child process because the
  * configuration is read from the environment once per process. */
 #include <stdatomic.h>
 
@@ -143,6 +144,48 @@ static void case_adaptive(void)
 	nsk_agg_fini(&a);
 }
 
+/* A single writer (TCP): the rate the policy uses is that of puts that found the consumer
+ * asleep. 2 M puts/s with every put taking a request batches; the same rate with one take
+ * in 1000 (a consumer spinning through the stream) keeps k = 1. */
+static void case_serial(void)
+{
+	struct nsk_agg a;
+	nsk_agg_init(&a, wake_fn, NULL, NULL);
+	a.serial = 1;
+	a.wake_cost_ns = 1000;
+	uint64_t now = t_now_ns();
+	for (int w = 0; w < 5; w++) {
+		for (int i = 0; i < 2000; i++) {
+			nsk_agg_on_put(&a, now);
+			if (i % 1000 == 0)
+				nsk_agg_took(&a);
+		}
+		now += 1000000;
+	}
+	nsk_agg_on_put(&a, now);
+	printf("   2 M/s, asleep %.4f: k = %u\n", a.asleep, a.k);
+	CHECK(a.lambda > 1e6);
+	CHECK(a.asleep < 0.01);
+	CHECK_EQ(a.k, 1);
+	for (int w = 0; w < 8; w++) {
+		for (int i = 0; i < 2000; i++) {
+			nsk_agg_on_put(&a, now);
+			nsk_agg_took(&a);
+		}
+		now += 1000000;
+	}
+	nsk_agg_on_put(&a, now);
+	printf("   2 M/s, asleep %.4f: k = %u, t = %.1f us\n", a.asleep, a.k, (double)a.t_ns / 1e3);
+	CHECK(a.asleep > 0.8);
+	CHECK(a.k > 1);
+	/* The serial put counts and reads the clock lazily: 64 puts, no wake-up owed. */
+	uint64_t p0 = atomic_load(&a.puts);
+	for (int i = 0; i < 64; i++)
+		CHECK_EQ(nsk_agg_on_put_serial(&a), 0);
+	CHECK_EQ(atomic_load(&a.puts), p0 + 64);
+	nsk_agg_fini(&a);
+}
+
 int main(void)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -155,6 +198,8 @@ int main(void)
 	in_child(case_waiter, "8", "1000000", NULL);
 	printf("== case_adaptive\n");
 	in_child(case_adaptive, NULL, NULL, "50");
+	printf("== case_serial\n");
+	in_child(case_serial, NULL, NULL, "50");
 	printf("ok\n");
 	return 0;
 }

@@ -2224,7 +2224,7 @@ static void tcp_agg_wake(struct nsk_agg *a, uint32_t bits)
 static void wake_after_write_hint(struct nsk_sock *s, size_t n, int more)
 {
 	struct nsk_agg *a = s->agg;
-	if (a && nsk_agg_on_put(a, nsk_now_ns()))
+	if (a && nsk_agg_on_put_serial(a))
 		return; /* a wake-up is owed already: this write joins its container */
 	if (more) {
 		nsk_fence();
@@ -2235,6 +2235,8 @@ static void wake_after_write_hint(struct nsk_sock *s, size_t n, int more)
 	uint32_t w = nsk_take(&s->chan.tx.ctl->cons_armed);
 	if (!w)
 		return;
+	if (a)
+		nsk_agg_took(a);
 	/* Small writes to a consumer asleep in a blocking call may share one wake-up (bounded
 	 * delay). Not for poll/epoll sleepers: their wake-up is a byte on the kernel socket,
 	 * which a delayed delivery could send after the application closed and reused the fd. */
@@ -2244,6 +2246,8 @@ static void wake_after_write_hint(struct nsk_sock *s, size_t n, int more)
 		 * wake-ups would only compete with both) */
 		if (!a && (a = calloc(1, sizeof(*a))) != NULL) {
 			nsk_agg_init(a, tcp_agg_wake, s, NULL);
+			a->serial = 1; /* senders hold txlock */
+			nsk_agg_took(a);
 			s->agg = a; /* under txlock; read by this socket's senders only */
 		}
 		if (a && nsk_agg_defer(a, nsk_now_ns(), w))
