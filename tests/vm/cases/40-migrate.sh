@@ -45,35 +45,35 @@ migrate_A() {
 			--seed "$KEY" --rate-mbs 3 >/tmp/mig.out 2>/tmp/mig.err &
 		cp=$!
 		sleep 2
-		kill -0 $cp 2>/dev/null && break
-		wait $cp
+		kill -0 "$cp" 2>/dev/null && break
+		wait "$cp"
 		rc=$?
 		[ $rc -eq 2 ] || { cat /tmp/mig.out /tmp/mig.err; echo "client failed (rc $rc)"; return 1; }
 		n=$((n + 1))
 		[ $n -lt 30 ] || { echo "no server at $IP_B:7401"; return 1; }
 	done
-	retry 20 is_path $cp ring || { echo "1: the stream did not move to the region (path '$(mig_path $cp)')"; return 1; }
+	retry 20 is_path "$cp" ring || { echo "1: the stream did not move to the region (path '$(mig_path "$cp")')"; return 1; }
 	echo "1. co-resident: path ring, virtio-net $(nic_rate) B/s"
 	"$NSK" evacuate --all --wait 20 || { echo "2: evacuate did not complete"; return 1; }
-	is_path $cp tcp || { echo "2: still on the rings after the evacuation"; return 1; }
+	is_path "$cp" tcp || { echo "2: still on the rings after the evacuation"; return 1; }
 	echo "2. evacuated: path tcp, virtio-net $(nic_rate) B/s"
 	t0=$(uptime_s)
 	host_request migrate_del 60 no_region || { echo "3: region device still there 60 s after device_del"; return 1; }
 	t1=$(uptime_s)
 	sleep 1
 	r=$(nic_rate)
-	echo "3. region device unplugged (after $(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }') s): path $(mig_path $cp), virtio-net $r B/s"
-	kill -0 $cp 2>/dev/null || { cat /tmp/mig.out /tmp/mig.err; echo "3: the client ended while the device was away"; return 1; }
+	echo "3. region device unplugged (after $(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }') s): path $(mig_path "$cp"), virtio-net $r B/s"
+	kill -0 "$cp" 2>/dev/null || { cat /tmp/mig.out /tmp/mig.err; echo "3: the client ended while the device was away"; return 1; }
 	[ "$r" -gt 1000000 ] || { echo "3: the stream stalled while the device was away ($r B/s)"; return 1; }
 	host_request migrate_add 60 have_region || { echo "4: region device not back 60 s after device_add"; return 1; }
 	echo "4. region device back"
-	"$NSK" attach --all --wait 30 || { echo "5: attach did not complete (path $(mig_path $cp))"; cat /tmp/mig.err; return 1; }
+	"$NSK" attach --all --wait 30 || { echo "5: attach did not complete (path $(mig_path "$cp"))"; cat /tmp/mig.err; return 1; }
 	sleep 1
 	r=$(nic_rate)
-	echo "5. attached: path $(mig_path $cp), virtio-net $r B/s"
-	is_path $cp ring || { echo "5: not back on the region's rings"; return 1; }
+	echo "5. attached: path $(mig_path "$cp"), virtio-net $r B/s"
+	is_path "$cp" ring || { echo "5: not back on the region's rings"; return 1; }
 	[ "$r" -lt 1000000 ] || { echo "5: virtio-net still carries $r B/s"; return 1; }
-	wait $cp
+	wait "$cp"
 	rc=$?
 	cat /tmp/mig.out
 	grep -i "warn" /tmp/mig.err | head -5

@@ -28,23 +28,23 @@ hostile_vm_A() {
 			--seed "$KEY" --rate-mbs 20 >/tmp/hv.out 2>/tmp/hv.cerr &
 		cp=$!
 		sleep 2
-		kill -0 $cp 2>/dev/null && break
-		wait $cp
+		kill -0 "$cp" 2>/dev/null && break
+		wait "$cp"
 		rc=$?
 		[ $rc -eq 2 ] || { cat /tmp/hv.out /tmp/hv.cerr; echo "client failed (rc $rc)"; return 1; }
 		n=$((n + 1))
 		[ $n -lt 30 ] || { echo "no server at $IP_B:7501"; return 1; }
 	done
-	retry 20 is_path $cp ring || { echo "the stream did not move to the region"; return 1; }
+	retry 20 is_path "$cp" ring || { echo "the stream did not move to the region"; return 1; }
 	ivshmem_probe scribble --key "$KEY" --timeout 0.5 || { echo "scribble failed"; return 1; }
 	t0=$(date +%s)
-	while kill -0 $cp 2>/dev/null && [ $(($(date +%s) - t0)) -lt 30 ]; do sleep 1; done
-	if kill -0 $cp 2>/dev/null; then
-		kill -9 $cp
+	while kill -0 "$cp" 2>/dev/null && [ $(($(date +%s) - t0)) -lt 30 ]; do sleep 1; done
+	if kill -0 "$cp" 2>/dev/null; then
+		kill -9 "$cp"
 		echo "client hung after the scribbling"
 		return 1
 	fi
-	wait $cp
+	wait "$cp"
 	rc=$?
 	cat /tmp/hv.out
 	grep -i "warn" /tmp/hv.cerr | head -5
