@@ -107,6 +107,8 @@ struct nsk_udp {
 	int polled;           /* poll/epoll waited on the kernel fd before the inbox existed */
 	uint64_t spin_cur;    /* adaptive spin budget of blocking receives (ns) */
 	unsigned spin_probe;
+	uint64_t scpus;       /* the inbox's sender_cpus as last read, and when (it sits on */
+	uint64_t scpus_ns;    /* the producers' lock line: read every 100 ms, not per receive) */
 	/* sender */
 	struct dest dests[DEST_CACHE];
 };
@@ -1401,7 +1403,15 @@ static ssize_t udp_recv(struct nsk_sock *s, struct msghdr *m, int flags)
 		uint64_t spin = __atomic_load_n(&s->spin_ns, __ATOMIC_RELAXED);
 		/* Spinning pays only when a sender can run meanwhile on another CPU: not on a
 		 * shared core, where it only delays the sender. */
-		uint64_t all = u->cpus | nsk_load64(&h->sender_cpus);
+		uint64_t all;
+		if (now - __atomic_load_n(&u->scpus_ns, __ATOMIC_RELAXED) > 100000000ull) {
+			all = nsk_load64(&h->sender_cpus);
+			__atomic_store_n(&u->scpus, all, __ATOMIC_RELAXED);
+			__atomic_store_n(&u->scpus_ns, now, __ATOMIC_RELAXED);
+		} else {
+			all = __atomic_load_n(&u->scpus, __ATOMIC_RELAXED);
+		}
+		all |= u->cpus;
 		if (u->cpus && __builtin_popcountll(all) <= 1)
 			spin = 0;
 		/* Adaptive: a spin that ends in a sleep anyway only took the CPU from someone
