@@ -208,14 +208,29 @@ int main(int argc, char **argv)
 		snprintf(model, sizeof(model), "null");
 	else
 		snprintf(model, sizeof(model), "%.2f", m.delay_us);
+	/* The spinning-consumer cycle model (adapt.h): the receiver spins NEARSOCK_SPIN_US
+	 * (default 50) before it sleeps; a message taken while it spins costs about 1 us. */
+	const char *sp = getenv("NEARSOCK_SPIN_US");
+	double spin_us = sp && *sp ? atof(sp) : 50.0;
+	struct nsk_adapt_spin ms;
+	char mspin[32] = "null", mwakes[32] = "null";
+	if (have && mu > 0 &&
+	    nsk_adapt_eval_spin(lambda, st.agg_k ? st.agg_k : 1,
+	                        st.agg_k > 1 ? (double)st.agg_t_ns / 1e3 : 0.0, 1e6 / mu, spin_us,
+	                        1.0, &ms) == 0) {
+		snprintf(mspin, sizeof(mspin), "%.2f", ms.delay_us);
+		snprintf(mwakes, sizeof(mwakes), "%.0f", ms.wakes_per_msg * (double)count);
+	}
 	printf("{\"rate\": %.0f, \"sent_s\": %.0f, \"recv_s\": %.0f, \"loss_pct\": %.3f, "
 	       "\"delay_mean_us\": %.2f, \"delay_p50_us\": %.2f, \"delay_p99_us\": %.2f, "
 	       "\"delay_p999_us\": %.2f, \"preloaded\": %d, \"k\": %u, \"adaptive\": %u, "
 	       "\"t_us\": %.1f, \"lambda\": %.0f, \"svc_us\": %.2f, \"wakeups\": %llu, "
-	       "\"deferred\": %llu, \"model_delay_us\": %s}\n",
+	       "\"deferred\": %llu, \"model_delay_us\": %s, \"model_spin_us\": %s, "
+	       "\"model_wakeups\": %s}\n",
 	       rate, (double)count / secs, res[5], 100.0 * (1.0 - res[0] / (double)count), res[1],
 	       res[2], res[3], res[4], have, st.agg_k, st.agg_adaptive, (double)st.agg_t_ns / 1e3,
 	       lambda, have ? (double)st.agg_svc_ns / 1e3 : 0.0,
-	       (unsigned long long)st.agg_containers, (unsigned long long)st.wakeups_deferred, model);
+	       (unsigned long long)st.agg_containers, (unsigned long long)st.wakeups_deferred, model,
+	       mspin, mwakes);
 	return 0;
 }

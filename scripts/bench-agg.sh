@@ -30,18 +30,18 @@ chmod 700 "$NEARSOCK_DIR"
 trap 'rm -rf "$NEARSOCK_DIR"' EXIT
 j() { sed -n 's/.*"'"$1"'": *\([^,}]*\).*/\1/p' <<<"$2" | tr -d '"'; }
 CSV=$OUT/agg.csv
-echo "setting,rate,recv_s,loss_pct,delay_mean_us,delay_p50_us,delay_p99_us,k,t_us,lambda,svc_us,wakeups,model_delay_us" >"$CSV"
+echo "setting,rate,recv_s,loss_pct,delay_mean_us,delay_p50_us,delay_p99_us,k,t_us,lambda,svc_us,wakeups,model_delay_us,model_spin_us,model_wakeups" >"$CSV"
 row() { # NAME JSON
 	local L=$2
-	printf "%-12s %9s %7s %9s %9s %9s %5s %8s %9s %8s %9s %10s\n" "$1" "$(j recv_s "$L")" \
+	printf "%-12s %9s %7s %9s %9s %9s %5s %8s %9s %8s %9s %10s %10s %10s\n" "$1" "$(j recv_s "$L")" \
 		"$(j loss_pct "$L")" "$(j delay_mean_us "$L")" "$(j delay_p50_us "$L")" "$(j delay_p99_us "$L")" \
 		"$(j k "$L")" "$(j t_us "$L")" "$(j lambda "$L")" "$(j svc_us "$L")" "$(j wakeups "$L")" \
-		"$(j model_delay_us "$L")"
-	echo "$1,$(j rate "$L"),$(j recv_s "$L"),$(j loss_pct "$L"),$(j delay_mean_us "$L"),$(j delay_p50_us "$L"),$(j delay_p99_us "$L"),$(j k "$L"),$(j t_us "$L"),$(j lambda "$L"),$(j svc_us "$L"),$(j wakeups "$L"),$(j model_delay_us "$L")" >>"$CSV"
+		"$(j model_delay_us "$L")" "$(j model_spin_us "$L")" "$(j model_wakeups "$L")"
+	echo "$1,$(j rate "$L"),$(j recv_s "$L"),$(j loss_pct "$L"),$(j delay_mean_us "$L"),$(j delay_p50_us "$L"),$(j delay_p99_us "$L"),$(j k "$L"),$(j t_us "$L"),$(j lambda "$L"),$(j svc_us "$L"),$(j wakeups "$L"),$(j model_delay_us "$L"),$(j model_spin_us "$L"),$(j model_wakeups "$L")" >>"$CSV"
 }
 {
 	echo "# nearsock-aggbench: Poisson $RATE datagrams/s of 64 B, $COUNT datagrams per run; $(nproc) CPUs; load: $(cut -d' ' -f1-3 /proc/loadavg)"
-	printf "%-12s %9s %7s %9s %9s %9s %5s %8s %9s %8s %9s %10s\n" setting recv/s loss% mean_us p50_us p99_us k t_us lambda svc_us wakeups model_us
+	printf "%-12s %9s %7s %9s %9s %9s %5s %8s %9s %8s %9s %10s %10s %10s\n" setting recv/s loss% mean_us p50_us p99_us k t_us lambda svc_us wakeups model_us spin_us spin_wakes
 	row kernel "$(NEARSOCK_DISABLE=1 "$AB" --rate "$RATE" --count "$COUNT")"
 	for k in $KS; do
 		row "k=$k" "$(NEARSOCK_BATCH_K=$k NEARSOCK_BATCH_T_US=100000 "$NSK" run -- "$AB" --rate "$RATE" --count "$COUNT")"

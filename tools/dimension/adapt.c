@@ -60,6 +60,73 @@ int nsk_adapt_eval(double lambda, unsigned k, double mu, struct nsk_adapt *out)
 	return 0;
 }
 
+/*
+ * Expected total wait of a container's messages until it closes, and its expected size: the
+ * opener at 0, later arrivals Poisson(lambda); open at time s while fewer than k - 1 arrived
+ * and s < t. E[total] = int_0^t sum_{n<k-1} (1 + n) P(N(s) = n) ds (each message present
+ * waits while the container is open), E[size] = 1 + E[min(N(t), k - 1)]. Midpoint rule on a
+ * horizon where the container is almost surely closed.
+ */
+static void container_fill(double lam, unsigned k, double t, double *total, double *size)
+{
+	double horizon = t > 0 ? t : (k - 1 + 12.0 * sqrt((double)k) + 12.0) / lam;
+	int steps = 2000;
+	double h = horizon / steps, tot = 0.0;
+	for (int i = 0; i < steps; i++) {
+		double s = (i + 0.5) * h, p = exp(-lam * s), acc = 0.0;
+		for (unsigned n = 0; n + 1 < k; n++) {
+			acc += (1.0 + n) * p;
+			p *= lam * s / (n + 1.0);
+		}
+		tot += acc * h;
+	}
+	/* E[min(N(t), k - 1)] (t <= 0: exactly k - 1) */
+	double em = k - 1.0;
+	if (t > 0) {
+		double p = exp(-lam * t), cdf = 0.0;
+		em = 0.0;
+		for (unsigned n = 0; n + 1 < k; n++) {
+			em += n * p;
+			cdf += p;
+			p *= lam * t / (n + 1.0);
+		}
+		em += (k - 1.0) * (1.0 - cdf);
+	}
+	*total = tot;
+	*size = 1.0 + em;
+}
+
+int nsk_adapt_eval_spin(double lambda, unsigned k, double t_us, double w_us, double spin_us,
+                        double c_us, struct nsk_adapt_spin *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (k == 0 || !(lambda > 0.0) || !(w_us >= 0.0) || !(spin_us >= 0.0) || !(c_us >= 0.0) ||
+	    !isfinite(lambda) || !isfinite(w_us) || !isfinite(spin_us) || !isfinite(c_us) ||
+	    !isfinite(t_us))
+		return -EINVAL;
+	double lam = lambda * 1e-6; /* per microsecond */
+	double fill_total, size;
+	if (k == 1) {
+		fill_total = 0.0;
+		size = 1.0;
+	} else {
+		container_fill(lam, k, t_us, &fill_total, &size);
+	}
+	/* Messages during the hand-over: lam w of them; their total wait lam E[W^2] / 2 =
+	 * lam w^2 (exponential W). Spin period: messages until a gap > spin, geometric with
+	 * mean (1 - p) / p, p = exp(-lam spin). */
+	double p = exp(-lam * spin_us);
+	double spin_msgs = p > 0.0 ? (1.0 - p) / p : 1e300;
+	double n = size + lam * w_us + spin_msgs;
+	double total = fill_total + size * w_us + lam * w_us * w_us;
+	out->container = size;
+	out->fill_us = fill_total / size;
+	out->msgs_per_wake = n;
+	out->wakes_per_msg = 1.0 / n;
+	out->delay_us = c_us + total / n;
+	return 0;
+}
+
 int nsk_adapt_choose(double lambda, double mu, double target_us, unsigned k_max,
                      struct nsk_adapt *out)
 {

@@ -44,4 +44,29 @@ int nsk_adapt_eval(double lambda, unsigned k, double mu, struct nsk_adapt *out);
 int nsk_adapt_choose(double lambda, double mu, double target_us, unsigned k_max,
                      struct nsk_adapt *out);
 
+/*
+ * The spinning consumer (a refinement measured against the data path, docs/DIMENSION.md).
+ * nearsock's consumer spins spin_us before it sleeps, so only a message that finds it
+ * asleep needs a wake-up, and only such a message opens a container. One cycle: the
+ * consumer falls asleep; a message opens a container, which closes at k messages or after
+ * t_us (t_us <= 0: no timeout); the wake-up hands over in w_us (exponential); messages
+ * arriving meanwhile wait for it; then the consumer takes every message at once (c_us)
+ * until a gap longer than spin_us, and sleeps again. Poisson arrivals at lambda (per s).
+ * Queueing between messages taken while spinning is ignored (low load).
+ */
+struct nsk_adapt_spin {
+	double msgs_per_wake; /* messages per cycle: container + hand-over + spin period */
+	double container;     /* mean messages in a container */
+	double fill_us;       /* mean time a message waits for its container to close */
+	double delay_us;      /* mean message delay */
+	double wakes_per_msg; /* 1 / msgs_per_wake */
+};
+
+/*
+ * nsk_adapt_eval_spin - the cycle model above. Returns 0, or -EINVAL for k == 0, negative or
+ * non-finite input, lambda == 0.
+ */
+int nsk_adapt_eval_spin(double lambda, unsigned k, double t_us, double w_us, double spin_us,
+                        double c_us, struct nsk_adapt_spin *out);
+
 #endif

@@ -10,8 +10,38 @@
 
 #include <errno.h>
 
+/* The spinning-consumer cycle model: its limits. */
+static void spin_model(void)
+{
+	struct nsk_adapt_spin m;
+	/* No spin: every message (k = 1) wakes the consumer and waits one hand-over. */
+	CHECK(nsk_adapt_eval_spin(5e4, 1, 0, 30, 0, 1, &m) == 0);
+	CHECK_REL(m.wakes_per_msg, 1.0 / (1.0 + 0.05 * 30), 1e-12);
+	CHECK_REL(m.delay_us, 1.0 + 30.0, 1e-12);
+	/* Slow traffic against a long spin: the consumer almost never sleeps. */
+	CHECK(nsk_adapt_eval_spin(1e5, 1, 0, 30, 200, 1, &m) == 0);
+	CHECK(m.wakes_per_msg < 1e-8);
+	CHECK(m.delay_us < 1.0 + 1e-6);
+	/* A container of k without timeout holds k; its messages wait (k - 1) / (2 lambda). */
+	CHECK(nsk_adapt_eval_spin(5e4, 8, 0, 30, 0, 1, &m) == 0);
+	CHECK_REL(m.container, 8.0, 1e-9);
+	CHECK_REL(m.fill_us, 7.0 / (2.0 * 0.05), 1e-3);
+	/* A timeout shorter than the fill closes it early: fewer messages, shorter waits. */
+	struct nsk_adapt_spin t;
+	CHECK(nsk_adapt_eval_spin(5e4, 8, 20, 30, 0, 1, &t) == 0);
+	CHECK_REL(t.container, 1.0 + 0.05 * 20.0, 0.05); /* about 1 + lambda t */
+	CHECK(t.fill_us < m.fill_us);
+	/* The measured case of docs/BENCHMARKS.md: 50 k/s, spin 50 us, k = 1, hand-over 34.3 us:
+	 * about 7 % of the messages need a wake-up (measured 7.9 %). */
+	CHECK(nsk_adapt_eval_spin(5e4, 1, 0, 34.3, 50, 1, &m) == 0);
+	CHECK(m.wakes_per_msg > 0.06 && m.wakes_per_msg < 0.085);
+	CHECK(nsk_adapt_eval_spin(0, 1, 0, 1, 1, 1, &m) == -EINVAL);
+	CHECK(nsk_adapt_eval_spin(1, 0, 0, 1, 1, 1, &m) == -EINVAL);
+}
+
 int main(void)
 {
+	spin_model();
 	struct nsk_adapt a, b;
 	double s, fp = 0.0, lam = 3e5, mu = 6e4;
 
