@@ -426,6 +426,9 @@ _Static_assert(NSK_PC_NR <= 16, "process counters");
 
 /* Member slot state word: generation << 32 | kind. The generation is bumped by every join. */
 enum nsk_rgn_mkind { NSK_RM_FREE = 0, NSK_RM_LIVE = 1, NSK_RM_RECLAIM = 2 };
+/* struct nsk_rgn_member.flags: NSK_RM_F_EVAC — the member's process is evacuated (nearsock
+ * evacuate): clients do not offer it channels until the flag is gone. */
+#define NSK_RM_F_EVAC 1u
 #define NSK_RM_KIND(s) ((uint32_t)((s)&0xffffffffu))
 #define NSK_RM_GEN(s) ((uint32_t)((s) >> 32))
 /* An owner tag names one membership (slot, generation): (gen mod 2^24) << 8 | (slot + 1).

@@ -256,6 +256,13 @@ static int list_add(struct nsk_agg *a)
 	return 0;
 }
 
+void nsk_agg_child_reset(struct nsk_agg *a)
+{
+	pthread_mutex_init(&a->lock, NULL);
+	atomic_store_explicit(&a->owed, 0, memory_order_relaxed);
+	a->pending = 0; /* (`listed` stays: the flusher drops entries that owe nothing) */
+}
+
 void nsk_agg_after_fork(void)
 {
 	pthread_mutex_init(&list_lock, NULL);

@@ -78,6 +78,9 @@ void nsk_agg_flush(struct nsk_agg *a);
 void nsk_agg_flush_all(void);
 /* nsk_agg_service - consumer side: fold one measured hand-over latency into *@svc_ns. */
 void nsk_agg_service(uint64_t *svc_ns, uint64_t ns);
+/* nsk_agg_child_reset - child after fork: @a's lock fresh (its holder may be a thread that
+ * does not exist here), nothing owed (the parent delivers what it owed). */
+void nsk_agg_child_reset(struct nsk_agg *a);
 /* nsk_agg_after_fork - child: no flusher thread, nothing owed by us. */
 void nsk_agg_after_fork(void);
 /* nsk_agg_tcp_enabled - whether small TCP writes may be aggregated: adaptive (the default) or

@@ -508,6 +508,8 @@ static void fork_child_visit(int fd, void *obj, void *arg)
 	(void)fd;
 	(void)arg;
 	struct nsk_sock *s = obj;
+	if (s->agg) /* another thread may have held its lock at the fork: it is gone here */
+		nsk_agg_child_reset(s->agg);
 	/* An offer not yet delivered is the parent's to deliver (one offer per channel). */
 	if (s->offer_pending && s->offer_memfd >= 0) {
 		REAL(close)(s->offer_memfd);
@@ -1337,13 +1339,18 @@ static void ring_tick(struct nsk_sock *s)
 
 /* Does this side want its connections on TCP? The socket's own wish (nearsock_evacuate),
  * the process's (nearsock evacuate PID) or the domain's (nearsock evacuate --all). */
+int nsk_sock_proc_want_tcp(void)
+{
+	if (nsk_g.tab.hdr && nsk_load32(&nsk_g.tab.hdr->want_tcp))
+		return 1;
+	return nsk_g.dom.reg.hdr && nsk_load32(&nsk_g.dom.reg.hdr->want_tcp) != 0;
+}
+
 static int local_want_tcp(struct nsk_sock *s)
 {
 	if (__atomic_load_n(&s->pin_tcp, __ATOMIC_RELAXED))
 		return 1;
-	if (nsk_g.tab.hdr && nsk_load32(&nsk_g.tab.hdr->want_tcp))
-		return 1;
-	return nsk_g.dom.reg.hdr && nsk_load32(&nsk_g.dom.reg.hdr->want_tcp) != 0;
+	return nsk_sock_proc_want_tcp();
 }
 
 static struct nsk_chan_side *side_me(struct nsk_sock *s)
@@ -1364,7 +1371,12 @@ static int conn_want_tcp(struct nsk_sock *s)
 	struct nsk_chan_side *me = side_me(s);
 	if (nsk_load32(&me->evac) != lw)
 		nsk_store32(&me->evac, lw);
-	return lw || nsk_load32(&side_peer(s)->evac) != 0;
+	if (lw || nsk_load32(&side_peer(s)->evac) != 0)
+		return 1;
+	/* A region channel either side retired is finished for both: the other side follows,
+	 * so that it can be dropped (an attach right after an evacuation may have come before
+	 * the peer saw the wish), and an attach gets a fresh channel. */
+	return s->vm && (nsk_load32(&me->retired) || nsk_load32_acquire(&side_peer(s)->retired));
 }
 
 /* May our sending direction start epoch e+1? Only once the peer's receiver is in epoch e:
@@ -1542,31 +1554,91 @@ static int vm_done(struct nsk_sock *s)
 	       nsk_ring_used(&s->chan.rx) == 0;
 }
 
+/* The channel is done with (vm_done() was true: it stays true, nothing in it moves any
+ * more): forget it locally — no access to its memory. Mode SHM -> TCP by CAS (a concurrent
+ * reset to BROKEN wins: the application sees the reset, not a clean EOF). */
+static int vm_forget(struct nsk_sock *s)
+{
+	struct nsk_conn *c = s->conn;
+	uint32_t m = NSK_MODE_SHM;
+	if (!atomic_compare_exchange_strong_explicit(NSK_A32(&c->mode), &m, NSK_MODE_TCP,
+						     memory_order_acq_rel, memory_order_relaxed))
+		return 0;
+	chan_retire(s);
+	/* The next channel starts its epochs and control-byte counts afresh; switch points
+	 * stay absolute byte counts of the connection. */
+	nsk_store64(&c->ctl_bytes, 0);
+	s->candidate = 1;
+	return 1;
+}
+
 int nsk_sock_vm_drop(struct nsk_sock *s, int vm_locked)
 {
 	struct nsk_conn *c = s->conn;
 	if (!s->vm || !chan_ok(s) || nsk_load32(&c->mode) != NSK_MODE_SHM || !vm_done(s))
 		return 0;
+	/* Shared with another process (fork): its copy would go on reading the channel. */
+	if (!nsk_sock_last_holder(s))
+		return 0;
+	nsk_vm_mark_done(s);
 	if (!xtrylock(&c->txlock))
-		return 0;
-	if (!rx_trylock(s)) {
-		xunlock(&c->txlock);
-		return 0;
-	}
-	int ok = chan_ok(s) && nsk_load32(&c->mode) == NSK_MODE_SHM && vm_done(s);
-	if (ok) {
-		chan_retire(s);
+		return 0; /* a sender is busy: it drops at its next call, or the next beat does */
+	/* A reader in the connection's last TCP epoch (blocked in the kernel, holding rxlock)
+	 * touches the channel only through chan_ok()-gated checks: the drop need not wait for
+	 * it (it may wait for a long time, and the region may be about to go). */
+	int rx = rx_trylock(s);
+	int ok = chan_ok(s) && vm_done(s) && vm_forget(s);
+	if (ok)
 		nsk_vm_detach(s, vm_locked);
-		/* The next channel starts its epochs and control-byte counts afresh; switch
-		 * points stay absolute byte counts of the connection. */
-		nsk_store64(&c->ctl_bytes, 0);
-		nsk_store32(&c->mode, NSK_MODE_TCP);
-		s->candidate = 1;
-	}
-	xunlock(&c->rxlock);
+	if (rx)
+		xunlock(&c->rxlock);
 	xunlock(&c->txlock);
 	if (ok)
 		nsk_log(NSK_LOG_DEBUG, "fd %d: region channel dropped (evacuated both ways)", s->fd);
+	return ok;
+}
+
+void nsk_sock_vm_follow(struct nsk_sock *s)
+{
+	struct nsk_conn *c = s->conn;
+	if (!s->vm || !chan_ok(s) || nsk_load32(&c->mode) != NSK_MODE_SHM ||
+	    atomic_load(&s->closing) || !nsk_sock_last_holder(s))
+		return;
+	/* Only if the switch-back marker can go at once: the caller must not wait. */
+	struct pollfd p = {.fd = s->fd, .events = POLLOUT};
+	if (REAL(poll)(&p, 1, 0) != 1 || !(p.revents & POLLOUT))
+		return;
+	follow_wish(s);
+}
+
+int nsk_sock_vm_forget(struct nsk_sock *s)
+{
+	int ok = vm_forget(s);
+	if (ok)
+		nsk_log(NSK_LOG_DEBUG, "fd %d: region gone after the channel was done: on TCP",
+			s->fd);
+	return ok;
+}
+
+int nsk_sock_vm_unoffer(struct nsk_sock *s, int vm_locked)
+{
+	struct nsk_conn *c = s->conn;
+	if (!s->vm || !chan_ok(s) || nsk_load32(&c->mode) != NSK_MODE_OFFERED ||
+	    pthread_mutex_trylock(&s->lock) != 0)
+		return 0;
+	int ok = 0;
+	uint32_t m = NSK_MODE_OFFERED;
+	if (nsk_chan_withdraw(&s->chan) == 0 &&
+	    atomic_compare_exchange_strong_explicit(NSK_A32(&c->mode), &m, NSK_MODE_TCP,
+						    memory_order_acq_rel, memory_order_relaxed)) {
+		chan_retire(s);
+		nsk_vm_detach(s, vm_locked); /* frees the chunks: never claimed, ours alone */
+		s->candidate = 1;
+		ok = 1;
+	}
+	pthread_mutex_unlock(&s->lock);
+	if (ok)
+		nsk_log(NSK_LOG_DEBUG, "fd %d: region offer withdrawn (its member is gone)", s->fd);
 	return ok;
 }
 

@@ -127,6 +127,22 @@ int nsk_sock_pin_tcp(struct nsk_sock *s, int tcp);
  * thread is sending or receiving on it. 1 if dropped. @vm_locked: the caller holds vmdom's
  * lock. */
 int nsk_sock_vm_drop(struct nsk_sock *s, int vm_locked);
+/* nsk_sock_vm_follow - the heartbeat thread's turn at follow_wish() for a region connection
+ * whose process may sit outside socket calls (a server blocked in epoll_wait or recv): its
+ * sending direction evacuates and retires when asked, so that an evacuation completes and
+ * the channel can be dropped before the region goes. Skipped while a sender holds the
+ * connection or the kernel socket cannot take the marker at once. */
+void nsk_sock_vm_follow(struct nsk_sock *s);
+/* nsk_sock_vm_forget - the region went away after @s's channel was found done (dropped in
+ * all but name): forget the channel without touching its memory; 1 if @s is on TCP now. */
+int nsk_sock_vm_forget(struct nsk_sock *s);
+/* nsk_sock_vm_unoffer - client @s's region offer is still unclaimed and its listener's
+ * member is gone: withdraw it, free its chunks (nsk_vm_detach) and make @s a TCP candidate
+ * again. 1 if done; 0 if claimed meanwhile or @s is busy. @vm_locked as nsk_sock_vm_drop. */
+int nsk_sock_vm_unoffer(struct nsk_sock *s, int vm_locked);
+/* nsk_sock_proc_want_tcp - this process (or its whole domain) is asked to use TCP
+ * (nearsock evacuate PID|--all). */
+int nsk_sock_proc_want_tcp(void);
 
 /* nsk_sock_expire_offers - drop pending offers nobody will claim (withdrawn, or too old):
  * called at every accept on a registered listener, so their segments are not kept. */

@@ -38,10 +38,17 @@ struct nsk_vmconn {
 	uint64_t seen_mail; /* server: our mailbox sequence last looked at */
 	int broken;
 	int detached; /* our users bit is cleared: the memory is not touched any more */
+	int done;     /* sock.c found the channel done (both sides retired, all read): if the
+	               * region goes before the drop, the connection just forgets it */
 	struct nsk_region *rg; /* the mapping the channel is in (attached only) */
 	uint64_t retry_ns;     /* client: no offer before this time (a failed or dropped one) */
 	struct nsk_vmconn *prev, *next;
 };
+
+/* Fields of struct nsk_vmconn that the heartbeat thread changes (under vm.lock) while the
+ * application's threads may read them without it: relaxed atomics. */
+#define VLD(f) __atomic_load_n(&(f), __ATOMIC_RELAXED)
+#define VST(f, x) __atomic_store_n(&(f), (x), __ATOMIC_RELAXED)
 
 /* A mapping of the region, kept for the process's life: channel structs may point into it. */
 struct rgbox {
@@ -65,6 +72,8 @@ struct nsk_vmlisten {
 #define VM_REJOIN_NS 500000000ull
 #define VM_RETRY_NS 1000000000ull
 #define VM_REOFFER_NS 50000000ull
+#define VM_EVAC_POLL_NS 100000000ull /* a client looks this often whether an evacuated
+                                      * listener's process was attached again */
 
 enum { VM_UNTRIED = 0, VM_JOINED = 1, VM_STALE = 2, VM_GONE = 3, VM_UNUSABLE = -1 };
 
@@ -213,7 +222,7 @@ static struct nsk_vmconn *vmconn_new(struct nsk_sock *s, int side, uint32_t peer
 static void break_locked(struct nsk_vmconn *v, const char *why)
 {
 	struct nsk_sock *s = v->s;
-	if (v->broken || !v->attached)
+	if (v->broken || !VLD(v->attached))
 		return;
 	uint32_t m = nsk_load32(&s->conn->mode);
 	if (m != NSK_MODE_SHM && m != NSK_MODE_OFFERED)
@@ -235,9 +244,9 @@ static const char peer_dead[] = "peer member dead";
 
 static const char *channel_lost(struct nsk_vmconn *v)
 {
-	if (!v->attached || v->detached)
+	if (!VLD(v->attached) || VLD(v->detached))
 		return NULL;
-	if (vm_state() != VM_JOINED || v->rg != rgn())
+	if (vm_state() != VM_JOINED || VLD(v->rg) != rgn())
 		return "region stale";
 	uint32_t owner = nsk_region_chunk_owner(rgn(), v->chan_off);
 	if (owner != rgn()->self_tag && !nsk_region_tag_live(rgn(), owner))
@@ -257,7 +266,30 @@ static void lost_locked(struct nsk_vmconn *v, const char *why)
 {
 	if (why == peer_dead && nsk_sock_vm_drop(v->s, 1))
 		return;
+	/* An offer the dead member never claimed: ours to withdraw, and try again later. */
+	if (why == peer_dead && v->side == NSK_SIDE_CLIENT && nsk_sock_vm_unoffer(v->s, 1))
+		return;
 	break_locked(v, why);
+}
+
+/* Forget @v's channel without touching its memory (the region is gone). Caller holds
+ * vm.lock. */
+static void forget_locked(struct nsk_vmconn *v)
+{
+	VST(v->attached, 0);
+	VST(v->detached, 0);
+	VST(v->oh_live, 0);
+	VST(v->rg, NULL);
+	v->broken = v->done = 0;
+	v->chan_off = v->chan_size = 0;
+	v->nchunks = 0;
+	VST(v->seen_mail, UINT64_MAX);
+	VST(v->retry_ns, nsk_now_ns() + VM_REOFFER_NS);
+}
+
+void nsk_vm_mark_done(struct nsk_sock *s)
+{
+	VST(s->vm->done, 1);
 }
 
 /* ---------------------------------------------------------------- heartbeat ----------- */
@@ -275,8 +307,12 @@ static void stale_locked(void)
 	        "are reset; joining again when it is back",
 	        rgn()->path);
 	__atomic_store_n(&vm.state, VM_STALE, __ATOMIC_RELEASE);
-	for (struct nsk_vmconn *v = vm.conns; v; v = v->next)
-		break_locked(v, "region stale");
+	for (struct nsk_vmconn *v = vm.conns; v; v = v->next) {
+		if (VLD(v->attached) && VLD(v->done) && nsk_sock_vm_forget(v->s))
+			forget_locked(v); /* evacuated both ways, not dropped yet: TCP already */
+		else
+			break_locked(v, "region stale");
+	}
 	for (struct nsk_vmlisten *l = vm.listeners; l; l = l->next)
 		l->rg = NULL;
 	vm.stale_logged = 0;
@@ -321,12 +357,19 @@ static void *beat_main(void *arg)
 		}
 		if ((++n & 3) == 0)
 			nsk_region_reap(rgn());
+		/* Our evacuation wish, for clients of our listeners: no offers while it stands. */
+		uint32_t *fl = &rgn()->members[rgn()->self].flags;
+		uint32_t want = nsk_sock_proc_want_tcp() ? NSK_RM_F_EVAC : 0;
+		if ((nsk_load32(fl) & NSK_RM_F_EVAC) != want)
+			nsk_store32(fl, (nsk_load32(fl) & ~NSK_RM_F_EVAC) | want);
 		for (struct nsk_vmconn *v = vm.conns; v; v = v->next) {
 			const char *why = channel_lost(v);
 			if (why)
 				lost_locked(v, why);
-			else if (v->attached && !v->detached)
+			else if (VLD(v->attached) && !VLD(v->detached)) {
+				nsk_sock_vm_follow(v->s); /* an evacuation wish, for an idle process */
 				nsk_sock_vm_drop(v->s, 1); /* evacuated both ways: drop the channel */
+			}
 		}
 		pthread_mutex_unlock(&vm.lock);
 	}
@@ -362,12 +405,13 @@ static void fork_parent(void)
 	pthread_mutex_unlock(&vm.lock);
 }
 
-/* The child shares the membership (and the connections it inherited): it beats too. */
+/* The child shares the membership (and the connections it inherited): it beats too — or,
+ * while the region is stale, tries to join it again. */
 static void fork_child(void)
 {
 	pthread_mutex_init(&vm.lock, NULL);
-	if (vm.state == VM_JOINED) {
-		vm.forked = 1;
+	if (vm.state == VM_JOINED || vm.state == VM_STALE) {
+		vm.forked = vm.state == VM_JOINED;
 		start_beat_thread();
 	}
 }
@@ -409,6 +453,7 @@ static int join_locked(void)
 	box->older = vm.boxes;
 	vm.boxes = box;
 	__atomic_store_n(&vm.rg, rg, __ATOMIC_RELEASE); /* read by rgn() without the lock */
+	nsk_store32(&rg->members[slot].flags, nsk_sock_proc_want_tcp() ? NSK_RM_F_EVAC : 0);
 	publish_addrs();
 	vm.joiner = getpid();
 	vm.forked = 0;
@@ -550,7 +595,7 @@ int nsk_vm_connected(struct nsk_sock *s)
 /* No offer now: the connection stays on TCP, a candidate that tries again later. */
 static void retry_later(struct nsk_sock *s, uint64_t after_ns)
 {
-	s->vm->retry_ns = nsk_now_ns() + after_ns;
+	VST(s->vm->retry_ns, nsk_now_ns() + after_ns);
 	s->candidate = 1;
 	nsk_store32(&s->conn->mode, NSK_MODE_TCP);
 }
@@ -559,23 +604,29 @@ int nsk_vm_offer_due(struct nsk_sock *s)
 {
 	struct nsk_vmconn *v = s->vm;
 	uint64_t now = nsk_now_ns();
-	if (now < v->retry_ns)
+	if (now < VLD(v->retry_ns))
 		return 0;
 	if (vm_state() != VM_JOINED) {
-		v->retry_ns = now + VM_RETRY_NS;
+		VST(v->retry_ns, now + VM_RETRY_NS);
 		return 0;
 	}
-	if (!nsk_region_tag_live(rgn(), v->peer_tag)) {
+	struct nsk_region *rg = rgn();
+	if (!nsk_region_tag_live(rg, v->peer_tag)) {
 		/* The listener's member left (its VM's device unplugged, the process gone): look
 		 * for the listener again, under whatever membership it has now. */
 		uint32_t t = resolve_listener(s->conn);
 		if (!t) {
-			v->retry_ns = now + VM_RETRY_NS;
+			VST(v->retry_ns, now + VM_RETRY_NS);
 			return 0;
 		}
 		pthread_mutex_lock(&vm.lock);
 		v->peer_tag = t;
 		pthread_mutex_unlock(&vm.lock);
+	}
+	/* The listener's process is evacuated (a VM about to migrate): it would not claim. */
+	if (nsk_load32(&rg->members[NSK_RGN_TAG_SLOT(v->peer_tag)].flags) & NSK_RM_F_EVAC) {
+		VST(v->retry_ns, now + VM_EVAC_POLL_NS);
+		return 0;
 	}
 	return 1;
 }
@@ -584,7 +635,10 @@ void nsk_vm_offer(struct nsk_sock *s)
 {
 	struct nsk_vmconn *v = s->vm;
 	struct nsk_conn *c = s->conn;
-	if (vm_state() != VM_JOINED || !nsk_region_tag_live(rgn(), v->peer_tag)) {
+	/* One mapping for the whole offer: a re-join may replace rgn() meanwhile (checked
+	 * again under vm.lock before the offer is posted). */
+	struct nsk_region *rg = rgn();
+	if (vm_state() != VM_JOINED || !nsk_region_tag_live(rg, v->peer_tag)) {
 		retry_later(s, VM_RETRY_NS);
 		return;
 	}
@@ -593,15 +647,15 @@ void nsk_vm_offer(struct nsk_sock *s)
 	uint32_t want = (uint32_t)((want_b + NSK_RGN_CHUNK - 1) / NSK_RGN_CHUNK);
 	uint32_t min_n = (uint32_t)((min_b + NSK_RGN_CHUNK - 1) / NSK_RGN_CHUNK);
 	uint32_t got = 0;
-	int64_t off = nsk_region_chunk_alloc_prop(rgn(), want, min_n, &got);
+	int64_t off = nsk_region_chunk_alloc_prop(rg, want, min_n, &got);
 	const char *why = NULL;
+	struct nsk_chan ch;
 	if (off < 0) {
 		why = strerror((int)-off);
 	} else {
 		uint64_t size = (uint64_t)got * NSK_RGN_CHUNK;
-		void *p = nsk_region_ptr(rgn(), (uint64_t)off, size);
+		void *p = nsk_region_ptr(rg, (uint64_t)off, size);
 		uint64_t ring = nsk_chan_mem_ring_size(size, nsk_g.ring_size);
-		struct nsk_chan ch;
 		if (!p || !ring || nsk_chan_format_mem(&ch, p, size, ring) < 0) {
 			why = "bad chunk range";
 		} else {
@@ -617,25 +671,30 @@ void nsk_vm_offer(struct nsk_sock *s)
 			memcpy(o.caddr, c->laddr, 16);
 			memcpy(o.saddr, c->raddr, 16);
 			o.from_pid = (uint32_t)getpid();
-			s->chan = ch;
 			/* The heartbeat thread looks at attached connections (vm.lock). */
 			pthread_mutex_lock(&vm.lock);
-			int r = nsk_region_offer_post(rgn(), &o, &v->oh);
+			int r = vm.state != VM_JOINED || rg != vm.rg
+			            ? -ESTALE
+			            : nsk_region_offer_post(rg, &o, &v->oh);
 			if (r < 0) {
 				why = strerror(-r);
-				memset(&s->chan, 0, sizeof(s->chan));
 			} else {
+				s->chan = ch; /* (retired before: chan_ok() is 0 until published) */
 				v->chan_off = (uint64_t)off;
 				v->chan_size = size;
 				v->nchunks = got;
-				v->oh_live = 1;
-				v->attached = 1;
-				v->rg = rgn();
+				v->done = 0;
+				VST(v->oh_live, 1);
+				VST(v->rg, rg);
+				VST(v->attached, 1);
 			}
+			if (why && r != -ESTALE)
+				nsk_region_chunk_free(rg, (uint64_t)off, got);
 			pthread_mutex_unlock(&vm.lock);
+			off = -1; /* freed above if needed */
 		}
-		if (why)
-			nsk_region_chunk_free(rgn(), (uint64_t)off, got);
+		if (why && off >= 0)
+			nsk_region_chunk_free(rg, (uint64_t)off, got);
 	}
 	if (why) {
 		nsk_log(NSK_LOG_INFO, "fd %d: no ivshmem channel (%s): TCP for now", s->fd, why);
@@ -648,33 +707,33 @@ void nsk_vm_offer(struct nsk_sock *s)
 	/* Release pairs with chan_ok()'s acquire in sock.c: s->chan is complete. */
 	atomic_store_explicit(&s->chan_ready, 1, memory_order_release);
 	nsk_store32(&c->mode, NSK_MODE_OFFERED);
-	nsk_log(NSK_LOG_DEBUG, "fd %d: ivshmem offer posted (%u chunks at %llu, rings %llu)", s->fd,
-	        got, (unsigned long long)off, (unsigned long long)nsk_ring_cap(&s->chan.tx));
+	nsk_log(NSK_LOG_DEBUG, "fd %d: ivshmem offer posted (%u chunks, rings %llu)", s->fd, got,
+	        (unsigned long long)nsk_ring_cap(&s->chan.tx));
 }
 
 static void offer_done(struct nsk_vmconn *v, int force)
 {
-	if (!v->oh_live || v->rg != rgn())
+	struct nsk_region *rg = VLD(v->rg);
+	if (!VLD(v->oh_live) || rg != rgn())
 		return;
-	int k = nsk_region_offer_state(rgn(), &v->oh);
+	int k = nsk_region_offer_state(rg, &v->oh);
 	if (k == NSK_RO_POSTED && force)
-		k = nsk_region_offer_withdraw(rgn(), &v->oh) == 0 ? NSK_RO_WITHDRAWN
-		                                                   : NSK_RO_CLAIMED;
+		k = nsk_region_offer_withdraw(rg, &v->oh) == 0 ? NSK_RO_WITHDRAWN : NSK_RO_CLAIMED;
 	if (k == NSK_RO_CLAIMED || k == NSK_RO_WITHDRAWN)
-		nsk_region_offer_release(rgn(), &v->oh);
+		nsk_region_offer_release(rg, &v->oh);
 	if (k < 0 || k == NSK_RO_CLAIMED || k == NSK_RO_WITHDRAWN)
-		v->oh_live = 0;
+		VST(v->oh_live, 0);
 }
 
 void nsk_vm_client_refresh(struct nsk_sock *s)
 {
 	struct nsk_vmconn *v = s->vm;
-	if (!v || !v->oh_live || !v->attached)
+	if (!v || !VLD(v->oh_live) || !VLD(v->attached))
 		return;
 	/* The header decides (claim or our withdrawal); the slot follows. */
 	if (nsk_load32_acquire(&s->chan.hdr->state) != NSK_CH_OFFERED)
 		offer_done(v, 1);
-	else if (vm_state() == VM_JOINED && v->rg == rgn() &&
+	else if (vm_state() == VM_JOINED && VLD(v->rg) == rgn() &&
 	         !nsk_region_tag_live(rgn(), v->peer_tag))
 		s->deadline_ns = 0; /* the member we offered to is gone: withdraw at once */
 }
@@ -718,39 +777,49 @@ void nsk_vm_accepted(struct nsk_sock *s, struct nsk_sock *ls, const struct socka
 int nsk_vm_take(struct nsk_sock *s)
 {
 	struct nsk_vmconn *v = s->vm;
-	if (v->attached || vm_state() != VM_JOINED)
+	struct nsk_region *rg = rgn(); /* one mapping throughout (see nsk_vm_offer) */
+	if (VLD(v->attached) || vm_state() != VM_JOINED)
 		return 0;
 	/* Acquire pairs with the poster's bump after its release CAS to POSTED. */
-	uint64_t seq = nsk_load64_acquire(&rgn()->members[rgn()->self].mail_seq);
-	if (seq == v->seen_mail || !nsk_sock_last_holder(s))
+	uint64_t seq = nsk_load64_acquire(&rg->members[rg->self].mail_seq);
+	if (seq == VLD(v->seen_mail) || !nsk_sock_last_holder(s))
 		return 0;
-	v->seen_mail = seq;
+	VST(v->seen_mail, seq);
 	struct nsk_conn *c = s->conn;
 	struct nsk_region_offer_info o;
 	struct nsk_region_offer_handle h;
-	if (nsk_region_offer_claim(rgn(), c->family, c->raddr, c->rport, c->laddr, c->lport, &o,
-	                           &h) < 0)
+	if (nsk_region_offer_claim(rg, c->family, c->raddr, c->rport, c->laddr, c->lport, &o, &h) <
+	    0)
 		return 0;
-	void *p = nsk_region_ptr(rgn(), o.chan_off, o.chan_size);
-	int r =
-	    !p ? -EPROTO : nsk_chan_attach_mem(&s->chan, p, o.chan_size, o.nonce, NSK_SIDE_SERVER);
-	if (r == 0 && !nsk_region_tag_live(rgn(), o.from_tag))
+	struct nsk_chan ch;
+	void *p = nsk_region_ptr(rg, o.chan_off, o.chan_size);
+	int r = !p ? -EPROTO : nsk_chan_attach_mem(&ch, p, o.chan_size, o.nonce, NSK_SIDE_SERVER);
+	if (r == 0 && !nsk_region_tag_live(rg, o.from_tag))
 		r = -ESTALE;
+	if (r == 0) {
+		pthread_mutex_lock(&vm.lock); /* the heartbeat thread looks at attached ones */
+		if (vm.state != VM_JOINED || rg != vm.rg) {
+			r = -ESTALE; /* re-joined meanwhile: the offer was in the old mapping */
+		} else {
+			s->chan = ch; /* (retired before: chan_ok() is 0 until published) */
+			v->peer_tag = o.from_tag;
+			v->chan_off = o.chan_off;
+			v->chan_size = o.chan_size;
+			v->nchunks = (uint32_t)(o.chan_size / NSK_RGN_CHUNK);
+			v->done = 0;
+			VST(v->rg, rg);
+			VST(v->attached, 1);
+		}
+		pthread_mutex_unlock(&vm.lock);
+	}
+	if (r == -ESTALE && vm_state() == VM_JOINED && rgn() != rg)
+		return 0; /* the client offers again in the new mapping */
 	if (r < 0) {
-		memset(&s->chan, 0, sizeof(s->chan));
 		nsk_log(NSK_LOG_WARN, "fd %d: ivshmem offer rejected (%s): staying on TCP", s->fd,
 		        strerror(-r));
 		nsk_store32(&c->mode, NSK_MODE_PLAIN);
 		return -1;
 	}
-	pthread_mutex_lock(&vm.lock); /* the heartbeat thread looks at attached connections */
-	v->rg = rgn();
-	v->peer_tag = o.from_tag;
-	v->chan_off = o.chan_off;
-	v->chan_size = o.chan_size;
-	v->nchunks = (uint32_t)(o.chan_size / NSK_RGN_CHUNK);
-	v->attached = 1;
-	pthread_mutex_unlock(&vm.lock);
 	__atomic_add_fetch(&vm.claims, 1, __ATOMIC_RELAXED);
 	/* Release pairs with chan_ok()'s acquire in sock.c. */
 	atomic_store_explicit(&s->chan_ready, 1, memory_order_release);
@@ -774,13 +843,14 @@ static int wait_loop(struct nsk_sock *s, int tx, uint64_t deadline, uint64_t sli
 	for (;;) {
 		if (ready(s, tx) || nsk_load32(&s->conn->mode) == NSK_MODE_BROKEN)
 			return 0;
+		/* (under vm.lock: the heartbeat thread changes the connection's fields) */
+		pthread_mutex_lock(&vm.lock);
 		const char *why = channel_lost(v);
-		if (why) {
-			pthread_mutex_lock(&vm.lock);
+		if (why)
 			break_locked(v, why);
-			pthread_mutex_unlock(&vm.lock);
+		pthread_mutex_unlock(&vm.lock);
+		if (why)
 			return 0;
-		}
 		now = nsk_now_ns();
 		if (now >= end)
 			return deadline && now >= deadline ? -ETIMEDOUT : 0;
@@ -814,9 +884,9 @@ int nsk_vm_wait(struct nsk_sock *s, int tx, uint64_t deadline, uint64_t slice_ns
 static void detach_locked(struct nsk_vmconn *v)
 {
 	struct nsk_sock *s = v->s;
-	if (!v->attached || v->detached || vm.state != VM_JOINED || v->rg != rgn())
+	if (!VLD(v->attached) || VLD(v->detached) || vm.state != VM_JOINED || VLD(v->rg) != rgn())
 		return;
-	v->detached = 1;
+	VST(v->detached, 1);
 	if (v->side == NSK_SIDE_CLIENT) {
 		/* Not claimed yet: withdraw first, so the server cannot start using it. */
 		if (nsk_chan_state(&s->chan) == NSK_CH_OFFERED)
@@ -850,17 +920,12 @@ void nsk_vm_detach(struct nsk_sock *s, int locked)
 	struct nsk_vmconn *v = s->vm;
 	if (!locked)
 		pthread_mutex_lock(&vm.lock);
-	if (v->attached) {
+	if (VLD(v->attached)) {
 		detach_locked(v);
 		offer_done(v, 1);
 		vm.drops++;
 	}
-	v->attached = v->detached = v->broken = v->oh_live = 0;
-	v->chan_off = v->chan_size = 0;
-	v->nchunks = 0;
-	v->rg = NULL;
-	v->seen_mail = UINT64_MAX; /* a server looks at its mailbox again */
-	v->retry_ns = nsk_now_ns() + VM_REOFFER_NS;
+	forget_locked(v); /* (a server looks at its mailbox again) */
 	if (!locked)
 		pthread_mutex_unlock(&vm.lock);
 }
@@ -887,6 +952,12 @@ void nsk_vm_release(struct nsk_sock *s)
 
 void nsk_vm_exit(void)
 {
+	if (vm_state() == VM_STALE) { /* no re-join during exit */
+		pthread_mutex_lock(&vm.lock);
+		if (vm.state == VM_STALE)
+			__atomic_store_n(&vm.state, VM_GONE, __ATOMIC_RELEASE);
+		pthread_mutex_unlock(&vm.lock);
+	}
 	if (vm_state() != VM_JOINED)
 		return;
 	pthread_mutex_lock(&vm.lock);

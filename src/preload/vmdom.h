@@ -73,6 +73,11 @@ int nsk_vm_wait(struct nsk_sock *s, int tx, uint64_t deadline, uint64_t slice_ns
  * @locked: the caller holds vm.lock (the heartbeat thread). */
 void nsk_vm_detach(struct nsk_sock *s, int locked);
 
+/* nsk_vm_mark_done - sock.c found @s's channel done (both sides retired, every byte read):
+ * should the region go before the drop, the connection forgets the channel instead of being
+ * reset. */
+void nsk_vm_mark_done(struct nsk_sock *s);
+
 /* nsk_vm_release - the last user of @s in this process is gone: detach from the channel's
  * memory (the last endpoint frees its chunks), give the offer slot back, forget @s. */
 void nsk_vm_release(struct nsk_sock *s);

@@ -19,9 +19,10 @@
 #            B's client (`nearsock evacuate`): both sides retire the region channel and drop
 #            it, the veth carries the stream; the region goes away under the running members
 #            (reformatted: their memberships vanish, as a migrated VM's does with its device)
-#            and comes back: the stream goes on over the veth untouched, both members join
-#            again; `nearsock attach`: a fresh channel, the veth falls quiet; every byte
-#            echoed exactly, both paths carried data
+#            and comes back: the stream goes on over the veth untouched, all four members
+#            join again; `nearsock attach`: fresh channels, the veth falls quiet; every byte
+#            echoed exactly, both paths carried data. A second, mostly idle connection (its
+#            server blocked in recv most of the time) goes the same way
 #   latency  64-byte ping-pong over the region and over the veth (figures printed), and the CPU a
 #            server blocked on an idle region connection burns while it polls (bounded)
 # Needs root for `ip netns`; skips (77) otherwise.
@@ -232,10 +233,19 @@ plain)
 	;;
 migrate)
 	BYTES=$((320 << 20))
+	SLOW=$((1 << 20))
 	server s1 --conns 1
+	S1=$SRV
 	bg "$T/c.out" "$T/c.err" ip netns exec "$Bn" env NEARSOCK_DIR="$DB" $RG "$NSK" run -- \
 		"$ECHO" client --addr "$NET.1" --port "$PORT" --bytes "$BYTES" --rate-mbs 20
 	CLI=$LAST_PID
+	# a mostly idle connection too: 4 KiB every 60 ms, its server blocked in recv meanwhile
+	server s2 --conns 1
+	S2=$SRV
+	bg "$T/c2.out" "$T/c2.err" ip netns exec "$Bn" env NEARSOCK_DIR="$DB" $RG "$NSK" run -- \
+		"$ECHO" client --addr "$NET.1" --port "$PORT" --bytes "$SLOW" --chunk 4096 --rate-mbs 0.07
+	CLI2=$LAST_PID
+	SRV=$S1
 	# path_of PID DIR - the sending path (ring|tcp) and mode of PID's connection end
 	path_of() {
 		"$NSK" status --dir "$2" --json | tr -d '\n' | sed 's/}, *{/}\n{/g' | grep "\"pid\": $1," |
@@ -254,7 +264,7 @@ migrate)
 	echo "1. co-resident: client $p, veth $r B/s"
 	case "$p" in *ring*) ;; *) fail "1: not on the region's rings ($p)" ;; esac
 	[ "$r" -lt $((2 << 20)) ] || fail "1: the veth carried $r B/s while on the rings"
-	"$NSK" evacuate "$CLI" --dir "$DB" --wait 5 >"$T/ev.out" 2>&1 || fail "2: evacuate: $(cat "$T/ev.out")"
+	"$NSK" evacuate --all --dir "$DB" --wait 5 >"$T/ev.out" 2>&1 || fail "2: evacuate: $(cat "$T/ev.out")"
 	wait_until 3 sh -c "! \"$NSK\" vm status \"$R\" --json | grep -q '\"used\": [1-9]'"
 	status_json evac
 	p=$(path_of "$CLI" "$DB")
@@ -270,9 +280,9 @@ assert d["chunks"]["used"] == 0 and d["offers"]["posted"] == 0, (d["chunks"], d[
 PY
 	"$NSK" vm init "$R" --size 16M --beat-ms 50 --dead-ms 1000 --force >"$T/re.out" 2>&1 ||
 		fail "3: reformatting the region: $(cat "$T/re.out")"
-	# both members join again (the heartbeat thread retries every 0.5 s)
-	live2() { "$NSK" vm status "$R" --json | python3 -c 'import json,sys; d=json.load(sys.stdin); sys.exit(sum(m.get("state") == "live" for m in d["members"]) != 2)'; }
-	wait_until 5 live2
+	# all four members join again (the heartbeat thread retries every 0.5 s)
+	live4() { "$NSK" vm status "$R" --json | python3 -c 'import json,sys; d=json.load(sys.stdin); sys.exit(sum(m.get("state") == "live" for m in d["members"]) != 4)'; }
+	wait_until 5 live4
 	status_json rejoined
 	r=$(veth_rate)
 	p=$(path_of "$CLI" "$DB")
@@ -280,11 +290,11 @@ PY
 	pyj rejoined x <<'PY' || fail "3: members did not join again: $(cat "$T/rejoined.json")"
 import json, sys
 d = json.load(open(sys.argv[1]))
-assert sum(m.get("state") == "live" for m in d["members"]) == 2, d["members"]
+assert sum(m.get("state") == "live" for m in d["members"]) == 4, d["members"]
 PY
 	[ "$r" -gt $((8 << 20)) ] || fail "3: the stream stalled while the region was away ($r B/s)"
 	kill -0 "$CLI" 2>/dev/null || fail "3: the client ended early: $(cat "$T/c.out" "$T/c.err")"
-	"$NSK" attach "$CLI" --dir "$DB" --wait 8 >"$T/at.out" 2>&1 || fail "4: attach: $(cat "$T/at.out")"
+	"$NSK" attach --all --dir "$DB" --wait 8 >"$T/at.out" 2>&1 || fail "4: attach: $(cat "$T/at.out")"
 	sleep 0.3
 	p=$(path_of "$CLI" "$DB")
 	ps=$(path_of "$SRV" "$DA")
@@ -301,6 +311,12 @@ PY
 	[ "$(jget mode "$C")" = 2 ] || fail "5: the client did not end on shared memory: $C"
 	[ "$(jget tx_shm "$C")" -gt $((16 << 20)) ] && [ "$(jget tx_tcp "$C")" -gt $((16 << 20)) ] ||
 		fail "5: both paths should have carried data: $C"
+	wait_pid "$CLI2" 30 || fail "the slow client did not finish"
+	wait_pid "$S2" 10 || fail "the slow server did not finish"
+	C2=$(line_of "$T/c2.out" '"role": "client"')
+	echo "slow connection: $C2"
+	[ "$(jget ok "$C2")" = 1 ] || fail "5: the slow stream was not echoed exactly: $C2 $(cat "$T/c2.err")"
+	[ "$(jget mode "$C2")" = 2 ] || fail "5: the slow connection did not end on shared memory: $C2"
 	[ "$FAILS" -eq 0 ] && ok "migrated out (region gone) and back under load: $BYTES bytes echoed exactly, $(jget tx_shm "$C") B sent through the region, $(jget tx_tcp "$C") B over the veth"
 	;;
 latency)
