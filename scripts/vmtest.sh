@@ -270,28 +270,23 @@ hmp_ok() {
 # (qemu_ram_set_idstr: the backend's RAM block keeps the name the first device gave it), so
 # the device comes back on a fresh backend object over the same file, as it would on a
 # migration target.
-PLUG=0
+# replug ROLE DEV BACKEND FILE SIZE - device_add DEV again on backend object BACKEND<n>, the
+# n-th fresh one over FILE (the first device's backend is BACKEND itself).
+declare -A PLUGS=()
+replug() {
+	local n=${PLUGS[$3]:-0} old=$3
+	[ "$n" = 0 ] || old=$3$n
+	n=$((n + 1))
+	PLUGS[$3]=$n
+	hmp_ok "$1" "object_del $old" &&
+		hmp_ok "$1" "object_add memory-backend-file,id=$3$n,share=on,mem-path=$4,size=$5" &&
+		hmp_ok "$1" "device_add ivshmem-plain,memdev=$3$n,id=$2"
+}
 host_hotplug_del() { hmp_ok "$1" "device_del ivs0"; }
-host_hotplug_add() {
-	local old=hm
-	[ $PLUG = 0 ] || old=hm$PLUG
-	PLUG=$((PLUG + 1))
-	hmp_ok "$1" "object_del $old" &&
-		hmp_ok "$1" "object_add memory-backend-file,id=hm$PLUG,share=on,mem-path=$SHM,size=16M" &&
-		hmp_ok "$1" "device_add ivshmem-plain,memdev=hm$PLUG,id=ivs0"
-}
-
-# The migrate case does the same with the nearsock region's device (ivs1).
-RPLUG=0
+host_hotplug_add() { replug "$1" ivs0 hm "$SHM" 16M; }
+# The migrate case: the nearsock region's device.
 host_migrate_del() { hmp_ok "$1" "device_del ivs1"; }
-host_migrate_add() {
-	local old=hr
-	[ $RPLUG = 0 ] || old=hr$RPLUG
-	RPLUG=$((RPLUG + 1))
-	hmp_ok "$1" "object_del $old" &&
-		hmp_ok "$1" "object_add memory-backend-file,id=hr$RPLUG,share=on,mem-path=$RSHM,size=32M" &&
-		hmp_ok "$1" "device_add ivshmem-plain,memdev=hr$RPLUG,id=ivs1"
-}
+host_migrate_add() { replug "$1" ivs1 hr "$RSHM" 32M; }
 
 # host_hoststream ROLE - the host side of case host_guest: a preloaded nsk_echo client in the
 # host's namespace on the guests' segment, with the region file as its ivshmem domain, streams

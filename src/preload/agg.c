@@ -335,10 +335,10 @@ static void reevaluate(struct nsk_agg *a, uint64_t now)
 	}
 }
 
-int nsk_agg_on_put(struct nsk_agg *a, uint64_t now)
+/* A put at @now, counted: a new rate window if due; the owed container closes if full or
+ * due. 1 if a wake-up is owed (the put joined its container). */
+static int put_counted(struct nsk_agg *a, uint64_t now)
 {
-	tl_puts++;
-	atomic_fetch_add_explicit(&a->puts, 1, memory_order_relaxed);
 	if (now - a->win_ns >= WINDOW_NS) {
 		pthread_mutex_lock(&a->lock);
 		if (now - a->win_ns >= WINDOW_NS)
@@ -355,6 +355,13 @@ int nsk_agg_on_put(struct nsk_agg *a, uint64_t now)
 	return owed;
 }
 
+int nsk_agg_on_put(struct nsk_agg *a, uint64_t now)
+{
+	tl_puts++;
+	atomic_fetch_add_explicit(&a->puts, 1, memory_order_relaxed);
+	return put_counted(a, now);
+}
+
 int nsk_agg_on_put_serial(struct nsk_agg *a)
 {
 	tl_puts++;
@@ -362,21 +369,7 @@ int nsk_agg_on_put_serial(struct nsk_agg *a)
 	atomic_store_explicit(&a->puts, p, memory_order_relaxed);
 	if (!atomic_load_explicit(&a->owed, memory_order_relaxed) && (p & 31))
 		return 0;
-	uint64_t now = nsk_now_ns();
-	if (now - a->win_ns >= WINDOW_NS) {
-		pthread_mutex_lock(&a->lock);
-		if (now - a->win_ns >= WINDOW_NS)
-			reevaluate(a, now);
-		pthread_mutex_unlock(&a->lock);
-	}
-	if (!atomic_load_explicit(&a->owed, memory_order_relaxed))
-		return 0;
-	pthread_mutex_lock(&a->lock);
-	int owed = atomic_load_explicit(&a->owed, memory_order_relaxed);
-	if (owed && (++a->pending >= a->k || now >= __atomic_load_n(&a->deadline_ns, __ATOMIC_RELAXED)))
-		deliver_locked(a);
-	pthread_mutex_unlock(&a->lock);
-	return owed;
+	return put_counted(a, nsk_now_ns());
 }
 
 void nsk_agg_took(struct nsk_agg *a)

@@ -30,6 +30,25 @@ nic_rate() {
 	echo $(($(nic_bytes) - _b0))
 }
 
+# bg_client OUT PORT BYTES RATE - a preloaded, paced nsk_echo client to B in the background,
+# started again until B's server listens (nsk_echo exits 2 before); sets cp. OUT.out and
+# OUT.err get its output.
+bg_client() {
+	_n=0
+	while :; do
+		"$NSK" run -- nsk_echo client --addr "$IP_B" --port "$2" --bytes "$3" \
+			--seed "$KEY" --rate-mbs "$4" >"$1.out" 2>"$1.err" &
+		cp=$!
+		sleep 2
+		kill -0 "$cp" 2>/dev/null && return 0
+		wait "$cp"
+		_rc=$?
+		[ $_rc -eq 2 ] || { cat "$1.out" "$1.err"; echo "client failed (rc $_rc)"; return 1; }
+		_n=$((_n + 1))
+		[ $_n -lt 30 ] || { echo "no server at $IP_B:$2"; return 1; }
+	done
+}
+
 migrate_B() {
 	export NEARSOCK_DOMAIN=ivshmem:auto
 	STREAM_BYTES=$MIG_BYTES
@@ -39,19 +58,7 @@ migrate_B() {
 migrate_A() {
 	export NEARSOCK_DOMAIN=ivshmem:auto
 	have_region || { echo "A has no region device"; return 1; }
-	n=0
-	while :; do # until B's server listens (nsk_echo exits 2 before)
-		"$NSK" run -- nsk_echo client --addr "$IP_B" --port 7401 --bytes "$MIG_BYTES" \
-			--seed "$KEY" --rate-mbs 3 >/tmp/mig.out 2>/tmp/mig.err &
-		cp=$!
-		sleep 2
-		kill -0 "$cp" 2>/dev/null && break
-		wait "$cp"
-		rc=$?
-		[ $rc -eq 2 ] || { cat /tmp/mig.out /tmp/mig.err; echo "client failed (rc $rc)"; return 1; }
-		n=$((n + 1))
-		[ $n -lt 30 ] || { echo "no server at $IP_B:7401"; return 1; }
-	done
+	bg_client /tmp/mig 7401 "$MIG_BYTES" 3 || return 1
 	retry 20 is_path "$cp" ring || { echo "1: the stream did not move to the region (path '$(mig_path "$cp")')"; return 1; }
 	echo "1. co-resident: path ring, virtio-net $(nic_rate) B/s"
 	"$NSK" evacuate --all --wait 20 || { echo "2: evacuate did not complete"; return 1; }

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT
-# shellcheck shell=sh disable=SC2034 # sourced by tests/vm/guest.sh, which reads NAME_TIMEOUT
+# shellcheck shell=sh disable=SC2034,SC2154 # sourced by tests/vm/guest.sh (reads NAME_TIMEOUT); cp: set by bg_client (40-migrate.sh)
 # hostile_vm: a hostile VM (issue 8). While a stream A -> B runs through the region, a process
 # in A that is not nearsock (ivshmem_probe scribble) writes random bytes over the region's
 # channels and rings for half a second, then over its header. Both ends must end cleanly —
@@ -22,19 +22,7 @@ hostile_vm_B() {
 
 hostile_vm_A() {
 	export NEARSOCK_DOMAIN=ivshmem:auto
-	n=0
-	while :; do # until B's server listens (nsk_echo exits 2 before)
-		"$NSK" run -- nsk_echo client --addr "$IP_B" --port 7501 --bytes $((1 << 30)) \
-			--seed "$KEY" --rate-mbs 20 >/tmp/hv.out 2>/tmp/hv.cerr &
-		cp=$!
-		sleep 2
-		kill -0 "$cp" 2>/dev/null && break
-		wait "$cp"
-		rc=$?
-		[ $rc -eq 2 ] || { cat /tmp/hv.out /tmp/hv.cerr; echo "client failed (rc $rc)"; return 1; }
-		n=$((n + 1))
-		[ $n -lt 30 ] || { echo "no server at $IP_B:7501"; return 1; }
-	done
+	bg_client /tmp/hv 7501 $((1 << 30)) 20 || return 1
 	retry 20 is_path "$cp" ring || { echo "the stream did not move to the region"; return 1; }
 	ivshmem_probe scribble --key "$KEY" --timeout 0.5 || { echo "scribble failed"; return 1; }
 	t0=$(date +%s)
@@ -47,7 +35,7 @@ hostile_vm_A() {
 	wait "$cp"
 	rc=$?
 	cat /tmp/hv.out
-	grep -i "warn" /tmp/hv.cerr | head -5
+	grep -i "warn" /tmp/hv.err | head -5
 	[ $rc -lt 128 ] || { echo "client died of a signal (rc $rc)"; return 1; }
 	OUT=$(grep '"role"' /tmp/hv.out)
 	[ -n "$OUT" ] || { echo "client printed nothing (rc $rc)"; return 1; }
