@@ -280,7 +280,8 @@ static void forget_locked(struct nsk_vmconn *v)
 	VST(v->detached, 0);
 	VST(v->oh_live, 0);
 	VST(v->rg, NULL);
-	v->broken = v->done = 0;
+	v->broken = 0;
+	VST(v->done, 0);
 	v->chan_off = v->chan_size = 0;
 	v->nchunks = 0;
 	VST(v->seen_mail, UINT64_MAX);
@@ -683,7 +684,7 @@ void nsk_vm_offer(struct nsk_sock *s)
 				v->chan_off = (uint64_t)off;
 				v->chan_size = size;
 				v->nchunks = got;
-				v->done = 0;
+				VST(v->done, 0);
 				VST(v->oh_live, 1);
 				VST(v->rg, rg);
 				VST(v->attached, 1);
@@ -806,7 +807,7 @@ int nsk_vm_take(struct nsk_sock *s)
 			v->chan_off = o.chan_off;
 			v->chan_size = o.chan_size;
 			v->nchunks = (uint32_t)(o.chan_size / NSK_RGN_CHUNK);
-			v->done = 0;
+			VST(v->done, 0);
 			VST(v->rg, rg);
 			VST(v->attached, 1);
 		}
