@@ -1554,17 +1554,20 @@ static int vm_done(struct nsk_sock *s)
 	       nsk_ring_used(&s->chan.rx) == 0;
 }
 
-/* The channel is done with (vm_done() was true: it stays true, nothing in it moves any
- * more): forget it locally — no access to its memory. Mode SHM -> TCP by CAS (a concurrent
- * reset to BROKEN wins: the application sees the reset, not a clean EOF). */
-static int vm_forget(struct nsk_sock *s)
+/* A region connection is finished with its channel (done, withdrawn, or never claimed):
+ * mode @from -> TCP by CAS (a concurrent reset to BROKEN wins: the application sees the
+ * reset, not a clean EOF), the channel retired, and the connection a TCP candidate of the
+ * region again. @detach: give its memory back (nsk_vm_detach; @vm_locked as there); 0 when
+ * the region is gone and the memory must not be touched. */
+static int vm_recandidate(struct nsk_sock *s, uint32_t from, int detach, int vm_locked)
 {
 	struct nsk_conn *c = s->conn;
-	uint32_t m = NSK_MODE_SHM;
-	if (!atomic_compare_exchange_strong_explicit(NSK_A32(&c->mode), &m, NSK_MODE_TCP,
+	if (!atomic_compare_exchange_strong_explicit(NSK_A32(&c->mode), &from, NSK_MODE_TCP,
 						     memory_order_acq_rel, memory_order_relaxed))
 		return 0;
 	chan_retire(s);
+	if (detach)
+		nsk_vm_detach(s, vm_locked);
 	/* The next channel starts its epochs and control-byte counts afresh; switch points
 	 * stay absolute byte counts of the connection. */
 	nsk_store64(&c->ctl_bytes, 0);
@@ -1587,9 +1590,7 @@ int nsk_sock_vm_drop(struct nsk_sock *s, int vm_locked)
 	 * touches the channel only through chan_ok()-gated checks: the drop need not wait for
 	 * it (it may wait for a long time, and the region may be about to go). */
 	int rx = rx_trylock(s);
-	int ok = chan_ok(s) && vm_done(s) && vm_forget(s);
-	if (ok)
-		nsk_vm_detach(s, vm_locked);
+	int ok = chan_ok(s) && vm_done(s) && vm_recandidate(s, NSK_MODE_SHM, 1, vm_locked);
 	if (rx)
 		xunlock(&c->rxlock);
 	xunlock(&c->txlock);
@@ -1613,7 +1614,7 @@ void nsk_sock_vm_follow(struct nsk_sock *s)
 
 int nsk_sock_vm_forget(struct nsk_sock *s)
 {
-	int ok = vm_forget(s);
+	int ok = vm_recandidate(s, NSK_MODE_SHM, 0, 0);
 	if (ok)
 		nsk_log(NSK_LOG_DEBUG, "fd %d: region gone after the channel was done: on TCP",
 			s->fd);
@@ -1626,16 +1627,9 @@ int nsk_sock_vm_unoffer(struct nsk_sock *s, int vm_locked)
 	if (!s->vm || !chan_ok(s) || nsk_load32(&c->mode) != NSK_MODE_OFFERED ||
 	    pthread_mutex_trylock(&s->lock) != 0)
 		return 0;
-	int ok = 0;
-	uint32_t m = NSK_MODE_OFFERED;
-	if (nsk_chan_withdraw(&s->chan) == 0 &&
-	    atomic_compare_exchange_strong_explicit(NSK_A32(&c->mode), &m, NSK_MODE_TCP,
-						    memory_order_acq_rel, memory_order_relaxed)) {
-		chan_retire(s);
-		nsk_vm_detach(s, vm_locked); /* frees the chunks: never claimed, ours alone */
-		s->candidate = 1;
-		ok = 1;
-	}
+	/* (detached: the chunks are freed, never claimed, ours alone) */
+	int ok = nsk_chan_withdraw(&s->chan) == 0 &&
+		 vm_recandidate(s, NSK_MODE_OFFERED, 1, vm_locked);
 	pthread_mutex_unlock(&s->lock);
 	if (ok)
 		nsk_log(NSK_LOG_DEBUG, "fd %d: region offer withdrawn (its member is gone)", s->fd);
@@ -1716,12 +1710,11 @@ claim:
 	xlock(&c->txlock);
 	if (nsk_chan_claim(&s->chan) < 0) {
 		xunlock(&c->txlock);
-		chan_retire(s);
 		if (s->vm) { /* withdrawn by its client meanwhile: it offers again */
-			nsk_vm_detach(s, 0);
-			s->candidate = 1;
+			vm_recandidate(s, NSK_MODE_TCP, 1, 0);
 			return;
 		}
+		chan_retire(s);
 		unkeep(s);
 		nsk_store32(&c->mode, NSK_MODE_PLAIN);
 		return;
@@ -1944,10 +1937,7 @@ static void client_refresh(struct nsk_sock *s)
 		pcount(NSK_PC_OFFERS_EXPIRED);
 		nsk_log(NSK_LOG_DEBUG, "fd %d: offer not claimed in time: TCP", s->fd);
 		if (s->vm) { /* a region peer may claim a later one (evacuated, or re-joining) */
-			chan_retire(s);
-			nsk_vm_detach(s, 0);
-			nsk_store32(&c->mode, NSK_MODE_TCP);
-			s->candidate = 1;
+			vm_recandidate(s, NSK_MODE_OFFERED, 1, 0);
 			return;
 		}
 		if (s->offer_memfd >= 0) {

@@ -299,8 +299,9 @@ static int join_locked(void);
 static void register_all_locked(void);
 
 /* Our membership is gone (reformatted, evicted after a stall, or unplugged: the device's
- * memory reads as zeros). Channels in it cannot be used any more: their connections are
- * reset, except those whose channel was already dropped (evacuated: all on TCP). */
+ * memory reads as zeros). Channels in it cannot be used any more: connections still on one
+ * are reset. Those already dropped are not attached any more; those found done but not yet
+ * dropped (all their data on TCP) only forget the channel. */
 static void stale_locked(void)
 {
 	nsk_log(NSK_LOG_WARN,
@@ -632,6 +633,16 @@ int nsk_vm_offer_due(struct nsk_sock *s)
 	return 1;
 }
 
+/* Give back chunks allocated in mapping @rg, unless a re-join replaced it meanwhile (the
+ * memory then belongs to another format of the region). */
+static void chunk_free_current(struct nsk_region *rg, uint64_t off, uint32_t n)
+{
+	pthread_mutex_lock(&vm.lock);
+	if (vm.state == VM_JOINED && rg == vm.rg)
+		nsk_region_chunk_free(rg, off, n);
+	pthread_mutex_unlock(&vm.lock);
+}
+
 void nsk_vm_offer(struct nsk_sock *s)
 {
 	struct nsk_vmconn *v = s->vm;
@@ -689,13 +700,10 @@ void nsk_vm_offer(struct nsk_sock *s)
 				VST(v->rg, rg);
 				VST(v->attached, 1);
 			}
-			if (why && r != -ESTALE)
-				nsk_region_chunk_free(rg, (uint64_t)off, got);
 			pthread_mutex_unlock(&vm.lock);
-			off = -1; /* freed above if needed */
 		}
-		if (why && off >= 0)
-			nsk_region_chunk_free(rg, (uint64_t)off, got);
+		if (why)
+			chunk_free_current(rg, (uint64_t)off, got);
 	}
 	if (why) {
 		nsk_log(NSK_LOG_INFO, "fd %d: no ivshmem channel (%s): TCP for now", s->fd, why);
